@@ -1,0 +1,85 @@
+"""Durable blob storage through obstore: a local directory by default, any object store by URL.
+
+Uploads are content-addressed (``uploads/sha256/<hex>``) so the same bytes are stored once;
+step artifacts are keyed by content hash and step configuration so a retried or re-run
+step finds its own earlier output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import IO
+
+import obstore
+from obstore.exceptions import NotFoundError
+from obstore.store import LocalStore, from_url
+
+from docindex.config import Settings
+
+_HASH_BLOCK = 1024 * 1024
+
+
+class BlobStore:
+    def __init__(self, url: str | None, default_root: Path) -> None:
+        if url is None:
+            self.url = default_root.as_uri()
+            self._store = LocalStore(default_root, mkdir=True)
+        else:
+            self.url = url
+            if url.startswith("file://"):
+                self._store = LocalStore(Path(url.removeprefix("file://")), mkdir=True)
+            else:
+                self._store = from_url(url)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BlobStore:
+        return cls(settings.blob_url, settings.blob_root)
+
+    async def put(self, key: str, data: bytes | IO[bytes]) -> None:
+        await obstore.put_async(self._store, key, data)
+
+    async def get(self, key: str) -> bytes:
+        result = await obstore.get_async(self._store, key)
+        return bytes(await result.bytes_async())
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await obstore.head_async(self._store, key)
+        except (NotFoundError, FileNotFoundError):
+            return False
+        return True
+
+    async def delete(self, key: str) -> None:
+        await obstore.delete_async(self._store, key)
+
+    async def put_upload(self, file: IO[bytes]) -> tuple[str, str, int]:
+        """Store an uploaded file under its sha256; return (key, sha256, size)."""
+        digest = hashlib.sha256()
+        size = 0
+        file.seek(0)
+        while block := file.read(_HASH_BLOCK):
+            digest.update(block)
+            size += len(block)
+        sha = digest.hexdigest()
+        key = upload_key(sha)
+        if not await self.exists(key):
+            file.seek(0)
+            await self.put(key, file)
+        return key, sha, size
+
+
+def upload_key(sha256: str) -> str:
+    return f"uploads/sha256/{sha256}"
+
+
+def parsed_key(sha256: str, pipeline: str) -> str:
+    return f"parsed/{sha256}/{pipeline}.json"
+
+
+def chunks_key(sha256: str, chunk_config: str) -> str:
+    return f"chunks/{sha256}/{chunk_config}.json"
+
+
+def vectors_key(sha256: str, chunk_config: str, model_slug: str) -> str:
+    return f"vectors/{sha256}/{chunk_config}-{model_slug}.npy"

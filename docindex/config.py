@@ -1,0 +1,96 @@
+"""All configuration in one place: environment variables prefixed ``DOCINDEX_``.
+
+Every external endpoint is optional. Left unset, ``docindex dev`` starts an embedded
+equivalent (Temporal dev server, pgserver Postgres, a local blob directory) under
+``data_dir``; set, the real endpoint is used and nothing is started for it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DOCINDEX_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".docindex"),
+        description="Where embedded services keep their state (Temporal DB, pgdata, blobs).",
+    )
+
+    # Temporal
+    temporal_address: str | None = Field(
+        default=None, description="host:port of a Temporal frontend; unset = embedded dev server"
+    )
+    temporal_namespace: str = "default"
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    workflow_task_queue: str = "docindex-workflows"
+    cpu_task_queue: str = "docindex-cpu"
+    gpu_task_queue: str = "docindex-gpu"
+
+    # Postgres + pgvector
+    database_url: str | None = Field(
+        default=None, description="postgresql:// URL; unset = embedded pgserver under data_dir"
+    )
+
+    # Blob store
+    blob_url: str | None = Field(
+        default=None,
+        description="file:///abs/dir or s3://bucket/prefix; unset = data_dir/blobs",
+    )
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_url: str | None = Field(
+        default=None, description="Base URL the CLI talks to; default http://api_host:api_port"
+    )
+    max_upload_bytes: int = 200 * 1024 * 1024
+
+    # Orchestration
+    max_concurrent_documents: int = Field(
+        default=8, ge=1, description="Sliding window of DocumentWorkflow children per run"
+    )
+    documents_per_run_execution: int = Field(
+        default=200,
+        ge=1,
+        description="Children started before the run continues-as-new (keeps history small)",
+    )
+    cpu_worker_concurrency: int = Field(default=2, ge=1)
+    gpu_worker_concurrency: int = Field(default=4, ge=1)
+
+    # Parsing
+    pdf_pipeline: Literal["auto", "standard", "native"] = "auto"
+
+    # Chunking / embedding
+    embed_model: str | None = Field(
+        default=None,
+        description="Path of a sentence-transformers model; unset = bundled all-MiniLM-L6-v2",
+    )
+    embed_batch_size: int = 64
+    chunk_max_tokens: int = Field(default=256, ge=16)
+    embed_device: str | None = Field(
+        default=None, description="torch device; unset = cuda when present, else cpu"
+    )
+
+    # Enrichment
+    enricher: Literal["none", "anthropic"] = "none"
+
+    @property
+    def resolved_api_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def blob_root(self) -> Path:
+        return (self.data_dir / "blobs").resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

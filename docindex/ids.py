@@ -1,0 +1,33 @@
+"""Deterministic identifiers, so retries and replays never create duplicates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from typing import Any
+
+_NAMESPACE = uuid.UUID("6f1c1d2e-55a4-4c47-9a53-3b8e1f0c9d21")
+
+
+def run_workflow_id(run_id: str) -> str:
+    return f"index-run/{run_id}"
+
+
+def document_workflow_id(run_id: str, document_id: str) -> str:
+    return f"index-doc/{run_id}/{document_id}"
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """Short stable digest of a step's configuration, used in artifact keys and chunk ids."""
+    raw = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def chunk_id(document_id: str, ordinal: int, chunk_config: str, model: str) -> uuid.UUID:
+    return uuid.uuid5(_NAMESPACE, f"{document_id}:{ordinal}:{chunk_config}:{model}")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")

@@ -1,0 +1,225 @@
+"""Small models that cross Temporal boundaries (workflow inputs, activity inputs/results).
+
+Large data never travels in these: parsed documents, chunks and vectors stay in the blob
+store and only their keys pass through workflow history.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class DocStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (DocStatus.COMPLETED, DocStatus.FAILED, DocStatus.CANCELLED)
+
+
+class RunState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Step(StrEnum):
+    PARSE = "parse"
+    METADATA = "metadata"
+    ENRICH = "enrich"
+    CHUNK = "chunk"
+    EMBED = "embed"
+    STORE = "store"
+
+
+class PipelineOptions(BaseModel):
+    """Everything a run's workflows need to know that would otherwise come from the
+    environment; workflows must not read the environment (it breaks replay)."""
+
+    cpu_task_queue: str
+    gpu_task_queue: str
+    workflow_task_queue: str
+    max_concurrent_documents: int = 8
+    documents_per_execution: int = 200
+    pdf_pipeline: str = "auto"
+    chunk_max_tokens: int = 256
+    enricher: str = "none"
+
+
+class RunInput(BaseModel):
+    run_id: str
+    document_count: int
+    options: PipelineOptions
+    # Carried across continue-as-new.
+    next_seq: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+class DocumentTask(BaseModel):
+    run_id: str
+    document_id: str
+    seq: int
+    filename: str
+    sha256: str
+    size_bytes: int
+    blob_key: str
+
+
+class DocumentInput(BaseModel):
+    task: DocumentTask
+    options: PipelineOptions
+
+
+class DocumentProgress(BaseModel):
+    """What a child reports to its parent by signal, and what queries return."""
+
+    document_id: str
+    filename: str
+    status: DocStatus
+    step: Step | None = None
+    pages: int | None = None
+    chunk_count: int | None = None
+    error_type: str | None = None
+    error: str | None = None
+
+
+class RunProgress(BaseModel):
+    run_id: str
+    status: RunState
+    document_count: int
+    completed: int
+    failed: int
+    cancelled: int
+    running: int
+    documents: list[DocumentProgress] = Field(default_factory=list)
+
+
+class FetchDocumentsInput(BaseModel):
+    run_id: str
+    after_seq: int
+    limit: int
+
+
+class ParseInput(BaseModel):
+    document_id: str
+    filename: str
+    sha256: str
+    blob_key: str
+    pdf_pipeline: str = "auto"
+
+
+class ParseResult(BaseModel):
+    parsed_key: str
+    kind: str
+    pages: int | None  # None for formats without pages (DOCX, HTML, Markdown)
+    pipeline: str
+
+
+class MetadataInput(BaseModel):
+    document_id: str
+    parsed_key: str
+    kind: str
+    pipeline: str
+
+
+class DocumentMetadata(BaseModel):
+    title: str | None = None
+    kind: str
+    pages: int | None
+    pipeline: str
+    headings: list[str] = Field(default_factory=list)
+    tables: int = 0
+    pictures: int = 0
+    text_items: int = 0
+
+
+class EnrichInput(BaseModel):
+    document_id: str
+    parsed_key: str
+    enricher: str = "none"
+
+
+class EnrichResult(BaseModel):
+    status: str  # "skipped" | "enriched"
+    enricher: str
+
+
+class ChunkInput(BaseModel):
+    document_id: str
+    sha256: str
+    parsed_key: str
+    max_tokens: int
+
+
+class ChunkResult(BaseModel):
+    chunks_key: str
+    chunk_count: int
+    chunk_config: str
+
+
+class EmbedInput(BaseModel):
+    document_id: str
+    sha256: str
+    chunks_key: str
+    chunk_config: str
+
+
+class EmbedResult(BaseModel):
+    vectors_key: str
+    model: str
+    dimension: int
+    count: int
+
+
+class StoreInput(BaseModel):
+    document_id: str
+    chunks_key: str
+    chunk_config: str
+    vectors_key: str
+    model: str
+    dimension: int
+    pages: int | None
+    metadata: DocumentMetadata
+
+
+class StoreResult(BaseModel):
+    chunk_count: int
+
+
+class DocumentOutcome(BaseModel):
+    document_id: str
+    status: DocStatus
+    error_type: str | None = None
+    error: str | None = None
+
+
+class RecordOutcomeInput(BaseModel):
+    outcome: DocumentOutcome
+
+
+class RunStatusUpdate(BaseModel):
+    run_id: str
+    status: RunState
+    completed: int
+    failed: int
+    cancelled: int
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    status: RunState
+    document_count: int
+    completed: int
+    failed: int
+    cancelled: int

@@ -1,0 +1,265 @@
+"""Every SQL statement docindex runs, as plain async functions over an asyncpg pool."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from docindex.ids import slug
+from docindex.models import DocStatus, DocumentTask, RunState
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    document_id: str
+    filename: str
+    sha256: str
+    size_bytes: int
+    blob_key: str
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    chunk_id: uuid.UUID
+    ordinal: int
+    text: str
+    embed_text: str
+    headings: list[str]
+    pages: list[int]
+
+
+async def create_run(
+    pool: asyncpg.Pool, run_id: str, workflow_id: str, documents: Sequence[NewDocument]
+) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO runs (run_id, workflow_id, document_count) VALUES ($1, $2, $3)",
+            uuid.UUID(run_id),
+            workflow_id,
+            len(documents),
+        )
+        await conn.executemany(
+            """INSERT INTO documents
+                   (document_id, run_id, seq, filename, sha256, size_bytes, blob_key)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+            [
+                (
+                    uuid.UUID(d.document_id),
+                    uuid.UUID(run_id),
+                    seq,
+                    d.filename,
+                    d.sha256,
+                    d.size_bytes,
+                    d.blob_key,
+                )
+                for seq, d in enumerate(documents)
+            ],
+        )
+
+
+async def set_run_status(
+    pool: asyncpg.Pool,
+    run_id: str,
+    status: RunState,
+    *,
+    completed: int | None = None,
+    failed: int | None = None,
+    cancelled: int | None = None,
+    error: str | None = None,
+) -> None:
+    finished = status not in (RunState.QUEUED, RunState.RUNNING)
+    await pool.execute(
+        """UPDATE runs SET status = $2,
+                  completed = COALESCE($3, completed),
+                  failed = COALESCE($4, failed),
+                  cancelled = COALESCE($5, cancelled),
+                  error = COALESCE($6, error),
+                  updated_at = now(),
+                  finished_at = CASE WHEN $7 THEN now() ELSE finished_at END
+           WHERE run_id = $1""",
+        uuid.UUID(run_id),
+        status.value,
+        completed,
+        failed,
+        cancelled,
+        error,
+        finished,
+    )
+
+
+async def fetch_documents(
+    pool: asyncpg.Pool, run_id: str, after_seq: int, limit: int
+) -> list[DocumentTask]:
+    rows = await pool.fetch(
+        """SELECT document_id, seq, filename, sha256, size_bytes, blob_key FROM documents
+           WHERE run_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3""",
+        uuid.UUID(run_id),
+        after_seq,
+        limit,
+    )
+    return [
+        DocumentTask(
+            run_id=run_id,
+            document_id=str(r["document_id"]),
+            seq=r["seq"],
+            filename=r["filename"],
+            sha256=r["sha256"],
+            size_bytes=r["size_bytes"],
+            blob_key=r["blob_key"],
+        )
+        for r in rows
+    ]
+
+
+async def get_run(pool: asyncpg.Pool, run_id: str) -> dict[str, Any] | None:
+    row = await pool.fetchrow("SELECT * FROM runs WHERE run_id = $1", uuid.UUID(run_id))
+    return dict(row) if row else None
+
+
+async def list_run_documents(pool: asyncpg.Pool, run_id: str) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        """SELECT document_id, filename, sha256, status, pages, chunk_count, error_type, error
+           FROM documents WHERE run_id = $1 ORDER BY seq""",
+        uuid.UUID(run_id),
+    )
+    return [dict(r) for r in rows]
+
+
+async def get_document(pool: asyncpg.Pool, document_id: str) -> dict[str, Any] | None:
+    row = await pool.fetchrow(
+        "SELECT * FROM documents WHERE document_id = $1", uuid.UUID(document_id)
+    )
+    if row is None:
+        return None
+    doc = dict(row)
+    doc["metadata"] = json.loads(doc["metadata"]) if doc["metadata"] else {}
+    return doc
+
+
+async def record_outcome(
+    pool: asyncpg.Pool,
+    document_id: str,
+    status: DocStatus,
+    error_type: str | None,
+    error: str | None,
+) -> None:
+    """Record a document that ended without being stored (failed or cancelled).
+
+    Its chunks go too: no half-indexed document is ever searchable.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("DELETE FROM chunks WHERE document_id = $1", uuid.UUID(document_id))
+        await conn.execute(
+            """UPDATE documents SET status = $2, error_type = $3, error = $4, chunk_count = 0,
+                      updated_at = now()
+               WHERE document_id = $1""",
+            uuid.UUID(document_id),
+            status.value,
+            error_type,
+            error,
+        )
+
+
+async def store_document(
+    pool: asyncpg.Pool,
+    document_id: str,
+    chunks: Sequence[ChunkRow],
+    vectors: np.ndarray,
+    model: str,
+    pages: int | None,
+    metadata: dict[str, Any],
+) -> int:
+    """Replace the document's chunks and mark it completed, in one transaction.
+
+    Chunk ids are deterministic, so a retried store writes the same rows again.
+    """
+    dimension = int(vectors.shape[1]) if len(chunks) else 0
+    if len(chunks):
+        await ensure_vector_index(pool, model, dimension)
+    doc_uuid = uuid.UUID(document_id)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("DELETE FROM chunks WHERE document_id = $1", doc_uuid)
+        await conn.copy_records_to_table(
+            "chunks",
+            columns=[
+                "chunk_id",
+                "document_id",
+                "ordinal",
+                "text",
+                "embed_text",
+                "headings",
+                "pages",
+                "model",
+                "dimension",
+                "embedding",
+            ],
+            records=[
+                (
+                    c.chunk_id,
+                    doc_uuid,
+                    c.ordinal,
+                    c.text,
+                    c.embed_text,
+                    c.headings,
+                    c.pages,
+                    model,
+                    dimension,
+                    vectors[i],
+                )
+                for i, c in enumerate(chunks)
+            ],
+        )
+        await conn.execute(
+            """UPDATE documents SET status = 'completed', pages = $2, chunk_count = $3,
+                      metadata = $4::jsonb, error_type = NULL, error = NULL, updated_at = now()
+               WHERE document_id = $1""",
+            doc_uuid,
+            pages,
+            len(chunks),
+            json.dumps(metadata),
+        )
+    return len(chunks)
+
+
+def vector_index_name(model: str, dimension: int) -> str:
+    digest = hashlib.sha256(f"{model}:{dimension}".encode()).hexdigest()[:8]
+    return f"chunks_hnsw_{slug(model)[:30]}_{dimension}_{digest}"
+
+
+async def ensure_vector_index(pool: asyncpg.Pool, model: str, dimension: int) -> None:
+    name = vector_index_name(model, dimension)
+    literal = model.replace("'", "''")
+    try:
+        await pool.execute(
+            f"""CREATE INDEX IF NOT EXISTS {name} ON chunks
+                USING hnsw ((embedding::vector({dimension})) vector_cosine_ops)
+                WHERE model = '{literal}'"""
+        )
+    except asyncpg.UniqueViolationError:
+        pass  # another worker created it at the same moment
+
+
+async def search_chunks(
+    pool: asyncpg.Pool, query_vector: np.ndarray, model: str, top_k: int
+) -> list[dict[str, Any]]:
+    dimension = int(query_vector.shape[0])
+    # The cast and the model predicate must match the partial index for HNSW to be used.
+    rows = await pool.fetch(
+        f"""SELECT c.chunk_id, c.document_id, c.text, c.pages, c.headings, d.filename,
+                   1 - (c.embedding::vector({dimension}) <=> $1::vector({dimension})) AS score
+            FROM chunks c JOIN documents d USING (document_id)
+            WHERE c.model = $2 AND d.status = 'completed'
+            ORDER BY c.embedding::vector({dimension}) <=> $1::vector({dimension})
+            LIMIT $3""",
+        query_vector,
+        model,
+        top_k,
+    )
+    return [dict(r) for r in rows]
