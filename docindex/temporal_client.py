@@ -1,0 +1,34 @@
+"""One way to connect to Temporal, with the pydantic data converter everywhere."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from docindex.config import Settings
+from docindex.models import PipelineOptions
+
+
+def temporal_address(settings: Settings) -> str:
+    return settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(
+        temporal_address(settings),
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+def pipeline_options(settings: Settings) -> PipelineOptions:
+    return PipelineOptions(
+        cpu_task_queue=settings.cpu_task_queue,
+        gpu_task_queue=settings.gpu_task_queue,
+        workflow_task_queue=settings.workflow_task_queue,
+        max_concurrent_documents=settings.max_concurrent_documents,
+        documents_per_execution=settings.documents_per_run_execution,
+        pdf_pipeline=settings.pdf_pipeline,
+        chunk_max_tokens=settings.chunk_max_tokens,
+        enricher=settings.enricher,
+    )

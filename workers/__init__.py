@@ -1,0 +1,1 @@
+"""Worker processes, one kind per task queue: workflow, cpu, gpu."""

@@ -1,0 +1,229 @@
+"""DocumentWorkflow: one document through parse → metadata → enrich → chunk → embed → store."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from docindex.errors import DOCUMENT_ERROR_TYPES
+    from docindex.models import (
+        ChunkInput,
+        ChunkResult,
+        DocStatus,
+        DocumentInput,
+        DocumentMetadata,
+        DocumentOutcome,
+        DocumentProgress,
+        EmbedInput,
+        EmbedResult,
+        EnrichInput,
+        EnrichResult,
+        MetadataInput,
+        ParseInput,
+        ParseResult,
+        RecordOutcomeInput,
+        Step,
+        StoreInput,
+        StoreResult,
+    )
+    from workflows import names
+
+# Transient failures (a worker restart, a database blip) retry with backoff; bad input does
+# not retry at all (the activities raise it non-retryable, and the types are listed here too).
+STEP_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=10,
+    non_retryable_error_types=list(DOCUMENT_ERROR_TYPES),
+)
+# Long steps heartbeat; a worker that dies is noticed within this, not after the step timeout.
+HEARTBEAT = timedelta(seconds=30)
+
+
+@workflow.defn(name="DocumentWorkflow")
+class DocumentWorkflow:
+    def __init__(self) -> None:
+        self._progress: DocumentProgress | None = None
+
+    @workflow.query(name=names.STATUS_QUERY)
+    def status(self) -> DocumentProgress | None:
+        return self._progress
+
+    @workflow.run
+    async def run(self, inp: DocumentInput) -> DocumentOutcome:
+        task, opts = inp.task, inp.options
+        self._progress = DocumentProgress(
+            document_id=task.document_id, filename=task.filename, status=DocStatus.RUNNING
+        )
+        try:
+            await self._enter(Step.PARSE)
+            parsed = await workflow.execute_activity(
+                names.PARSE_DOCUMENT,
+                ParseInput(
+                    document_id=task.document_id,
+                    filename=task.filename,
+                    sha256=task.sha256,
+                    blob_key=task.blob_key,
+                    pdf_pipeline=opts.pdf_pipeline,
+                ),
+                result_type=ParseResult,
+                task_queue=opts.cpu_task_queue,
+                start_to_close_timeout=timedelta(hours=2),
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=STEP_RETRY,
+            )
+            self._progress.pages = parsed.pages
+
+            await self._enter(Step.METADATA)
+            metadata = await workflow.execute_activity(
+                names.EXTRACT_METADATA,
+                MetadataInput(
+                    document_id=task.document_id,
+                    parsed_key=parsed.parsed_key,
+                    kind=parsed.kind,
+                    pipeline=parsed.pipeline,
+                ),
+                result_type=DocumentMetadata,
+                task_queue=opts.cpu_task_queue,
+                start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=STEP_RETRY,
+            )
+
+            await self._enter(Step.ENRICH)
+            await workflow.execute_activity(
+                names.ENRICH_DOCUMENT,
+                EnrichInput(
+                    document_id=task.document_id,
+                    parsed_key=parsed.parsed_key,
+                    enricher=opts.enricher,
+                ),
+                result_type=EnrichResult,
+                task_queue=opts.cpu_task_queue,
+                start_to_close_timeout=timedelta(minutes=30),
+                retry_policy=STEP_RETRY,
+            )
+
+            await self._enter(Step.CHUNK)
+            chunked = await workflow.execute_activity(
+                names.CHUNK_DOCUMENT,
+                ChunkInput(
+                    document_id=task.document_id,
+                    sha256=task.sha256,
+                    parsed_key=parsed.parsed_key,
+                    max_tokens=opts.chunk_max_tokens,
+                ),
+                result_type=ChunkResult,
+                task_queue=opts.cpu_task_queue,
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=STEP_RETRY,
+            )
+            self._progress.chunk_count = chunked.chunk_count
+
+            await self._enter(Step.EMBED)
+            embedded = await workflow.execute_activity(
+                names.EMBED_CHUNKS,
+                EmbedInput(
+                    document_id=task.document_id,
+                    sha256=task.sha256,
+                    chunks_key=chunked.chunks_key,
+                    chunk_config=chunked.chunk_config,
+                ),
+                result_type=EmbedResult,
+                task_queue=opts.gpu_task_queue,
+                start_to_close_timeout=timedelta(hours=1),
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=STEP_RETRY,
+            )
+
+            await self._enter(Step.STORE)
+            stored = await workflow.execute_activity(
+                names.STORE_DOCUMENT,
+                StoreInput(
+                    document_id=task.document_id,
+                    chunks_key=chunked.chunks_key,
+                    chunk_config=chunked.chunk_config,
+                    vectors_key=embedded.vectors_key,
+                    model=embedded.model,
+                    dimension=embedded.dimension,
+                    pages=parsed.pages,
+                    metadata=metadata,
+                ),
+                result_type=StoreResult,
+                task_queue=opts.cpu_task_queue,
+                start_to_close_timeout=timedelta(minutes=10),
+                retry_policy=STEP_RETRY,
+            )
+            self._progress.chunk_count = stored.chunk_count
+        except ActivityError as err:
+            error_type, message = _describe(err)
+            await self._finish(DocStatus.FAILED, error_type, message, opts.workflow_task_queue)
+            raise ApplicationError(message, type=error_type, non_retryable=True) from err
+        except (asyncio.CancelledError, CancelledError):
+            await self._finish(
+                DocStatus.CANCELLED, "Cancelled", "cancelled by request", opts.workflow_task_queue
+            )
+            raise
+
+        self._progress.status = DocStatus.COMPLETED
+        await self._report()
+        return DocumentOutcome(document_id=task.document_id, status=DocStatus.COMPLETED)
+
+    async def _enter(self, step: Step) -> None:
+        assert self._progress is not None
+        self._progress.step = step
+        await self._report()
+
+    async def _finish(self, status: DocStatus, error_type: str, message: str, queue: str) -> None:
+        """Record a document that will not complete, in Postgres and with the parent."""
+        assert self._progress is not None
+        self._progress.status = status
+        self._progress.error_type = error_type
+        self._progress.error = message
+        outcome = DocumentOutcome(
+            document_id=self._progress.document_id,
+            status=status,
+            error_type=error_type,
+            error=message,
+        )
+        # Runs even while this workflow is being cancelled: the cleanup must happen.
+        await asyncio.shield(
+            workflow.execute_activity(
+                names.RECORD_DOCUMENT_OUTCOME,
+                RecordOutcomeInput(outcome=outcome),
+                task_queue=queue,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+            )
+        )
+        await self._report()
+
+    async def _report(self) -> None:
+        """Tell the parent run about our progress; the run's status query reads it."""
+        parent = workflow.info().parent
+        if parent is None or self._progress is None:
+            return
+        try:
+            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+                names.DOCUMENT_PROGRESS_SIGNAL, self._progress
+            )
+        except ApplicationError:
+            # The run may already have closed (it was terminated); our own state still
+            # holds, and Postgres has the outcome.
+            workflow.logger.warning("could not signal run %s", parent.workflow_id)
+
+
+def _describe(err: ActivityError) -> tuple[str, str]:
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return cause.type or "ApplicationError", cause.message
+    if cause is not None:
+        return type(cause).__name__, str(cause) or type(cause).__name__
+    return "ActivityError", str(err)

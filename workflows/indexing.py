@@ -1,0 +1,200 @@
+"""IndexingWorkflow: a run of many documents, one DocumentWorkflow child each.
+
+A sliding window bounds how many children run at once; children report progress by signal;
+the ``status`` query answers from that state; after a batch of children the run drains its
+window and continues-as-new so history stays small for runs of any size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ChildWorkflowError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from docindex.ids import document_workflow_id
+    from docindex.models import (
+        DocStatus,
+        DocumentInput,
+        DocumentOutcome,
+        DocumentProgress,
+        DocumentTask,
+        FetchDocumentsInput,
+        RunInput,
+        RunProgress,
+        RunState,
+        RunStatusUpdate,
+        RunSummary,
+    )
+    from workflows import names
+
+BOOKKEEPING_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
+
+
+@workflow.defn(name="IndexingWorkflow")
+class IndexingWorkflow:
+    def __init__(self) -> None:
+        self._input: RunInput | None = None
+        self._documents: dict[str, DocumentProgress] = {}
+        self._in_flight: set[str] = set()
+        self._completed = self._failed = self._cancelled = 0
+        self._state = RunState.RUNNING
+        self._waiters: set[asyncio.Task[None]] = set()
+
+    @workflow.signal(name=names.DOCUMENT_PROGRESS_SIGNAL)
+    def document_progress(self, progress: DocumentProgress) -> None:
+        known = self._documents.get(progress.document_id)
+        # Outcomes seen by awaiting the child are final; a late signal must not undo them.
+        if known is not None and known.status.terminal:
+            return
+        self._documents[progress.document_id] = progress
+
+    @workflow.query(name=names.STATUS_QUERY)
+    def status(self) -> RunProgress:
+        assert self._input is not None
+        return RunProgress(
+            run_id=self._input.run_id,
+            status=self._state,
+            document_count=self._input.document_count,
+            completed=self._completed,
+            failed=self._failed,
+            cancelled=self._cancelled,
+            running=len(self._in_flight),
+            documents=list(self._documents.values()),
+        )
+
+    @workflow.run
+    async def run(self, inp: RunInput) -> RunSummary:
+        self._input = inp
+        self._completed, self._failed, self._cancelled = inp.completed, inp.failed, inp.cancelled
+        opts = inp.options
+        if inp.next_seq == 0:
+            await self._set_status(RunState.RUNNING)
+
+        next_seq = inp.next_seq
+        started_here = 0
+        while next_seq < inp.document_count:
+            if started_here >= opts.documents_per_execution or (
+                workflow.info().is_continue_as_new_suggested()
+            ):
+                await self._drain()
+                workflow.continue_as_new(
+                    inp.model_copy(
+                        update={
+                            "next_seq": next_seq,
+                            "completed": self._completed,
+                            "failed": self._failed,
+                            "cancelled": self._cancelled,
+                        }
+                    )
+                )
+            page = await workflow.execute_activity(
+                names.FETCH_RUN_DOCUMENTS,
+                FetchDocumentsInput(
+                    run_id=inp.run_id,
+                    after_seq=next_seq,
+                    limit=min(
+                        opts.documents_per_execution - started_here,
+                        2 * opts.max_concurrent_documents,
+                    ),
+                ),
+                result_type=list[DocumentTask],
+                task_queue=opts.workflow_task_queue,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=BOOKKEEPING_RETRY,
+            )
+            if not page:
+                break
+            for task in page:
+                await workflow.wait_condition(
+                    lambda: len(self._in_flight) < opts.max_concurrent_documents
+                )
+                await self._start_child(task)
+                next_seq = task.seq + 1
+                started_here += 1
+
+        await self._drain()
+        if self._failed == 0 and self._cancelled == 0:
+            final = RunState.COMPLETED
+        elif self._completed == 0 and self._failed > 0:
+            final = RunState.FAILED
+        else:
+            final = RunState.COMPLETED_WITH_ERRORS
+        self._state = final
+        await self._set_status(final)
+        return RunSummary(
+            run_id=inp.run_id,
+            status=final,
+            document_count=inp.document_count,
+            completed=self._completed,
+            failed=self._failed,
+            cancelled=self._cancelled,
+        )
+
+    async def _start_child(self, task: DocumentTask) -> None:
+        assert self._input is not None
+        opts = self._input.options
+        handle = await workflow.start_child_workflow(
+            "DocumentWorkflow",
+            DocumentInput(task=task, options=opts),
+            id=document_workflow_id(task.run_id, task.document_id),
+            task_queue=opts.workflow_task_queue,
+            result_type=DocumentOutcome,
+            # Cancelling or terminating the run cancels its documents.
+            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+        )
+        self._in_flight.add(task.document_id)
+        self._documents.setdefault(
+            task.document_id,
+            DocumentProgress(
+                document_id=task.document_id, filename=task.filename, status=DocStatus.RUNNING
+            ),
+        )
+
+        async def wait_for_child() -> None:
+            progress = self._documents[task.document_id]
+            try:
+                await handle
+                progress.status = DocStatus.COMPLETED
+                self._completed += 1
+            except ChildWorkflowError as err:
+                if progress.status == DocStatus.CANCELLED:
+                    self._cancelled += 1
+                else:
+                    progress.status = DocStatus.FAILED
+                    cause = err.cause
+                    progress.error_type = progress.error_type or getattr(cause, "type", None)
+                    progress.error = progress.error or (str(cause) if cause else str(err))
+                    self._failed += 1
+            finally:
+                self._in_flight.discard(task.document_id)
+
+        # Workflow asyncio tasks are deterministic; keep a reference so none is collected.
+        waiter = asyncio.create_task(wait_for_child())
+        self._waiters.add(waiter)
+        waiter.add_done_callback(self._waiters.discard)
+
+    async def _drain(self) -> None:
+        await workflow.wait_condition(lambda: not self._in_flight)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+
+    async def _set_status(self, state: RunState) -> None:
+        assert self._input is not None
+        self._state = state
+        await workflow.execute_activity(
+            names.SET_RUN_STATUS,
+            RunStatusUpdate(
+                run_id=self._input.run_id,
+                status=state,
+                completed=self._completed,
+                failed=self._failed,
+                cancelled=self._cancelled,
+            ),
+            task_queue=self._input.options.workflow_task_queue,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=BOOKKEEPING_RETRY,
+        )
