@@ -1,0 +1,1 @@
+"""The HTTP API: routes and dependencies only; the work happens in workflows."""

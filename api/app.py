@@ -1,0 +1,50 @@
+"""FastAPI application factory."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from docindex import __version__
+from docindex.blobstore import BlobStore
+from docindex.config import Settings, get_settings
+from docindex.database import create_pool
+from docindex.temporal_client import connect
+
+from .deps import Resources
+from .routes import documents, health, runs, search
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.database_url is None:
+            raise RuntimeError("DOCINDEX_DATABASE_URL is required (docindex dev sets it)")
+        pool = await create_pool(settings.database_url)
+        resources = Resources(
+            settings=settings,
+            pool=pool,
+            blobs=BlobStore.from_settings(settings),
+            temporal=await connect(settings),
+        )
+        app.state.resources = resources
+        # Load the query embedder now, in the background, so the first search is fast.
+        resources.load_embedder()
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="docindex",
+        version=__version__,
+        summary="Durable document indexing for RAG on Temporal",
+        lifespan=lifespan,
+    )
+    for module in (documents, runs, search, health):
+        app.include_router(module.router)
+    return app

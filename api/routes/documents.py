@@ -1,0 +1,135 @@
+"""Upload documents (starts a run) and read one document's status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import unicodedata
+import uuid
+from pathlib import PurePath
+
+from fastapi import APIRouter, File, HTTPException, UploadFile, status
+from temporalio.client import WorkflowQueryFailedError
+from temporalio.service import RPCError
+
+from docindex import repository
+from docindex.ids import document_workflow_id, run_workflow_id
+from docindex.models import DocStatus, DocumentProgress, RunInput, RunState
+from docindex.temporal_client import pipeline_options
+from workflows import names
+
+from ..deps import ResourcesDep
+from ..schemas import AcceptedDocument, DocumentDetail, UploadAccepted
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/documents", tags=["documents"])
+
+
+def clean_filename(raw: str | None) -> str:
+    """Keep only a printable base name; it is shown to people, never used as a path."""
+    name = PurePath((raw or "").replace("\\", "/")).name
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = re.sub(r"\s+", " ", name).strip()
+    return name[:255] or "unnamed"
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=UploadAccepted)
+async def upload_documents(
+    res: ResourcesDep, files: list[UploadFile] = File(..., description="One or more files")
+) -> UploadAccepted:
+    """Store the files durably, then start an IndexingWorkflow over them."""
+    settings = res.settings
+    run_id = str(uuid.uuid4())
+    workflow_id = run_workflow_id(run_id)
+    accepted: list[repository.NewDocument] = []
+    for upload in files:
+        if upload.size is not None and upload.size > settings.max_upload_bytes:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"{upload.filename}: {upload.size} bytes exceeds the limit of "
+                f"{settings.max_upload_bytes} bytes",
+            )
+        key, sha256, size = await res.blobs.put_upload(upload.file)
+        accepted.append(
+            repository.NewDocument(
+                document_id=str(uuid.uuid4()),
+                filename=clean_filename(upload.filename),
+                sha256=sha256,
+                size_bytes=size,
+                blob_key=key,
+            )
+        )
+    # Blobs first, then rows, then the workflow: whatever the workflow reads already exists.
+    await repository.create_run(res.pool, run_id, workflow_id, accepted)
+    try:
+        await res.temporal.start_workflow(
+            "IndexingWorkflow",
+            RunInput(
+                run_id=run_id, document_count=len(accepted), options=pipeline_options(settings)
+            ),
+            id=workflow_id,
+            task_queue=settings.workflow_task_queue,
+        )
+    except RPCError as exc:
+        log.exception("could not start %s", workflow_id)
+        await repository.set_run_status(
+            res.pool, run_id, RunState.FAILED, error=f"could not start workflow: {exc}"
+        )
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "Temporal is unavailable; retry the upload"
+        ) from exc
+    return UploadAccepted(
+        run_id=run_id,
+        workflow_id=workflow_id,
+        documents=[
+            AcceptedDocument(
+                document_id=d.document_id,
+                filename=d.filename,
+                sha256=d.sha256,
+                size_bytes=d.size_bytes,
+            )
+            for d in accepted
+        ],
+        status_url=f"/v1/runs/{run_id}",
+    )
+
+
+@router.get("/{document_id}", response_model=DocumentDetail)
+async def get_document(document_id: uuid.UUID, res: ResourcesDep) -> DocumentDetail:
+    row = await repository.get_document(res.pool, str(document_id))
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such document")
+    detail = DocumentDetail(
+        document_id=str(row["document_id"]),
+        run_id=str(row["run_id"]),
+        filename=row["filename"],
+        sha256=row["sha256"],
+        size_bytes=row["size_bytes"],
+        status=DocStatus(row["status"]),
+        pages=row["pages"],
+        chunk_count=row["chunk_count"],
+        error_type=row["error_type"],
+        error=row["error"],
+        metadata=row["metadata"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+    if not detail.status.terminal:
+        live = await _query_document(res, detail.run_id, detail.document_id)
+        if live is not None:
+            detail.status, detail.step = live.status, live.step
+            detail.pages = live.pages if live.pages is not None else detail.pages
+    return detail
+
+
+async def _query_document(
+    res: ResourcesDep, run_id: str, document_id: str
+) -> DocumentProgress | None:
+    handle = res.temporal.get_workflow_handle(document_workflow_id(run_id, document_id))
+    try:
+        return await asyncio.wait_for(
+            handle.query(names.STATUS_QUERY, result_type=DocumentProgress), timeout=5
+        )
+    except (RPCError, WorkflowQueryFailedError, TimeoutError):
+        return None  # not started yet (still queued in its run)

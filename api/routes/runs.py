@@ -1,0 +1,93 @@
+"""Run status: live from the workflow's query while it runs, from Postgres after."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from fastapi import APIRouter, HTTPException, status
+from temporalio.client import WorkflowQueryFailedError
+from temporalio.service import RPCError
+
+from docindex import repository
+from docindex.models import DocStatus, RunProgress, RunState
+from workflows import names
+
+from ..deps import ResourcesDep
+from ..schemas import DocumentStatus, RunStatus
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+
+_OPEN = (RunState.QUEUED, RunState.RUNNING)
+
+
+@router.get("/{run_id}", response_model=RunStatus)
+async def get_run(run_id: uuid.UUID, res: ResourcesDep) -> RunStatus:
+    run = await repository.get_run(res.pool, str(run_id))
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such run")
+    rows = await repository.list_run_documents(res.pool, str(run_id))
+    documents = [
+        DocumentStatus(
+            document_id=str(r["document_id"]),
+            filename=r["filename"],
+            status=DocStatus(r["status"]),
+            pages=r["pages"],
+            chunk_count=r["chunk_count"],
+            error_type=r["error_type"],
+            error=r["error"],
+        )
+        for r in rows
+    ]
+    live = await _query_run(res, run["workflow_id"]) if run["status"] in _OPEN else None
+    if live is None:
+        by_status = {s: sum(d.status == s for d in documents) for s in DocStatus}
+        return RunStatus(
+            run_id=str(run_id),
+            workflow_id=run["workflow_id"],
+            status=RunState(run["status"]),
+            source="database",
+            document_count=run["document_count"],
+            completed=by_status[DocStatus.COMPLETED],
+            failed=by_status[DocStatus.FAILED],
+            cancelled=by_status[DocStatus.CANCELLED],
+            running=0,
+            created_at=run["created_at"],
+            finished_at=run["finished_at"],
+            documents=documents,
+        )
+    progress = {p.document_id: p for p in live.documents}
+    for doc in documents:
+        p = progress.get(doc.document_id)
+        # Postgres holds final outcomes; the workflow knows what is happening right now.
+        if p is not None and not doc.status.terminal:
+            doc.status, doc.step = p.status, p.step
+            doc.pages = p.pages if p.pages is not None else doc.pages
+            doc.chunk_count = p.chunk_count if p.chunk_count is not None else doc.chunk_count
+            doc.error_type, doc.error = p.error_type, p.error
+    return RunStatus(
+        run_id=str(run_id),
+        workflow_id=run["workflow_id"],
+        status=live.status,
+        source="workflow",
+        document_count=live.document_count,
+        completed=live.completed,
+        failed=live.failed,
+        cancelled=live.cancelled,
+        running=live.running,
+        created_at=run["created_at"],
+        finished_at=run["finished_at"],
+        documents=documents,
+    )
+
+
+async def _query_run(res: ResourcesDep, workflow_id: str) -> RunProgress | None:
+    handle = res.temporal.get_workflow_handle(workflow_id)
+    try:
+        return await asyncio.wait_for(
+            handle.query(names.STATUS_QUERY, result_type=RunProgress), timeout=5
+        )
+    except (RPCError, WorkflowQueryFailedError, TimeoutError):
+        # The run finished between our read and the query, or Temporal is unreachable:
+        # answer from the database rather than fail.
+        return None
