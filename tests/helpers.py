@@ -1,0 +1,26 @@
+"""Small helpers shared by tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+TERMINAL_RUN_STATES = {"completed", "completed_with_errors", "failed", "cancelled"}
+
+
+async def wait_for_run(
+    http: httpx.AsyncClient, run_id: str, limit_s: float = 240.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + limit_s
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = await http.get(f"/v1/runs/{run_id}")
+        response.raise_for_status()
+        body = response.json()
+        if body["status"] in TERMINAL_RUN_STATES:
+            return body
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"run {run_id} did not finish in {limit_s}s: {body}")
