@@ -237,6 +237,34 @@ class DevStack:
             await part.start()
             say(f"{part.name} restarted (pid {part.process.pid})")  # type: ignore[union-attr]
 
+    async def _wait_for_pollers(self) -> None:
+        """Wait until every worker kind polls its queue: then the stack really is up."""
+        from temporalio.api.enums.v1 import TaskQueueType
+        from temporalio.api.taskqueue.v1 import TaskQueue
+        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+        from docindex.temporal_client import connect
+
+        s = self.settings
+        client = await connect(s.model_copy(update={"temporal_address": temporal_address(s)}))
+        wanted = [
+            (s.workflow_task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+            (s.cpu_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+            (s.gpu_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+        ]
+        for name, kind in wanted:
+            while True:
+                response = await client.workflow_service.describe_task_queue(
+                    DescribeTaskQueueRequest(
+                        namespace=s.temporal_namespace,
+                        task_queue=TaskQueue(name=name),
+                        task_queue_type=kind,
+                    )
+                )
+                if response.pollers:
+                    break
+                await asyncio.sleep(0.5)
+
     async def _wait_for_port(self, host: str, port: int, what: str, limit_s: float = 60) -> None:
         deadline = time.monotonic() + limit_s
         while time.monotonic() < deadline:
@@ -257,6 +285,7 @@ class DevStack:
                     if (await http.get(f"{api}/healthz", timeout=1)).status_code == 200:
                         break
                 await asyncio.sleep(0.3)
+        await self._wait_for_pollers()
         ui = (
             f"http://127.0.0.1:{s.temporal_ui_port}"
             if not s.temporal_address

@@ -6,7 +6,7 @@ import io
 import zipfile
 from enum import StrEnum
 
-from docindex.errors import EmptyDocument, EncryptedDocument, UnsupportedFormat
+from docindex.errors import CorruptDocument, EmptyDocument, EncryptedDocument, UnsupportedFormat
 
 SNIFF_BYTES = 8192
 
@@ -49,6 +49,8 @@ def detect_kind(data: bytes, filename: str = "") -> DocumentKind:
         )
     text = _as_text(head)
     if text is None:
+        if _looks_like_headless_pdf(head):
+            raise CorruptDocument("PDF objects without a %PDF- header: the file is damaged")
         raise UnsupportedFormat("unrecognised binary format")
     lowered = text.lstrip().lower().encode()
     if any(lowered.startswith(m) for m in _HTML_MARKERS) or b"<html" in lowered[:512]:
@@ -56,6 +58,10 @@ def detect_kind(data: bytes, filename: str = "") -> DocumentKind:
     if filename.lower().endswith((".md", ".markdown")):
         return DocumentKind.MARKDOWN
     return DocumentKind.TEXT
+
+
+def _looks_like_headless_pdf(head: bytes) -> bool:
+    return b" obj" in head and (b"endobj" in head or b"/Type" in head)
 
 
 def _ooxml_kind(data: bytes) -> DocumentKind:

@@ -1,0 +1,123 @@
+"""What `make run` does, for real: the supervised stack, the CLI against it, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+UP_BANNER = "docindex is up"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Output:
+    """Collects a process's output on a thread so the pipe never fills up."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, limit_s: float) -> None:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} not seen in {limit_s}s:\n" + "".join(self.lines[-60:]))
+
+
+@pytest.fixture
+def dev_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCINDEX_")}
+    env.update(
+        {
+            "DOCINDEX_DATA_DIR": str(tmp_path / "state"),
+            "DOCINDEX_TEMPORAL_PORT": str(free_port()),
+            "DOCINDEX_TEMPORAL_UI_PORT": str(free_port()),
+            "DOCINDEX_API_PORT": str(free_port()),
+            "HF_HUB_OFFLINE": "1",
+            "COLUMNS": "200",
+        }
+    )
+    return env
+
+
+def test_dev_stack_serves_restarts_and_stops_cleanly(dev_env: dict[str, str], corpus: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "docindex", "dev"],
+        env=dev_env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    out = Output(proc)
+    try:
+        out.wait_for(UP_BANNER, limit_s=180)
+        ingest = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "docindex",
+                "ingest",
+                "--wait",
+                str(corpus / "pdf/docling/multi_page.pdf"),
+            ],
+            env=dev_env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert ingest.returncode == 0, ingest.stdout + ingest.stderr
+        assert "completed 1" in ingest.stdout
+        search = subprocess.run(
+            [sys.executable, "-m", "docindex", "search", "evolution of the word processor"],
+            env=dev_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert search.returncode == 0 and "multi_page.pdf" in search.stdout, search.stdout
+
+        # A dead worker is restarted by the supervisor, and says so.
+        cpu_worker = next(
+            p
+            for p in psutil.Process(proc.pid).children(recursive=True)
+            if "--queue" in p.cmdline() and "cpu" in p.cmdline()
+        )
+        cpu_worker.kill()
+        out.wait_for("cpu-worker exited with code -9; restart #1", limit_s=30)
+        out.wait_for("cpu-worker restarted", limit_s=30)
+    finally:
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert code == 0, "".join(out.lines[-40:])
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, f"left running after Ctrl-C: {[p.cmdline() for p in alive]}"
+    # State stayed on disk for the next start.
+    state = Path(dev_env["DOCINDEX_DATA_DIR"])
+    assert (state / "temporal.db").is_file() and (state / "pgdata" / "PG_VERSION").is_file()

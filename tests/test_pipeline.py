@@ -1,0 +1,161 @@
+"""The pipeline's plain functions, without Temporal: format sniffing, parsing, chunking,
+embedding. Parsing runs the real Docling over the shared corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from docindex.errors import (
+    CorruptDocument,
+    DocumentError,
+    EmptyDocument,
+    EncryptedDocument,
+    UnsupportedFormat,
+)
+from docindex.filetypes import DocumentKind, detect_kind
+from docindex.pipeline.chunking import DocumentChunker
+from docindex.pipeline.embedding import get_local_embedder
+from docindex.pipeline.metadata import extract_metadata
+from docindex.pipeline.parsing import DocumentParser, PipelineUnavailable, resolve_pdf_pipeline
+
+from .conftest import CORPUS
+
+SUFFIXES = {".pdf", ".docx", ".pptx", ".xlsx", ".xlsm", ".html"}
+# Image-only pages: the native pipeline runs no OCR, so these fail as EmptyDocument.
+SCANNED = {
+    "pdf/docling/ocr_test.pdf",
+    "pdf/docling/ocr_test_rotated_90.pdf",
+    "olmocr_bench/pdfs/blank_book_pg1.pdf",
+    "olmocr_bench/pdfs/buildingnotes.pdf",
+    "olmocr_bench/pdfs/lincoln_letter.pdf",
+}
+VALID = (
+    sorted(
+        str(p.relative_to(CORPUS))
+        for p in CORPUS.rglob("*")
+        if p.suffix.lower() in SUFFIXES and "broken" not in p.parts
+    )
+    if CORPUS.is_dir()
+    else []
+)
+
+
+@pytest.fixture(scope="module")
+def parser() -> DocumentParser:
+    return DocumentParser("auto")
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("pdf/docling/multi_page.pdf", DocumentKind.PDF),
+        ("office/docling/word_sample.docx", DocumentKind.DOCX),
+        ("office/docling/powerpoint_sample.pptx", DocumentKind.PPTX),
+        ("office/docling/xlsx_01.xlsx", DocumentKind.XLSX),
+        ("office/docling/xlsx_02_sample_sales_data.xlsm", DocumentKind.XLSX),
+        ("office/docling/wiki_duck.html", DocumentKind.HTML),
+    ],
+)
+def test_kind_comes_from_the_bytes_not_the_name(corpus: Path, name: str, kind: DocumentKind):
+    assert detect_kind((corpus / name).read_bytes(), "misleading.txt") is kind
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("broken/empty.pdf", EmptyDocument),
+        ("broken/password_protected.xlsx", EncryptedDocument),
+        ("broken/bug1606566.pdf", CorruptDocument),
+    ],
+)
+def test_unreadable_containers_are_typed(corpus: Path, name: str, error: type[DocumentError]):
+    with pytest.raises(error):
+        detect_kind((corpus / name).read_bytes(), name)
+
+
+def test_text_and_markdown_have_no_magic():
+    assert detect_kind(b"# Title\n\nbody", "notes.md") is DocumentKind.MARKDOWN
+    assert detect_kind(b"just words", "notes.pdf") is DocumentKind.TEXT
+    assert detect_kind("caf\u00e9 ".encode() * 5000, "x") is DocumentKind.TEXT
+    with pytest.raises(UnsupportedFormat):
+        detect_kind(b"\x00\x01\x02\x03" * 100, "x.bin")
+
+
+@pytest.mark.parametrize("name", VALID)
+def test_every_valid_corpus_document_parses(parser: DocumentParser, corpus: Path, name: str):
+    data = (corpus / name).read_bytes()
+    if name in SCANNED:
+        with pytest.raises(EmptyDocument, match="OCR"):
+            parser.parse(data, Path(name).name)
+        return
+    parsed = parser.parse(data, Path(name).name)
+    assert parsed.document.export_to_text().strip()
+    metadata = extract_metadata(parsed.document, parsed.kind.value, parsed.pipeline)
+    assert metadata.pages == parsed.pages
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("broken/empty.pdf", EmptyDocument),
+        ("broken/2206.01062_pg3.pdf", EncryptedDocument),
+        ("broken/r6-user-password.pdf", EncryptedDocument),
+        ("broken/password_protected.xlsx", EncryptedDocument),
+        ("broken/GHOSTSCRIPT-698804-1-fuzzed.pdf", EmptyDocument),
+        ("broken/bug1606566.pdf", CorruptDocument),
+    ],
+)
+def test_broken_files_raise_typed_errors(
+    parser: DocumentParser, corpus: Path, name: str, error: type[DocumentError]
+):
+    with pytest.raises(error) as caught:
+        parser.parse((corpus / name).read_bytes(), Path(name).name)
+    assert str(caught.value)
+
+
+def test_owner_password_only_pdf_parses(parser: DocumentParser, corpus: Path):
+    parsed = parser.parse((corpus / "broken/r4-owner-password.pdf").read_bytes(), "r4.pdf")
+    assert parsed.document.export_to_text().strip()
+
+
+def test_page_progress_is_reported(parser: DocumentParser, corpus: Path):
+    seen: list[tuple[int, int]] = []
+    parser.parse(
+        (corpus / "pdf/docling/multi_page.pdf").read_bytes(),
+        "m.pdf",
+        lambda done, total: seen.append((done, total)),
+    )
+    assert seen[-1] == (5, 5) and len(seen) == 5
+
+
+def test_standard_pipeline_without_models_fails_fast(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("DOCLING_ARTIFACTS_PATH", raising=False)
+    with pytest.raises(PipelineUnavailable, match="DOCLING_ARTIFACTS_PATH"):
+        resolve_pdf_pipeline("standard")
+    assert resolve_pdf_pipeline("auto") == "native"
+
+
+def test_chunks_respect_the_token_budget_and_keep_pages(parser: DocumentParser, corpus: Path):
+    parsed = parser.parse((corpus / "pdf/docling/redp5110_sampled.pdf").read_bytes(), "r.pdf")
+    chunker = DocumentChunker(max_tokens=128)
+    chunks = chunker.chunk(parsed.document)
+    assert len(chunks) > 10
+    assert [c.ordinal for c in chunks] == list(range(len(chunks)))
+    tokenizer = chunker._chunker.tokenizer
+    assert max(tokenizer.count_tokens(c.embed_text) for c in chunks) <= 128
+    assert all(c.pages and set(c.pages) <= set(range(1, 19)) for c in chunks)
+    assert chunker.config_digest("a") != chunker.config_digest("b")
+
+
+def test_local_embedder_is_normalised_and_semantic():
+    embedder = get_local_embedder(None, "cpu")
+    vectors = embedder.embed_documents(
+        ["The cat sat on the mat.", "A kitten rests on a rug.", "Quarterly revenue grew 8%."]
+    )
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+    assert embedder.embed_documents([]).shape == (0, 384)

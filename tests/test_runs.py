@@ -1,0 +1,118 @@
+"""Run-level behaviour: bad input fails alone and at once; big runs continue-as-new."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from docindex import repository
+from docindex.blobstore import BlobStore
+from docindex.config import Settings
+from docindex.database import create_pool
+from docindex.ids import run_workflow_id
+from docindex.models import RunInput, RunSummary
+from docindex.temporal_client import pipeline_options
+
+from .helpers import wait_for_run
+
+
+async def test_broken_files_fail_typed_on_first_attempt_and_the_rest_completes(
+    api: httpx.AsyncClient, corpus: Path, client: Client
+) -> None:
+    files = [
+        ("files", ("crazyones.pdf", (corpus / "pdf/pypdf/crazyones.pdf").read_bytes())),
+        ("files", ("empty.pdf", b"")),
+        ("files", ("locked.pdf", (corpus / "broken/r6-user-password.pdf").read_bytes())),
+        ("files", ("notes.pdf", b"this is plain text pretending to be a PDF\n")),
+        ("files", ("sheet.xlsx", (corpus / "broken/password_protected.xlsx").read_bytes())),
+        ("files", ("blob.pdf", bytes(range(256)) * 8)),
+    ]
+    accepted = (await api.post("/v1/documents", files=files)).json()
+    run = await wait_for_run(api, accepted["run_id"])
+    assert run["status"] == "completed_with_errors"
+    outcome = {d["filename"]: (d["status"], d["error_type"]) for d in run["documents"]}
+    assert outcome == {
+        "crazyones.pdf": ("completed", None),
+        "empty.pdf": ("failed", "EmptyDocument"),
+        "locked.pdf": ("failed", "EncryptedDocument"),
+        # Detected from the bytes, not the name: this "PDF" is text, and is indexed as such.
+        "notes.pdf": ("completed", None),
+        "sheet.xlsx": ("failed", "EncryptedDocument"),
+        "blob.pdf": ("failed", "UnsupportedFormat"),
+    }
+    assert (run["completed"], run["failed"]) == (2, 4)
+    failed = [d for d in run["documents"] if d["status"] == "failed"]
+    assert all(d["error"] for d in failed)
+
+    # One attempt each: no retry storm for input that can never parse.
+    for doc in failed:
+        history = await client.get_workflow_handle(
+            f"index-doc/{accepted['run_id']}/{doc['document_id']}"
+        ).fetch_history()
+        attempts = [
+            e.activity_task_started_event_attributes.attempt
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        ]
+        # parse (1 attempt) + recording the outcome (1 attempt)
+        assert attempts == [1, 1], (doc["filename"], attempts)
+        detail = (await api.get(f"/v1/documents/{doc['document_id']}")).json()
+        assert detail["status"] == "failed" and detail["error_type"] == doc["error_type"]
+
+
+async def test_large_run_continues_as_new_and_completes(
+    api: httpx.AsyncClient, client: Client, settings: Settings
+) -> None:
+    """Seven documents with a batch of three: two continue-as-new hops, no lost document."""
+    blobs = BlobStore.from_settings(settings)
+    pool = await create_pool(settings.database_url or "")
+    try:
+        run_id = str(uuid.uuid4())
+        docs = []
+        for i in range(7):
+            key = f"uploads/test/{run_id}/{i}"
+            await blobs.put(key, f"# Note {i}\n\nSmall document number {i} about otters.".encode())
+            docs.append(
+                repository.NewDocument(
+                    document_id=str(uuid.uuid4()),
+                    filename=f"note-{i}.md",
+                    sha256=f"{i:064d}",
+                    size_bytes=40,
+                    blob_key=key,
+                )
+            )
+        await repository.create_run(pool, run_id, run_workflow_id(run_id), docs)
+    finally:
+        await pool.close()
+    options = pipeline_options(settings).model_copy(
+        update={"documents_per_execution": 3, "max_concurrent_documents": 2}
+    )
+    handle = await client.start_workflow(
+        "IndexingWorkflow",
+        RunInput(run_id=run_id, document_count=7, options=options),
+        id=run_workflow_id(run_id),
+        task_queue=settings.workflow_task_queue,
+        result_type=RunSummary,
+    )
+    summary = await handle.result()
+    assert (summary.status, summary.completed, summary.failed) == ("completed", 7, 0)
+
+    # Walk the chain of runs: each execution started at most three children.
+    executions = 0
+    async for wf in client.list_workflows(f"WorkflowId = '{run_workflow_id(run_id)}'"):
+        executions += 1
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        started = sum(
+            e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+            for e in history.events
+        )
+        assert started <= 3
+    assert executions == 3
+
+    status = (await api.get(f"/v1/runs/{run_id}")).json()
+    assert status["status"] == "completed" and status["completed"] == 7
+    assert all(d["chunk_count"] >= 1 for d in status["documents"])
