@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -11,10 +13,23 @@ from docindex import __version__
 from docindex.blobstore import BlobStore
 from docindex.config import Settings, get_settings
 from docindex.database import create_pool
+from docindex.runs import resume_orphaned_runs
 from docindex.temporal_client import connect
 
 from .deps import Resources
 from .routes import documents, health, runs, search
+
+log = logging.getLogger(__name__)
+RECONCILE_EVERY_S = 30.0
+
+
+async def _resume_orphaned_runs_forever(resources: Resources) -> None:
+    while True:
+        try:
+            await resume_orphaned_runs(resources.pool, resources.temporal, resources.settings)
+        except Exception:  # keep trying: Temporal or Postgres may be briefly away
+            log.exception("could not resume orphaned runs")
+        await asyncio.sleep(RECONCILE_EVERY_S)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,9 +49,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.resources = resources
         # Load the query embedder now, in the background, so the first search is fast.
         resources.load_embedder()
+        reconciler = asyncio.create_task(_resume_orphaned_runs_forever(resources))
         try:
             yield
         finally:
+            reconciler.cancel()
             await pool.close()
 
     app = FastAPI(

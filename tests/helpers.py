@@ -12,15 +12,21 @@ TERMINAL_RUN_STATES = {"completed", "completed_with_errors", "failed", "cancelle
 
 
 async def wait_for_run(
-    http: httpx.AsyncClient, run_id: str, limit_s: float = 240.0
+    http: httpx.AsyncClient,
+    run_id: str,
+    limit_s: float = 240.0,
+    seen: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """Poll the run until it is terminal; every status read is appended to ``seen``."""
     deadline = time.monotonic() + limit_s
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
         response = await http.get(f"/v1/runs/{run_id}")
         response.raise_for_status()
         body = response.json()
+        if seen is not None:
+            seen.append(body)
         if body["status"] in TERMINAL_RUN_STATES:
             return body
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.25)
     raise AssertionError(f"run {run_id} did not finish in {limit_s}s: {body}")

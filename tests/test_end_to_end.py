@@ -11,7 +11,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
+from docindex import repository
 from docindex.config import Settings
+from docindex.database import create_pool
 from workflows.document import DocumentWorkflow
 from workflows.indexing import IndexingWorkflow
 
@@ -36,8 +38,13 @@ async def test_upload_pdf_and_docx_becomes_searchable(
     assert [d["filename"] for d in accepted["documents"]] == ["multi_page.pdf", "word_sample.docx"]
     assert all(len(d["sha256"]) == 64 for d in accepted["documents"])
 
-    run = await wait_for_run(api, run_id)
+    seen: list[dict] = []
+    run = await wait_for_run(api, run_id, seen=seen)
     assert run["status"] == "completed", run
+    # While it ran, status came from the workflow's query, with each document's step.
+    live = [s for s in seen if s["source"] == "workflow"]
+    assert live and any(d["step"] for s in live for d in s["documents"])
+    assert run["source"] == "database" and run["finished_at"]
     assert run["completed"] == 2
     by_name = {d["filename"]: d for d in run["documents"]}
     assert by_name["multi_page.pdf"]["pages"] == 5
@@ -68,6 +75,14 @@ async def test_upload_pdf_and_docx_becomes_searchable(
     assert hits and hits[0]["document_id"] == pdf_id
     assert hits[0]["filename"] == "multi_page.pdf" and hits[0]["pages"]
     assert hits == sorted(hits, key=lambda h: -h["score"])
+
+    # Search uses the HNSW index of the model's dimension.
+    pool = await create_pool(settings.database_url or "")
+    try:
+        plan = await repository.explain_search(pool, 384, hits and "all-MiniLM-L6-v2")
+    finally:
+        await pool.close()
+    assert "Index Scan using chunks_hnsw_all_minilm_l6_v2_384" in plan, plan
 
     doc = (await api.get(f"/v1/documents/{pdf_id}")).json()
     assert doc["status"] == "completed" and doc["pages"] == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from docindex.config import Settings
 from docindex.database import create_pool
 from docindex.ids import run_workflow_id
 from docindex.models import RunInput, RunSummary
+from docindex.runs import resume_orphaned_runs, start_run
 from docindex.temporal_client import pipeline_options
 
 from .helpers import wait_for_run
@@ -64,30 +66,53 @@ async def test_broken_files_fail_typed_on_first_attempt_and_the_rest_completes(
         assert detail["status"] == "failed" and detail["error_type"] == doc["error_type"]
 
 
-async def test_large_run_continues_as_new_and_completes(
-    api: httpx.AsyncClient, client: Client, settings: Settings
-) -> None:
-    """Seven documents with a batch of three: two continue-as-new hops, no lost document."""
+async def record_run(settings: Settings, count: int) -> str:
+    """Store ``count`` small Markdown notes and record a run over them, as an upload does
+    before it starts the workflow."""
     blobs = BlobStore.from_settings(settings)
     pool = await create_pool(settings.database_url or "")
     try:
         run_id = str(uuid.uuid4())
         docs = []
-        for i in range(7):
-            key = f"uploads/test/{run_id}/{i}"
-            await blobs.put(key, f"# Note {i}\n\nSmall document number {i} about otters.".encode())
+        for i in range(count):
+            body = f"# Note {i}\n\nSmall document number {i} about otters, run {run_id}."
+            key, sha256, size = await blobs.put_upload(io.BytesIO(body.encode()))
             docs.append(
                 repository.NewDocument(
                     document_id=str(uuid.uuid4()),
                     filename=f"note-{i}.md",
-                    sha256=f"{i:064d}",
-                    size_bytes=40,
+                    sha256=sha256,
+                    size_bytes=size,
                     blob_key=key,
                 )
             )
         await repository.create_run(pool, run_id, run_workflow_id(run_id), docs)
     finally:
         await pool.close()
+    return run_id
+
+
+async def test_a_run_whose_start_was_lost_is_resumed_once(
+    api: httpx.AsyncClient, client: Client, settings: Settings
+) -> None:
+    """The API died after storing the files and recording the run, before starting it."""
+    run_id = await record_run(settings, 2)
+    pool = await create_pool(settings.database_url or "")
+    try:
+        assert await resume_orphaned_runs(pool, client, settings, older_than_s=0) == [run_id]
+        run = await wait_for_run(api, run_id)
+        assert await resume_orphaned_runs(pool, client, settings, older_than_s=0) == []
+    finally:
+        await pool.close()
+    assert run["status"] == "completed" and run["completed"] == 2
+    assert not await start_run(client, settings, run_id, 2), "a finished run must not rerun"
+
+
+async def test_large_run_continues_as_new_and_completes(
+    api: httpx.AsyncClient, client: Client, settings: Settings
+) -> None:
+    """Seven documents with a batch of three: two continue-as-new hops, no lost document."""
+    run_id = await record_run(settings, 7)
     options = pipeline_options(settings).model_copy(
         update={"documents_per_execution": 3, "max_concurrent_documents": 2}
     )

@@ -124,7 +124,6 @@ class IndexingWorkflow:
             final = RunState.FAILED
         else:
             final = RunState.COMPLETED_WITH_ERRORS
-        self._state = final
         await self._set_status(final)
         return RunSummary(
             run_id=inp.run_id,
@@ -183,8 +182,9 @@ class IndexingWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
 
     async def _set_status(self, state: RunState) -> None:
+        """Record the run's state in Postgres, then adopt it: a query that reports a final
+        state can rely on the database having it too."""
         assert self._input is not None
-        self._state = state
         await workflow.execute_activity(
             names.SET_RUN_STATUS,
             RunStatusUpdate(
@@ -198,3 +198,4 @@ class IndexingWorkflow:
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=BOOKKEEPING_RETRY,
         )
+        self._state = state

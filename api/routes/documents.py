@@ -15,8 +15,8 @@ from temporalio.service import RPCError
 
 from docindex import repository
 from docindex.ids import document_workflow_id, run_workflow_id
-from docindex.models import DocStatus, DocumentProgress, RunInput, RunState
-from docindex.temporal_client import pipeline_options
+from docindex.models import DocStatus, DocumentProgress
+from docindex.runs import start_run
 from workflows import names
 
 from ..deps import ResourcesDep
@@ -63,22 +63,11 @@ async def upload_documents(
     # Blobs first, then rows, then the workflow: whatever the workflow reads already exists.
     await repository.create_run(res.pool, run_id, workflow_id, accepted)
     try:
-        await res.temporal.start_workflow(
-            "IndexingWorkflow",
-            RunInput(
-                run_id=run_id, document_count=len(accepted), options=pipeline_options(settings)
-            ),
-            id=workflow_id,
-            task_queue=settings.workflow_task_queue,
-        )
-    except RPCError as exc:
-        log.exception("could not start %s", workflow_id)
-        await repository.set_run_status(
-            res.pool, run_id, RunState.FAILED, error=f"could not start workflow: {exc}"
-        )
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "Temporal is unavailable; retry the upload"
-        ) from exc
+        await start_run(res.temporal, settings, run_id, len(accepted))
+    except RPCError:
+        # The run is recorded and its files are stored: the reconciler starts it once
+        # Temporal is back, so the upload is still accepted and nothing is lost.
+        log.exception("could not start %s now; it will be resumed", workflow_id)
     return UploadAccepted(
         run_id=run_id,
         workflow_id=workflow_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 from temporalio.client import WorkflowQueryFailedError
@@ -27,19 +28,14 @@ async def get_run(run_id: uuid.UUID, res: ResourcesDep) -> RunStatus:
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such run")
     rows = await repository.list_run_documents(res.pool, str(run_id))
-    documents = [
-        DocumentStatus(
-            document_id=str(r["document_id"]),
-            filename=r["filename"],
-            status=DocStatus(r["status"]),
-            pages=r["pages"],
-            chunk_count=r["chunk_count"],
-            error_type=r["error_type"],
-            error=r["error"],
-        )
-        for r in rows
-    ]
+    documents = [_document_status(r) for r in rows]
     live = await _query_run(res, run["workflow_id"]) if run["status"] in _OPEN else None
+    if live is not None and live.status not in _OPEN:
+        # It finished between our read and the query; Postgres has the final word now.
+        run = await repository.get_run(res.pool, str(run_id)) or run
+        rows = await repository.list_run_documents(res.pool, str(run_id))
+        documents = [_document_status(r) for r in rows]
+        live = None
     if live is None:
         by_status = {s: sum(d.status == s for d in documents) for s in DocStatus}
         return RunStatus(
@@ -78,6 +74,18 @@ async def get_run(run_id: uuid.UUID, res: ResourcesDep) -> RunStatus:
         created_at=run["created_at"],
         finished_at=run["finished_at"],
         documents=documents,
+    )
+
+
+def _document_status(row: dict[str, Any]) -> DocumentStatus:
+    return DocumentStatus(
+        document_id=str(row["document_id"]),
+        filename=row["filename"],
+        status=DocStatus(row["status"]),
+        pages=row["pages"],
+        chunk_count=row["chunk_count"],
+        error_type=row["error_type"],
+        error=row["error"],
     )
 
 

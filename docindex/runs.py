@@ -1,0 +1,56 @@
+"""Starting a run's workflow: from an upload, or again for a run whose start was lost."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from docindex import repository
+from docindex.config import Settings
+from docindex.ids import run_workflow_id
+from docindex.models import RunInput
+from docindex.temporal_client import pipeline_options
+
+log = logging.getLogger(__name__)
+
+
+async def start_run(client: Client, settings: Settings, run_id: str, document_count: int) -> bool:
+    """Start the run's IndexingWorkflow; False if it was already started.
+
+    The workflow id is derived from the run id and reuse is rejected, so calling this twice
+    (an upload racing the reconciler, say) never indexes a run twice.
+    """
+    try:
+        await client.start_workflow(
+            "IndexingWorkflow",
+            RunInput(
+                run_id=run_id, document_count=document_count, options=pipeline_options(settings)
+            ),
+            id=run_workflow_id(run_id),
+            task_queue=settings.workflow_task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        return False
+    return True
+
+
+async def resume_orphaned_runs(
+    pool: asyncpg.Pool, client: Client, settings: Settings, older_than_s: float = 30.0
+) -> list[str]:
+    """Start the workflow of every run that was recorded but never started.
+
+    Uploads write blobs and rows before starting the workflow, so a crash in between leaves
+    a ``queued`` run with everything it needs; this picks it up. Returns the runs started.
+    """
+    started: list[str] = []
+    for run in await repository.resumable_runs(pool, older_than_s):
+        run_id = str(run["run_id"])
+        if await start_run(client, settings, run_id, run["document_count"]):
+            log.warning("started orphaned run %s", run_id)
+            started.append(run_id)
+    return started
