@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import numpy as np
@@ -11,7 +13,8 @@ from docling_core.types.doc import DoclingDocument
 from temporalio import activity
 
 from docindex import repository
-from docindex.blobstore import BlobStore, chunks_key, parsed_key
+from docindex.blobstore import BlobStore, chunks_key, parsed_key, parsed_part_key
+from docindex.filetypes import DocumentKind
 from docindex.ids import chunk_id
 from docindex.models import (
     ChunkInput,
@@ -19,16 +22,22 @@ from docindex.models import (
     DocumentMetadata,
     EnrichInput,
     EnrichResult,
+    InspectInput,
+    InspectResult,
+    MergeInput,
     MetadataInput,
+    PageRangeInput,
+    PageRangeResult,
     ParseInput,
     ParseResult,
     StoreInput,
     StoreResult,
 )
+from docindex.pagination import page_ranges
 from docindex.pipeline.chunking import Chunk, DocumentChunker
 from docindex.pipeline.enrichment import enrich
 from docindex.pipeline.metadata import extract_metadata
-from docindex.pipeline.parsing import DocumentParser
+from docindex.pipeline.parsing import DocumentParser, ensure_has_text, merge_parts
 from workflows import names
 
 from .errors import document_errors_are_final
@@ -42,33 +51,96 @@ class DocumentSteps:
         pool: asyncpg.Pool,
         parser: DocumentParser,
         chunker: DocumentChunker,
+        checkpoint_pages: int = 5,
     ) -> None:
+        self.checkpoint_pages = checkpoint_pages
         self.blobs = blobs
         self.pool = pool
         self.parser = parser
         self.chunker = chunker
 
+    async def _password(self, key: str | None) -> str | None:
+        return (await self.blobs.get(key)).decode() if key else None
+
+    @activity.defn(name=names.INSPECT_DOCUMENT)
+    @document_errors_are_final
+    async def inspect_document(self, inp: InspectInput) -> InspectResult:
+        data = await self.blobs.get(inp.blob_key)
+        password = await self._password(inp.password_key)
+        found = await run_blocking(self.parser.inspect, data, inp.filename, password)
+        pipeline = self.parser.pdf_pipeline if found.kind == "pdf" else "simple"
+        return InspectResult(kind=found.kind.value, pages=found.pages, pipeline=pipeline)
+
     @activity.defn(name=names.PARSE_DOCUMENT)
     @document_errors_are_final
     async def parse_document(self, inp: ParseInput) -> ParseResult:
         data = await self.blobs.get(inp.blob_key)
+        password = await self._password(inp.password_key)
         pages = {"done": 0, "total": None}
 
         def on_page(done: int, total: int) -> None:
             pages["done"], pages["total"] = done, total
 
         parsed = await run_blocking(
-            self.parser.parse,
-            data,
-            inp.filename,
-            on_page,
+            lambda: self.parser.parse(data, inp.filename, on_page, password=password),
             details=lambda: {"pages_done": pages["done"], "pages_total": pages["total"]},
         )
         key = parsed_key(inp.sha256, parsed.pipeline)
-        body = await run_blocking(lambda: parsed.document.model_dump_json().encode())
-        await self.blobs.put(key, body)
+        await self.blobs.put(key, await run_blocking(_to_json, parsed.document))
         return ParseResult(
             parsed_key=key, kind=parsed.kind.value, pages=parsed.pages, pipeline=parsed.pipeline
+        )
+
+    @activity.defn(name=names.PARSE_PAGE_RANGE)
+    @document_errors_are_final
+    async def parse_page_range(self, inp: PageRangeInput) -> PageRangeResult:
+        """Parse pages first..last, saving every few pages, so a retry after a crash or a
+        heartbeat timeout resumes where the last attempt stopped, not at the first page."""
+        total = inp.last_page - inp.first_page + 1
+        previous = activity.info().heartbeat_details
+        if previous:
+            last = previous[0].get("resume_after_page") if isinstance(previous[0], dict) else None
+            activity.logger.info("resuming %s after page %s", inp.filename, last)
+        data = await self.blobs.get(inp.blob_key)
+        password = await self._password(inp.password_key)
+        part_keys: list[str] = []
+        parsed = reused = 0
+        for first, last in page_ranges(inp.first_page, inp.last_page, self.checkpoint_pages):
+            key = parsed_part_key(inp.sha256, inp.pipeline, first, last)
+            part_keys.append(key)
+            if await self.blobs.exists(key):
+                reused += last - first + 1
+                continue
+            done_before = parsed + reused
+            in_batch = {"done": 0}
+
+            def on_page(done: int, _total: int, state: dict[str, int] = in_batch) -> None:
+                state["done"] = done
+
+            part = await run_blocking(
+                lambda f=first, la=last, cb=on_page: self.parser.parse(
+                    data, inp.filename, cb, password=password, page_range=(f, la)
+                ),
+                details=lambda b=done_before, st=in_batch: _range_progress(
+                    inp, b + st["done"], total
+                ),
+            )
+            await self.blobs.put(key, await run_blocking(_to_json, part.document))
+            parsed += last - first + 1
+            # Checkpoint: a retry skips every part already in the blob store.
+            activity.heartbeat(_range_progress(inp, parsed + reused, total))
+        return PageRangeResult(part_keys=part_keys, pages_parsed=parsed, pages_reused=reused)
+
+    @activity.defn(name=names.MERGE_PARSED_PARTS)
+    @document_errors_are_final
+    async def merge_parsed_parts(self, inp: MergeInput) -> ParseResult:
+        parts = [await self._load(key) for key in inp.part_keys]
+        merged = await run_blocking(merge_parts, parts, Path(inp.filename).stem)
+        ensure_has_text(merged, DocumentKind.PDF)
+        key = parsed_key(inp.sha256, inp.pipeline)
+        await self.blobs.put(key, await run_blocking(_to_json, merged))
+        return ParseResult(
+            parsed_key=key, kind="pdf", pages=len(merged.pages) or None, pipeline=inp.pipeline
         )
 
     async def _load(self, key: str) -> DoclingDocument:
@@ -125,9 +197,27 @@ class DocumentSteps:
 
     def all(self) -> list:
         return [
+            self.inspect_document,
             self.parse_document,
+            self.parse_page_range,
+            self.merge_parsed_parts,
             self.extract_metadata,
             self.enrich_document,
             self.chunk_document,
             self.store_document,
         ]
+
+
+def _to_json(document: DoclingDocument) -> bytes:
+    return document.model_dump_json().encode()
+
+
+def _range_progress(inp: PageRangeInput, done: int, total: int) -> dict[str, Any]:
+    """Heartbeat details: what the Temporal UI shows for a pending page-range activity."""
+    return {
+        "pages_done": done,
+        "pages_total": total,
+        "first_page": inp.first_page,
+        "last_page": inp.last_page,
+        "resume_after_page": inp.first_page + done - 1,
+    }

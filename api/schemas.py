@@ -30,6 +30,9 @@ class DocumentStatus(BaseModel):
     status: DocStatus
     step: Step | None = None
     pages: int | None = None
+    pages_parsed: int | None = Field(
+        default=None, description="While a big PDF is parsed in page ranges: pages done"
+    )
     chunk_count: int | None = None
     error_type: str | None = None
     error: str | None = None

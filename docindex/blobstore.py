@@ -77,6 +77,14 @@ def parsed_key(sha256: str, pipeline: str) -> str:
     return f"parsed/{sha256}/{pipeline}.json"
 
 
+def parsed_part_key(sha256: str, pipeline: str, first_page: int, last_page: int) -> str:
+    return f"parsed/{sha256}/{pipeline}/pages-{first_page:05d}-{last_page:05d}.json"
+
+
+def password_key(run_id: str) -> str:
+    return f"secrets/runs/{run_id}/pdf-password"
+
+
 def chunks_key(sha256: str, chunk_config: str) -> str:
     return f"chunks/{sha256}/{chunk_config}.json"
 

@@ -66,7 +66,33 @@ class Settings(BaseSettings):
     gpu_worker_concurrency: int = Field(default=4, ge=1)
 
     # Parsing
-    pdf_pipeline: Literal["auto", "standard", "native"] = "auto"
+    pdf_pipeline: Literal["auto", "standard", "native"] = Field(
+        default="auto",
+        description="standard = Docling layout models from DOCLING_ARTIFACTS_PATH; native = "
+        "model-free; auto = standard when the models are there, else native",
+    )
+    pdf_ocr: bool = Field(default=True, description="OCR in the standard PDF pipeline")
+    pdf_table_structure: bool = Field(
+        default=True, description="Table structure model in the standard PDF pipeline"
+    )
+    split_pdf_pages: int = Field(
+        default=20, ge=1, description="PDFs with more pages are parsed as page ranges"
+    )
+    range_pages: int = Field(default=20, ge=1, description="Pages per page-range activity")
+    max_parallel_ranges: int = Field(
+        default=4, ge=1, description="Page ranges of one document parsed at the same time"
+    )
+    parse_checkpoint_pages: int = Field(
+        default=5, ge=1, description="A page range saves its progress every this many pages"
+    )
+    heartbeat_timeout_s: float = Field(
+        default=30.0, gt=0, description="A worker silent this long is presumed dead"
+    )
+    max_document_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    max_document_pages: int = Field(default=2000, ge=1)
+    parse_timeout_s: float = Field(
+        default=3600.0, gt=0, description="Time budget of one parse call (document or range)"
+    )
 
     # Chunking / embedding
     embed_model: str | None = Field(

@@ -32,7 +32,11 @@ class EncryptedDocument(DocumentError):
 
 
 class TooLarge(DocumentError):
-    pass
+    """Over a configured limit (bytes or pages)."""
+
+
+class ParseTimeout(DocumentError):
+    """Parsing exceeded its time budget; the same bytes would exceed it again."""
 
 
 DOCUMENT_ERROR_TYPES: tuple[str, ...] = tuple(
@@ -44,5 +48,6 @@ DOCUMENT_ERROR_TYPES: tuple[str, ...] = tuple(
         CorruptDocument,
         EncryptedDocument,
         TooLarge,
+        ParseTimeout,
     )
 )

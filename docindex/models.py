@@ -50,9 +50,15 @@ class PipelineOptions(BaseModel):
     workflow_task_queue: str
     max_concurrent_documents: int = 8
     documents_per_execution: int = 200
-    pdf_pipeline: str = "auto"
     chunk_max_tokens: int = 256
     enricher: str = "none"
+    # Big PDFs: above split_pdf_pages, parse as ranges of range_pages on any CPU worker,
+    # at most max_parallel_ranges at a time per document.
+    split_pdf_pages: int = 20
+    range_pages: int = 20
+    max_parallel_ranges: int = 4
+    # How soon a dead or hung worker is noticed on a long step.
+    heartbeat_timeout_s: float = 30.0
 
 
 class RunInput(BaseModel):
@@ -74,6 +80,8 @@ class DocumentTask(BaseModel):
     sha256: str
     size_bytes: int
     blob_key: str
+    # The password itself never enters workflow history; it waits in the blob store.
+    password_key: str | None = None
 
 
 class DocumentInput(BaseModel):
@@ -89,6 +97,7 @@ class DocumentProgress(BaseModel):
     status: DocStatus
     step: Step | None = None
     pages: int | None = None
+    pages_parsed: int | None = None
     chunk_count: int | None = None
     error_type: str | None = None
     error: str | None = None
@@ -111,12 +120,51 @@ class FetchDocumentsInput(BaseModel):
     limit: int
 
 
+class InspectInput(BaseModel):
+    document_id: str
+    filename: str
+    blob_key: str
+    password_key: str | None = None
+
+
+class InspectResult(BaseModel):
+    kind: str
+    pages: int | None
+    pipeline: str
+
+
 class ParseInput(BaseModel):
     document_id: str
     filename: str
     sha256: str
     blob_key: str
-    pdf_pipeline: str = "auto"
+    password_key: str | None = None
+
+
+class PageRangeInput(BaseModel):
+    document_id: str
+    filename: str
+    sha256: str
+    blob_key: str
+    pipeline: str
+    first_page: int
+    last_page: int
+    password_key: str | None = None
+
+
+class PageRangeResult(BaseModel):
+    part_keys: list[str]
+    pages_parsed: int
+    # Pages found already parsed by an earlier attempt (resumed, not parsed again).
+    pages_reused: int
+
+
+class MergeInput(BaseModel):
+    document_id: str
+    filename: str
+    sha256: str
+    pipeline: str
+    part_keys: list[str]
 
 
 class ParseResult(BaseModel):

@@ -23,6 +23,7 @@ class NewDocument:
     sha256: str
     size_bytes: int
     blob_key: str
+    password_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,9 @@ async def create_run(
         )
         await conn.executemany(
             """INSERT INTO documents
-                   (document_id, run_id, seq, filename, sha256, size_bytes, blob_key)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+                   (document_id, run_id, seq, filename, sha256, size_bytes, blob_key,
+                    password_key)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
             [
                 (
                     uuid.UUID(d.document_id),
@@ -58,6 +60,7 @@ async def create_run(
                     d.sha256,
                     d.size_bytes,
                     d.blob_key,
+                    d.password_key,
                 )
                 for seq, d in enumerate(documents)
             ],
@@ -98,7 +101,8 @@ async def fetch_documents(
     pool: asyncpg.Pool, run_id: str, after_seq: int, limit: int
 ) -> list[DocumentTask]:
     rows = await pool.fetch(
-        """SELECT document_id, seq, filename, sha256, size_bytes, blob_key FROM documents
+        """SELECT document_id, seq, filename, sha256, size_bytes, blob_key, password_key
+           FROM documents
            WHERE run_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3""",
         uuid.UUID(run_id),
         after_seq,
@@ -113,6 +117,7 @@ async def fetch_documents(
             sha256=r["sha256"],
             size_bytes=r["size_bytes"],
             blob_key=r["blob_key"],
+            password_key=r["password_key"],
         )
         for r in rows
     ]

@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS documents (
     UNIQUE (run_id, seq)
 );
 CREATE INDEX IF NOT EXISTS documents_sha256 ON documents (sha256);
+-- Blob key of an upload's PDF password, if one was given (never the password itself).
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS password_key text;
 
 -- The vector column has no fixed dimension so several embedding models can live side by
 -- side; each (model, dimension) gets its own partial HNSW index over a cast expression.

@@ -28,7 +28,10 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         workflow_task_queue=settings.workflow_task_queue,
         max_concurrent_documents=settings.max_concurrent_documents,
         documents_per_execution=settings.documents_per_run_execution,
-        pdf_pipeline=settings.pdf_pipeline,
         chunk_max_tokens=settings.chunk_max_tokens,
         enricher=settings.enricher,
+        split_pdf_pages=settings.split_pdf_pages,
+        range_pages=settings.range_pages,
+        max_parallel_ranges=settings.max_parallel_ranges,
+        heartbeat_timeout_s=settings.heartbeat_timeout_s,
     )

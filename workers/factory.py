@@ -49,16 +49,27 @@ async def build_worker(
     elif queue is Queue.CPU:
         from activities.document_steps import DocumentSteps
         from docindex.pipeline.chunking import DocumentChunker
-        from docindex.pipeline.parsing import DocumentParser
+        from docindex.pipeline.parsing import DocumentParser, ParseLimits
 
         # Built once per process, before polling: a misconfigured pipeline fails here.
-        parser = DocumentParser(settings.pdf_pipeline)
+        parser = DocumentParser(
+            settings.pdf_pipeline,
+            limits=ParseLimits(
+                max_bytes=settings.max_document_bytes,
+                max_pages=settings.max_document_pages,
+                time_budget_s=settings.parse_timeout_s,
+            ),
+            ocr=settings.pdf_ocr,
+            table_structure=settings.pdf_table_structure,
+        )
         chunker = DocumentChunker(settings.chunk_max_tokens)
         pool = await create_pool(database_url, max_size=settings.cpu_worker_concurrency + 2)
         worker = Worker(
             client,
             task_queue=settings.cpu_task_queue,
-            activities=DocumentSteps(blobs, pool, parser, chunker).all(),
+            activities=DocumentSteps(
+                blobs, pool, parser, chunker, checkpoint_pages=settings.parse_checkpoint_pages
+            ).all(),
             max_concurrent_activities=settings.cpu_worker_concurrency,
         )
     else:

@@ -19,18 +19,26 @@ with workflow.unsafe.imports_passed_through():
         DocumentMetadata,
         DocumentOutcome,
         DocumentProgress,
+        DocumentTask,
         EmbedInput,
         EmbedResult,
         EnrichInput,
         EnrichResult,
+        InspectInput,
+        InspectResult,
+        MergeInput,
         MetadataInput,
+        PageRangeInput,
+        PageRangeResult,
         ParseInput,
         ParseResult,
+        PipelineOptions,
         RecordOutcomeInput,
         Step,
         StoreInput,
         StoreResult,
     )
+    from docindex.pagination import page_ranges
     from workflows import names
 
 # Transient failures (a worker restart, a database blip) retry with backoff; bad input does
@@ -42,8 +50,6 @@ STEP_RETRY = RetryPolicy(
     maximum_attempts=10,
     non_retryable_error_types=list(DOCUMENT_ERROR_TYPES),
 )
-# Long steps heartbeat; a worker that dies is noticed within this, not after the step timeout.
-HEARTBEAT = timedelta(seconds=30)
 
 
 @workflow.defn(name="DocumentWorkflow")
@@ -63,21 +69,7 @@ class DocumentWorkflow:
         )
         try:
             await self._enter(Step.PARSE)
-            parsed = await workflow.execute_activity(
-                names.PARSE_DOCUMENT,
-                ParseInput(
-                    document_id=task.document_id,
-                    filename=task.filename,
-                    sha256=task.sha256,
-                    blob_key=task.blob_key,
-                    pdf_pipeline=opts.pdf_pipeline,
-                ),
-                result_type=ParseResult,
-                task_queue=opts.cpu_task_queue,
-                start_to_close_timeout=timedelta(hours=2),
-                heartbeat_timeout=HEARTBEAT,
-                retry_policy=STEP_RETRY,
-            )
+            parsed = await self._parse(task, opts)
             self._progress.pages = parsed.pages
 
             await self._enter(Step.METADATA)
@@ -92,7 +84,7 @@ class DocumentWorkflow:
                 result_type=DocumentMetadata,
                 task_queue=opts.cpu_task_queue,
                 start_to_close_timeout=timedelta(minutes=10),
-                heartbeat_timeout=HEARTBEAT,
+                heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
                 retry_policy=STEP_RETRY,
             )
 
@@ -122,7 +114,7 @@ class DocumentWorkflow:
                 result_type=ChunkResult,
                 task_queue=opts.cpu_task_queue,
                 start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=HEARTBEAT,
+                heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
                 retry_policy=STEP_RETRY,
             )
             self._progress.chunk_count = chunked.chunk_count
@@ -139,7 +131,7 @@ class DocumentWorkflow:
                 result_type=EmbedResult,
                 task_queue=opts.gpu_task_queue,
                 start_to_close_timeout=timedelta(hours=1),
-                heartbeat_timeout=HEARTBEAT,
+                heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
                 retry_policy=STEP_RETRY,
             )
 
@@ -175,6 +167,88 @@ class DocumentWorkflow:
         self._progress.status = DocStatus.COMPLETED
         await self._report()
         return DocumentOutcome(document_id=task.document_id, status=DocStatus.COMPLETED)
+
+    async def _parse(self, task: DocumentTask, opts: PipelineOptions) -> ParseResult:
+        """Small documents in one activity; big PDFs as page ranges on any CPU worker."""
+        heartbeat = timedelta(seconds=opts.heartbeat_timeout_s)
+        inspected = await workflow.execute_activity(
+            names.INSPECT_DOCUMENT,
+            InspectInput(
+                document_id=task.document_id,
+                filename=task.filename,
+                blob_key=task.blob_key,
+                password_key=task.password_key,
+            ),
+            result_type=InspectResult,
+            task_queue=opts.cpu_task_queue,
+            start_to_close_timeout=timedelta(minutes=5),
+            retry_policy=STEP_RETRY,
+        )
+        assert self._progress is not None
+        self._progress.pages = inspected.pages
+        if inspected.kind != "pdf" or (inspected.pages or 0) <= opts.split_pdf_pages:
+            return await workflow.execute_activity(
+                names.PARSE_DOCUMENT,
+                ParseInput(
+                    document_id=task.document_id,
+                    filename=task.filename,
+                    sha256=task.sha256,
+                    blob_key=task.blob_key,
+                    password_key=task.password_key,
+                ),
+                result_type=ParseResult,
+                task_queue=opts.cpu_task_queue,
+                start_to_close_timeout=timedelta(hours=2),
+                heartbeat_timeout=heartbeat,
+                retry_policy=STEP_RETRY,
+            )
+
+        self._progress.pages_parsed = 0
+        window = asyncio.Semaphore(opts.max_parallel_ranges)
+
+        async def parse_range(first: int, last: int) -> PageRangeResult:
+            async with window:
+                result = await workflow.execute_activity(
+                    names.PARSE_PAGE_RANGE,
+                    PageRangeInput(
+                        document_id=task.document_id,
+                        filename=task.filename,
+                        sha256=task.sha256,
+                        blob_key=task.blob_key,
+                        pipeline=inspected.pipeline,
+                        first_page=first,
+                        last_page=last,
+                        password_key=task.password_key,
+                    ),
+                    result_type=PageRangeResult,
+                    task_queue=opts.cpu_task_queue,
+                    start_to_close_timeout=timedelta(hours=2),
+                    heartbeat_timeout=heartbeat,
+                    retry_policy=STEP_RETRY,
+                    summary=f"pages {first}-{last}",
+                )
+            assert self._progress is not None
+            self._progress.pages_parsed = (self._progress.pages_parsed or 0) + last - first + 1
+            await self._report()
+            return result
+
+        ranges = page_ranges(1, inspected.pages or 0, opts.range_pages)
+        results = await asyncio.gather(*(parse_range(a, b) for a, b in ranges))
+        return await workflow.execute_activity(
+            names.MERGE_PARSED_PARTS,
+            MergeInput(
+                document_id=task.document_id,
+                filename=task.filename,
+                sha256=task.sha256,
+                pipeline=inspected.pipeline,
+                part_keys=[key for r in results for key in r.part_keys],
+            ),
+            result_type=ParseResult,
+            task_queue=opts.cpu_task_queue,
+            start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=heartbeat,
+            retry_policy=STEP_RETRY,
+        )
 
     async def _enter(self, step: Step) -> None:
         assert self._progress is not None

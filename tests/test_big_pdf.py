@@ -1,0 +1,163 @@
+"""A 117-page PDF parsed as page ranges by two CPU worker processes; one is killed in the
+middle of a range, and the retry resumes from its last checkpoint instead of page 1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
+
+from docindex import repository
+from docindex.blobstore import BlobStore
+from docindex.config import Settings
+from docindex.database import create_pool
+from docindex.ids import document_workflow_id, run_workflow_id
+from docindex.models import PageRangeResult, RunInput, RunSummary
+from docindex.temporal_client import pipeline_options
+
+from .processes import start_worker, stop, worker_env
+
+BIG_PDF = "pdf/pypdf_samples/GeoTopo-komprimiert.pdf"  # 117 pages
+
+
+async def pending_range_in_progress(
+    client: Client, handle: WorkflowHandle, limit_s: float = 120
+) -> tuple[str, int, set[str]]:
+    """Wait until page ranges run on two workers at once and one of them has saved some
+    pages but not all; return that worker's identity, its pages done, and every identity
+    running a range at that moment."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            description = await handle.describe()
+        except Exception:
+            await asyncio.sleep(0.2)
+            continue
+        pending_ranges = [
+            p
+            for p in description.raw_description.pending_activities
+            if p.activity_type.name == "parse_page_range" and p.last_worker_identity
+        ]
+        running_on = {p.last_worker_identity for p in pending_ranges}
+        if len(running_on) < 2:
+            await asyncio.sleep(0.2)
+            continue
+        for pending in pending_ranges:
+            payloads = pending.heartbeat_details.payloads
+            if pending.activity_type.name != "parse_page_range" or not payloads:
+                continue
+            (details,) = await client.data_converter.decode(payloads)
+            if details and 5 <= details["pages_done"] < details["pages_total"]:
+                return pending.last_worker_identity, details["pages_done"], running_on
+        await asyncio.sleep(0.2)
+    raise AssertionError("no page range was seen half-way")
+
+
+async def test_killed_worker_loses_only_unsaved_pages(
+    api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path, tmp_path: Path
+) -> None:
+    cpu_queue = f"big-pdf-cpu-{uuid.uuid4().hex[:6]}"
+    env = worker_env(
+        settings,
+        client,
+        DOCINDEX_CPU_TASK_QUEUE=cpu_queue,
+        DOCINDEX_PARSE_CHECKPOINT_PAGES="5",
+        DOCINDEX_CPU_WORKER_CONCURRENCY="2",
+    )
+    workers = [start_worker("cpu", env, tmp_path / f"cpu-{i}.log") for i in range(2)]
+    try:
+        blobs = BlobStore.from_settings(settings)
+        with (corpus / BIG_PDF).open("rb") as f:
+            key, sha256, size = await blobs.put_upload(f)
+        run_id, document_id = str(uuid.uuid4()), str(uuid.uuid4())
+        pool = await create_pool(settings.database_url or "")
+        try:
+            await repository.create_run(
+                pool,
+                run_id,
+                run_workflow_id(run_id),
+                [
+                    repository.NewDocument(
+                        document_id=document_id,
+                        filename="GeoTopo.pdf",
+                        sha256=sha256,
+                        size_bytes=size,
+                        blob_key=key,
+                    )
+                ],
+            )
+        finally:
+            await pool.close()
+        options = pipeline_options(settings).model_copy(
+            update={
+                "cpu_task_queue": cpu_queue,
+                "split_pdf_pages": 20,
+                "range_pages": 30,
+                "max_parallel_ranges": 4,
+                "heartbeat_timeout_s": 4.0,
+            }
+        )
+        run = await client.start_workflow(
+            "IndexingWorkflow",
+            RunInput(run_id=run_id, document_count=1, options=options),
+            id=run_workflow_id(run_id),
+            task_queue=settings.workflow_task_queue,
+            result_type=RunSummary,
+        )
+        child = client.get_workflow_handle(document_workflow_id(run_id, document_id))
+
+        victim, pages_done, running_on = await pending_range_in_progress(client, child)
+        # Two worker processes were parsing ranges of this one document at the same time.
+        assert len(running_on) == 2
+        os.kill(int(victim.split("@")[0]), signal.SIGKILL)
+
+        summary = await asyncio.wait_for(run.result(), timeout=300)
+    finally:
+        stop(workers)
+
+    assert (summary.status, summary.completed) == ("completed", 1)
+    document = (await api.get(f"/v1/documents/{document_id}")).json()
+    assert document["pages"] == 117 and document["chunk_count"] > 100
+
+    history = await child.fetch_history()
+    started = [
+        e.activity_task_started_event_attributes
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    ]
+    scheduled = {
+        e.event_id: e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    }
+    ranges = [
+        s
+        for s in started
+        if scheduled[s.scheduled_event_id].activity_type.name == "parse_page_range"
+    ]
+    # Four ranges; the killed worker's were retried and finished by the other worker.
+    assert len(ranges) == 4
+    retried = [s for s in ranges if s.attempt > 1]
+    assert retried, "the killed worker's range must have been retried"
+    assert all(s.identity != victim for s in ranges)
+
+    results = []
+    for e in history.events:
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            attrs = e.activity_task_completed_event_attributes
+            if scheduled[attrs.scheduled_event_id].activity_type.name == "parse_page_range":
+                (result,) = await client.data_converter.decode(
+                    attrs.result.payloads, [PageRangeResult]
+                )
+                results.append(result)
+    # The retry picked up the checkpoints: those pages were not parsed again...
+    assert max(r.pages_reused for r in results) >= pages_done
+    # ...and every page was parsed exactly once in the attempts that completed.
+    assert sum(r.pages_parsed + r.pages_reused for r in results) == 117
