@@ -141,3 +141,37 @@ async def test_large_run_continues_as_new_and_completes(
     status = (await api.get(f"/v1/runs/{run_id}")).json()
     assert status["status"] == "completed" and status["completed"] == 7
     assert all(d["chunk_count"] >= 1 for d in status["documents"])
+
+
+async def test_encrypted_pdf_parses_with_its_password_which_stays_out_of_history(
+    api: httpx.AsyncClient, client: Client, corpus: Path
+) -> None:
+    secret = "asdfzxcv"  # the corpus's user password for this file
+    data = (corpus / "broken/r6-user-password.pdf").read_bytes()
+    right = (
+        await api.post(
+            "/v1/documents", files=[("files", ("r6.pdf", data))], data={"password": secret}
+        )
+    ).json()
+    wrong = (
+        await api.post(
+            "/v1/documents", files=[("files", ("r6.pdf", data))], data={"password": "nope"}
+        )
+    ).json()
+    ok = await wait_for_run(api, right["run_id"])
+    bad = await wait_for_run(api, wrong["run_id"])
+    assert ok["status"] == "completed" and ok["documents"][0]["chunk_count"] >= 1
+    assert bad["documents"][0]["error_type"] == "EncryptedDocument"
+    assert "wrong" in bad["documents"][0]["error"]
+
+    for run_id in (right["run_id"], wrong["run_id"]):
+        histories = [await client.get_workflow_handle(f"index-run/{run_id}").fetch_history()]
+        doc_id = (right if run_id == right["run_id"] else wrong)["documents"][0]["document_id"]
+        histories.append(
+            await client.get_workflow_handle(f"index-doc/{run_id}/{doc_id}").fetch_history()
+        )
+        for history in histories:
+            # Raw event bytes hold payloads undecoded; to_json() would hide them in base64.
+            raw = b"".join(e.SerializeToString() for e in history.events)
+            assert b"r6.pdf" in raw  # the search does see payload contents
+            assert secret.encode() not in raw and b"nope" not in raw

@@ -9,11 +9,12 @@ import unicodedata
 import uuid
 from pathlib import PurePath
 
-from fastapi import APIRouter, File, HTTPException, UploadFile, status
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from docindex import repository
+from docindex.blobstore import password_key
 from docindex.ids import document_workflow_id, run_workflow_id
 from docindex.models import DocStatus, DocumentProgress
 from docindex.runs import start_run
@@ -36,13 +37,22 @@ def clean_filename(raw: str | None) -> str:
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=UploadAccepted)
 async def upload_documents(
-    res: ResourcesDep, files: list[UploadFile] = File(..., description="One or more files")
+    res: ResourcesDep,
+    files: list[UploadFile] = File(..., description="One or more files"),
+    password: str | None = Form(
+        None, description="Password of encrypted PDFs in this upload (kept out of history)"
+    ),
 ) -> UploadAccepted:
     """Store the files durably, then start an IndexingWorkflow over them."""
     settings = res.settings
     run_id = str(uuid.uuid4())
     workflow_id = run_workflow_id(run_id)
     accepted: list[repository.NewDocument] = []
+    secret_key = None
+    if password:
+        # In the blob store, not in Postgres rows or workflow history (the UI shows those).
+        secret_key = password_key(run_id)
+        await res.blobs.put(secret_key, password.encode())
     for upload in files:
         if upload.size is not None and upload.size > settings.max_upload_bytes:
             raise HTTPException(
@@ -58,6 +68,7 @@ async def upload_documents(
                 sha256=sha256,
                 size_bytes=size,
                 blob_key=key,
+                password_key=secret_key,
             )
         )
     # Blobs first, then rows, then the workflow: whatever the workflow reads already exists.
