@@ -20,8 +20,6 @@ from docindex.models import (
     ChunkInput,
     ChunkResult,
     DocumentMetadata,
-    EnrichInput,
-    EnrichResult,
     InspectInput,
     InspectResult,
     MergeInput,
@@ -35,11 +33,12 @@ from docindex.models import (
 )
 from docindex.pagination import page_ranges
 from docindex.pipeline.chunking import Chunk, DocumentChunker
-from docindex.pipeline.enrichment import enrich
 from docindex.pipeline.metadata import extract_metadata
 from docindex.pipeline.parsing import DocumentParser, ensure_has_text, merge_parts
+from docindex.usage import combine, cost_usd
 from workflows import names
 
+from .embedding import load_contexts
 from .errors import document_errors_are_final
 from .heartbeat import run_blocking
 
@@ -52,8 +51,10 @@ class DocumentSteps:
         parser: DocumentParser,
         chunker: DocumentChunker,
         checkpoint_pages: int = 5,
+        prices: dict[str, dict[str, float]] | None = None,
     ) -> None:
         self.checkpoint_pages = checkpoint_pages
+        self.prices = prices or {}
         self.blobs = blobs
         self.pool = pool
         self.parser = parser
@@ -152,10 +153,6 @@ class DocumentSteps:
         document = await self._load(inp.parsed_key)
         return extract_metadata(document, inp.kind, inp.pipeline)
 
-    @activity.defn(name=names.ENRICH_DOCUMENT)
-    async def enrich_document(self, inp: EnrichInput) -> EnrichResult:
-        return enrich(inp.enricher)
-
     @activity.defn(name=names.CHUNK_DOCUMENT)
     async def chunk_document(self, inp: ChunkInput) -> ChunkResult:
         config = self.chunker.config_digest(inp.parsed_key)
@@ -169,21 +166,28 @@ class DocumentSteps:
     async def store_document(self, inp: StoreInput) -> StoreResult:
         chunks = [Chunk(**c) for c in json.loads(await self.blobs.get(inp.chunks_key))]
         vectors = np.load(io.BytesIO(await self.blobs.get(inp.vectors_key)))
-        if len(vectors) != len(chunks):
+        contexts = await load_contexts(self.blobs, inp.contexts_keys) or [None] * len(chunks)
+        if not (len(vectors) == len(chunks) == len(contexts)):
             raise RuntimeError(
-                f"{len(vectors)} vectors for {len(chunks)} chunks: artifacts out of step"
+                f"{len(vectors)} vectors, {len(contexts)} contexts for {len(chunks)} chunks: "
+                "artifacts out of step"
             )
         rows = [
             repository.ChunkRow(
                 chunk_id=chunk_id(inp.document_id, c.ordinal, inp.chunk_config, inp.model),
                 ordinal=c.ordinal,
                 text=c.text,
-                embed_text=c.embed_text,
+                embed_text=f"{ctx}\n\n{c.embed_text}" if ctx else c.embed_text,
                 headings=c.headings,
                 pages=c.pages,
+                context=ctx,
             )
-            for c in chunks
+            for c, ctx in zip(chunks, contexts, strict=True)
         ]
+        metadata = inp.metadata.model_dump()
+        if inp.summary is not None:
+            metadata["enrichment"] = inp.summary.model_dump()
+        usage = combine(inp.usage)
         count = await repository.store_document(
             self.pool,
             inp.document_id,
@@ -191,7 +195,12 @@ class DocumentSteps:
             vectors,
             inp.model,
             inp.pages,
-            inp.metadata.model_dump(),
+            metadata,
+            tokens={
+                key: {**u.model_dump(), "cost_usd": round(cost_usd(u, self.prices), 6)}
+                for key, u in usage.items()
+            },
+            cost_usd=sum(cost_usd(u, self.prices) for u in usage.values()),
         )
         return StoreResult(chunk_count=count)
 
@@ -202,7 +211,6 @@ class DocumentSteps:
             self.parse_page_range,
             self.merge_parsed_parts,
             self.extract_metadata,
-            self.enrich_document,
             self.chunk_document,
             self.store_document,
         ]

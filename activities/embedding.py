@@ -1,4 +1,5 @@
-"""GPU-queue activity: embed a document's chunks with the process's loaded model."""
+"""Embedding activity: on the GPU queue for the local model, on a rate-limited queue for a
+hosted API. Chunk contexts, when enrichment wrote them, are prepended before embedding."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import numpy as np
 from temporalio import activity
 
 from docindex.blobstore import BlobStore, vectors_key
-from docindex.ids import slug
+from docindex.ids import config_digest, slug
 from docindex.models import EmbedInput, EmbedResult
-from docindex.pipeline.embedding import Embedder
+from docindex.pipeline.embedders import Embedder
+from docindex.usage import Usage
 from workflows import names
 
-from .heartbeat import run_blocking
+from .errors import provider_errors_are_typed
+from .heartbeat import heartbeat_while
 
 
 class EmbeddingSteps:
@@ -23,22 +26,51 @@ class EmbeddingSteps:
         self.embedder = embedder
 
     @activity.defn(name=names.EMBED_CHUNKS)
+    @provider_errors_are_typed
     async def embed_chunks(self, inp: EmbedInput) -> EmbedResult:
-        key = vectors_key(inp.sha256, inp.chunk_config, slug(self.embedder.model))
         chunks = json.loads(await self.blobs.get(inp.chunks_key))
-        texts = [c["embed_text"] for c in chunks]
-        vectors = await run_blocking(
-            self.embedder.embed_documents, texts, details=lambda: {"chunks": len(texts)}
+        contexts = await load_contexts(self.blobs, inp.contexts_keys)
+        texts = embed_texts(chunks, contexts)
+        variant = config_digest({"chunks": inp.chunk_config, "contexts": inp.contexts_keys})
+        key = vectors_key(inp.sha256, variant, slug(self.embedder.model))
+        embedded = await heartbeat_while(
+            self.embedder.embed_documents(texts), details=lambda: {"chunks": len(texts)}
         )
         buf = io.BytesIO()
-        np.save(buf, vectors)
+        np.save(buf, embedded.vectors)
         await self.blobs.put(key, buf.getvalue())
         return EmbedResult(
             vectors_key=key,
             model=self.embedder.model,
             dimension=self.embedder.dimension,
             count=len(texts),
+            usage=Usage(
+                provider=self.embedder.provider,
+                model=self.embedder.model,
+                requests=embedded.requests,
+                embedding_tokens=embedded.tokens,
+            ),
         )
 
     def all(self) -> list:
         return [self.embed_chunks]
+
+
+async def load_contexts(blobs: BlobStore, keys: list[str]) -> list[str] | None:
+    if not keys:
+        return None
+    contexts: list[str] = []
+    for key in keys:  # in chunk order: the workflow lists them that way
+        contexts.extend(json.loads(await blobs.get(key)))
+    return contexts
+
+
+def embed_texts(chunks: list[dict], contexts: list[str] | None) -> list[str]:
+    if contexts is None:
+        return [c["embed_text"] for c in chunks]
+    if len(contexts) != len(chunks):
+        raise RuntimeError(f"{len(contexts)} contexts for {len(chunks)} chunks")
+    return [
+        f"{ctx}\n\n{c['embed_text']}" if ctx else c["embed_text"]
+        for c, ctx in zip(chunks, contexts, strict=True)
+    ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from temporalio import activity
@@ -30,7 +30,12 @@ async def run_blocking(
     Heartbeats are what let Temporal notice a dead worker within the heartbeat timeout,
     and what carries cancellation to a running activity.
     """
-    task = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    return await heartbeat_while(asyncio.to_thread(func, *args), details=details)
+
+
+async def heartbeat_while(work: Awaitable[T], details: Callable[[], Any] | None = None) -> T:
+    """Await ``work`` while heartbeating, e.g. a request waiting in a micro-batch."""
+    task = asyncio.ensure_future(work)
     every = interval()
     while True:
         activity.heartbeat(details() if details else None)

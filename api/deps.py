@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from docindex.blobstore import BlobStore
 from docindex.config import Settings
-from docindex.pipeline.embedding import Embedder
+from docindex.pipeline.embedders import Embedder
 
 
 @dataclass
@@ -24,15 +24,12 @@ class Resources:
     _embedder: asyncio.Future[Embedder] | None = field(default=None)
 
     def load_embedder(self) -> asyncio.Future[Embedder]:
-        """Start loading the query embedder (once) in a thread; the model takes seconds."""
+        """Start loading the query embedder (once) in a thread; a local model takes seconds.
+        Queries are embedded by the same model as the documents they are compared with."""
         if self._embedder is None:
-            from docindex.pipeline.embedding import get_local_embedder
+            from docindex.pipeline.embedders import build_embedder
 
-            self._embedder = asyncio.ensure_future(
-                asyncio.to_thread(
-                    get_local_embedder, self.settings.embed_model, self.settings.embed_device
-                )
-            )
+            self._embedder = asyncio.ensure_future(asyncio.to_thread(build_embedder, self.settings))
         return self._embedder
 
     async def embedder(self) -> Embedder:

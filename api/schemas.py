@@ -36,6 +36,10 @@ class DocumentStatus(BaseModel):
     chunk_count: int | None = None
     error_type: str | None = None
     error: str | None = None
+    tokens: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Tokens used per provider/model, with their cost"
+    )
+    cost_usd: float = 0.0
 
 
 class RunStatus(BaseModel):
@@ -50,6 +54,10 @@ class RunStatus(BaseModel):
     running: int
     created_at: datetime
     finished_at: datetime | None = None
+    tokens: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Sum over the run's stored documents"
+    )
+    cost_usd: float = 0.0
     documents: list[DocumentStatus]
 
 
@@ -72,6 +80,9 @@ class SearchHit(BaseModel):
     chunk_id: str
     score: float
     text: str
+    context: str | None = Field(
+        default=None, description="What enrichment said situates this chunk in its document"
+    )
     pages: list[int]
     headings: list[str]
     filename: str

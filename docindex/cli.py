@@ -23,7 +23,7 @@ err = Console(stderr=True)
 
 TERMINAL_RUN = {"completed", "completed_with_errors", "failed", "cancelled"}
 TERMINAL_DOC = {"completed", "failed", "cancelled"}
-STEPS = ["parse", "metadata", "enrich", "chunk", "embed", "store"]
+STEPS = ["parse", "metadata", "chunk", "enrich", "embed", "store"]
 
 
 def _logging() -> None:
@@ -65,7 +65,7 @@ def api() -> None:
 
 @app.command()
 def worker(
-    queue: Annotated[str, typer.Option(help="workflow | cpu | gpu")],
+    queue: Annotated[str, typer.Option(help="workflow | cpu | gpu | hosted")],
 ) -> None:
     """Run one worker polling one task queue."""
     from workers.factory import Queue
@@ -75,7 +75,7 @@ def worker(
     try:
         kind = Queue(queue)
     except ValueError:
-        raise typer.BadParameter("queue must be workflow, cpu or gpu") from None
+        raise typer.BadParameter("queue must be workflow, cpu, gpu or hosted") from None
     asyncio.run(run_worker(kind, get_settings()))
 
 

@@ -11,12 +11,24 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# USD per million tokens. Estimates for cost reporting; override with DOCINDEX_PRICES.
+DEFAULT_PRICES: dict[str, dict[str, float]] = {
+    "voyage-3.5": {"embedding": 0.06},
+    "voyage-3.5-lite": {"embedding": 0.02},
+    "voyage-3-large": {"embedding": 0.18},
+    "voyage-context-3": {"embedding": 0.18},
+    "claude-haiku-4-5": {"input": 1.00, "output": 5.00, "cache_write": 1.25, "cache_read": 0.10},
+    "claude-sonnet-4-5": {"input": 3.00, "output": 15.00, "cache_write": 3.75, "cache_read": 0.30},
+}
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DOCINDEX_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DOCINDEX_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     data_dir: Path = Field(
         default=Path(".docindex"),
@@ -95,6 +107,21 @@ class Settings(BaseSettings):
     )
 
     # Chunking / embedding
+    embedder: Literal["local", "voyage"] = "local"
+    embed_micro_batch: int = Field(
+        default=256, ge=1, description="Local model: most texts coalesced into one forward pass"
+    )
+    embed_micro_batch_wait_ms: float = Field(
+        default=20.0, ge=0, description="Local model: how long a request waits for company"
+    )
+    voyage_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("VOYAGE_API_KEY", "DOCINDEX_VOYAGE_API_KEY")
+    )
+    voyage_model: str = "voyage-3.5"
+    voyage_output_dimension: int | None = None
+    voyage_base_url: str | None = Field(
+        default=None, description="Voyage endpoint override (a proxy, or a test server)"
+    )
     embed_model: str | None = Field(
         default=None,
         description="Path of a sentence-transformers model; unset = bundled all-MiniLM-L6-v2",
@@ -107,6 +134,34 @@ class Settings(BaseSettings):
 
     # Enrichment
     enricher: Literal["none", "anthropic"] = "none"
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ANTHROPIC_API_KEY", "DOCINDEX_ANTHROPIC_API_KEY"),
+    )
+    anthropic_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "DOCINDEX_ANTHROPIC_BASE_URL"),
+    )
+    enrich_model: str = "claude-haiku-4-5"
+    contextual_chunks: bool = Field(
+        default=True, description="Anthropic contextual retrieval: a situating context per chunk"
+    )
+    context_chunks_per_activity: int = Field(
+        default=8, ge=1, description="Chunks contextualised per activity (one call each)"
+    )
+    enrich_document_chars: int = Field(
+        default=200_000, ge=1000, description="Document text sent to the LLM is cut here"
+    )
+
+    # Hosted APIs run on their own task queues, rate-limited for all workers together.
+    llm_task_queue: str = "docindex-llm"
+    embed_api_task_queue: str = "docindex-embed-api"
+    anthropic_requests_per_second: float = Field(default=5.0, gt=0)
+    voyage_requests_per_second: float = Field(default=5.0, gt=0)
+    prices: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES),
+        description="USD per million tokens, by model; JSON in DOCINDEX_PRICES",
+    )
 
     @property
     def resolved_api_url(self) -> str:

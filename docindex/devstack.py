@@ -188,7 +188,7 @@ class DevStack:
             await temporal.start()
             await self._wait_for_port("127.0.0.1", s.temporal_port, "Temporal")
 
-        for queue in ("workflow", "cpu", "gpu"):
+        for queue in ("workflow", "cpu", "gpu", "hosted"):
             self.parts.append(Part(f"{queue}-worker", [*me, "worker", "--queue", queue], env))
         self.parts.append(Part("api", [*me, "api"], env))
         for part in self.parts:
@@ -251,6 +251,7 @@ class DevStack:
             (s.workflow_task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
             (s.cpu_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
             (s.gpu_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+            (s.llm_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
         ]
         for name, kind in wanted:
             while True:
@@ -298,7 +299,7 @@ class DevStack:
                 f"Postgres   {database_url}\n"
                 f"Blobs      {s.blob_url or (self.data_dir / 'blobs').as_uri()}\n"
                 f"Workers    workflow → {s.workflow_task_queue}, cpu → {s.cpu_task_queue}, "
-                f"gpu → {s.gpu_task_queue}\n\n"
+                f"gpu → {s.gpu_task_queue}, hosted → {s.llm_task_queue}\n\n"
                 f"Try:  docindex ingest ../shared/corpus/pdf/docling/multi_page.pdf --wait\n"
                 f'      docindex search "word processor history"\n'
                 f"Ctrl-C stops everything.",

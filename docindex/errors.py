@@ -51,3 +51,40 @@ DOCUMENT_ERROR_TYPES: tuple[str, ...] = tuple(
         ParseTimeout,
     )
 )
+
+
+class ProviderError(Exception):
+    """A hosted API (Voyage, Anthropic) refused or failed a call.
+
+    ``retryable`` and ``retry_after_s`` decide the Temporal retry: the SDKs' own retries are
+    off, so a 429 waits exactly as long as the provider asked, across worker restarts.
+    """
+
+    retryable: bool = True
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def error_type(self) -> str:
+        return type(self).__name__
+
+
+class RateLimited(ProviderError):
+    pass
+
+
+class ProviderUnavailable(ProviderError):
+    pass
+
+
+class ProviderAuthError(ProviderError):
+    retryable = False
+
+
+class ProviderRequestRejected(ProviderError):
+    retryable = False
+
+
+PROVIDER_FINAL_ERROR_TYPES: tuple[str, ...] = ("ProviderAuthError", "ProviderRequestRejected")

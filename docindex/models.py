@@ -10,6 +10,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from docindex.usage import Usage
+
 
 class DocStatus(StrEnum):
     QUEUED = "queued"
@@ -35,8 +37,9 @@ class RunState(StrEnum):
 class Step(StrEnum):
     PARSE = "parse"
     METADATA = "metadata"
-    ENRICH = "enrich"
+    # Chunk before enrich: each chunk's situating context needs the chunks.
     CHUNK = "chunk"
+    ENRICH = "enrich"
     EMBED = "embed"
     STORE = "store"
 
@@ -52,6 +55,12 @@ class PipelineOptions(BaseModel):
     documents_per_execution: int = 200
     chunk_max_tokens: int = 256
     enricher: str = "none"
+    contextual_chunks: bool = True
+    context_chunks_per_activity: int = 8
+    # Where embedding runs: the GPU queue for the local model, a rate-limited queue for
+    # a hosted API; enrichment always runs on the rate-limited LLM queue.
+    embed_task_queue: str = ""
+    llm_task_queue: str = "docindex-llm"
     # Big PDFs: above split_pdf_pages, parse as ranges of range_pages on any CPU worker,
     # at most max_parallel_ranges at a time per document.
     split_pdf_pages: int = 20
@@ -192,15 +201,44 @@ class DocumentMetadata(BaseModel):
     text_items: int = 0
 
 
+class DocumentSummary(BaseModel):
+    """What the LLM says about a whole document."""
+
+    title: str | None = None
+    summary: str | None = None
+    document_type: str | None = None
+    keywords: list[str] = Field(default_factory=list)
+
+
 class EnrichInput(BaseModel):
     document_id: str
+    sha256: str
     parsed_key: str
-    enricher: str = "none"
 
 
 class EnrichResult(BaseModel):
     status: str  # "skipped" | "enriched"
     enricher: str
+    reason: str | None = None
+    summary: DocumentSummary | None = None
+    # The document text the chunk contexts are written against (cached prompt prefix).
+    document_text_key: str | None = None
+    usage: list[Usage] = Field(default_factory=list)
+
+
+class ContextInput(BaseModel):
+    document_id: str
+    sha256: str
+    document_text_key: str
+    chunks_key: str
+    chunk_config: str
+    first: int  # chunk ordinals, inclusive
+    last: int
+
+
+class ContextResult(BaseModel):
+    contexts_key: str
+    usage: list[Usage] = Field(default_factory=list)
 
 
 class ChunkInput(BaseModel):
@@ -221,6 +259,7 @@ class EmbedInput(BaseModel):
     sha256: str
     chunks_key: str
     chunk_config: str
+    contexts_keys: list[str] = Field(default_factory=list)
 
 
 class EmbedResult(BaseModel):
@@ -228,6 +267,7 @@ class EmbedResult(BaseModel):
     model: str
     dimension: int
     count: int
+    usage: Usage | None = None
 
 
 class StoreInput(BaseModel):
@@ -239,6 +279,9 @@ class StoreInput(BaseModel):
     dimension: int
     pages: int | None
     metadata: DocumentMetadata
+    contexts_keys: list[str] = Field(default_factory=list)
+    summary: DocumentSummary | None = None
+    usage: list[Usage] = Field(default_factory=list)
 
 
 class StoreResult(BaseModel):

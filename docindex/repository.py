@@ -34,6 +34,7 @@ class ChunkRow:
     embed_text: str
     headings: list[str]
     pages: list[int]
+    context: str | None = None
 
 
 async def create_run(
@@ -130,11 +131,12 @@ async def get_run(pool: asyncpg.Pool, run_id: str) -> dict[str, Any] | None:
 
 async def list_run_documents(pool: asyncpg.Pool, run_id: str) -> list[dict[str, Any]]:
     rows = await pool.fetch(
-        """SELECT document_id, filename, sha256, status, pages, chunk_count, error_type, error
+        """SELECT document_id, filename, sha256, status, pages, chunk_count, error_type, error,
+                  tokens, cost_usd
            FROM documents WHERE run_id = $1 ORDER BY seq""",
         uuid.UUID(run_id),
     )
-    return [dict(r) for r in rows]
+    return [{**dict(r), "tokens": json.loads(r["tokens"] or "{}")} for r in rows]
 
 
 async def get_document(pool: asyncpg.Pool, document_id: str) -> dict[str, Any] | None:
@@ -145,6 +147,7 @@ async def get_document(pool: asyncpg.Pool, document_id: str) -> dict[str, Any] |
         return None
     doc = dict(row)
     doc["metadata"] = json.loads(doc["metadata"]) if doc["metadata"] else {}
+    doc["tokens"] = json.loads(doc["tokens"]) if doc["tokens"] else {}
     return doc
 
 
@@ -180,6 +183,8 @@ async def store_document(
     model: str,
     pages: int | None,
     metadata: dict[str, Any],
+    tokens: dict[str, Any] | None = None,
+    cost_usd: float = 0.0,
 ) -> int:
     """Replace the document's chunks and mark it completed, in one transaction.
 
@@ -204,6 +209,7 @@ async def store_document(
                 "model",
                 "dimension",
                 "embedding",
+                "context",
             ],
             records=[
                 (
@@ -217,18 +223,22 @@ async def store_document(
                     model,
                     dimension,
                     vectors[i],
+                    c.context,
                 )
                 for i, c in enumerate(chunks)
             ],
         )
         await conn.execute(
             """UPDATE documents SET status = 'completed', pages = $2, chunk_count = $3,
-                      metadata = $4::jsonb, error_type = NULL, error = NULL, updated_at = now()
+                      metadata = $4::jsonb, tokens = $5::jsonb, cost_usd = $6,
+                      error_type = NULL, error = NULL, updated_at = now()
                WHERE document_id = $1""",
             doc_uuid,
             pages,
             len(chunks),
             json.dumps(metadata),
+            json.dumps(tokens or {}),
+            cost_usd,
         )
     return len(chunks)
 
@@ -265,7 +275,8 @@ async def search_chunks(
         # puts them back in strict order (pgvector's documented pattern).
         rows = await conn.fetch(
             f"""WITH hits AS MATERIALIZED (
-                    SELECT c.chunk_id, c.document_id, c.text, c.pages, c.headings, d.filename,
+                    SELECT c.chunk_id, c.document_id, c.text, c.context, c.pages, c.headings,
+                           d.filename,
                            c.embedding::vector({dimension}) <=> $1::vector({dimension})
                                AS distance
                     FROM chunks c JOIN documents d USING (document_id)

@@ -53,3 +53,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     created_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks (document_id, ordinal);
+
+-- Enrichment and cost (added after the first release; ALTERs keep old databases working).
+ALTER TABLE chunks ADD COLUMN IF NOT EXISTS context text;
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS tokens jsonb NOT NULL DEFAULT '{}'::jsonb;
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS cost_usd double precision NOT NULL DEFAULT 0;

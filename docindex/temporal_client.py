@@ -30,6 +30,14 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         documents_per_execution=settings.documents_per_run_execution,
         chunk_max_tokens=settings.chunk_max_tokens,
         enricher=settings.enricher,
+        contextual_chunks=settings.contextual_chunks,
+        context_chunks_per_activity=settings.context_chunks_per_activity,
+        embed_task_queue=(
+            settings.embed_api_task_queue
+            if settings.embedder == "voyage"
+            else settings.gpu_task_queue
+        ),
+        llm_task_queue=settings.llm_task_queue,
         split_pdf_pages=settings.split_pdf_pages,
         range_pages=settings.range_pages,
         max_parallel_ranges=settings.max_parallel_ranges,

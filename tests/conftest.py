@@ -7,6 +7,7 @@ runs Postgres 18 with pgvector, Docling parses, and the local model embeds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -25,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from docindex.config import Settings
-from workers.factory import Queue, build_worker
+from workers.factory import Queue, build_workers
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 if not CORPUS.is_dir():
@@ -84,6 +85,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Set
         workflow_task_queue=f"test-workflows-{suffix}",
         cpu_task_queue=f"test-cpu-{suffix}",
         gpu_task_queue=f"test-gpu-{suffix}",
+        llm_task_queue=f"test-llm-{suffix}",
+        embed_api_task_queue=f"test-embed-api-{suffix}",
         max_concurrent_documents=4,
         chunk_max_tokens=128,
     )
@@ -96,19 +99,27 @@ def client(temporal_env: WorkflowEnvironment) -> Client:
 
 @pytest_asyncio.fixture(scope="session")
 async def workers(client: Client, settings: Settings) -> AsyncIterator[None]:
-    """One worker per task queue, all running for the whole session."""
+    """Every worker kind, all running for the whole session."""
+    url = settings.database_url or ""
     async with (
-        build_worker(Queue.WORKFLOW, client, settings, settings.database_url or "") as wf,
-        build_worker(Queue.CPU, client, settings, settings.database_url or "") as cpu,
-        build_worker(Queue.GPU, client, settings, settings.database_url or "") as gpu,
+        build_workers(Queue.WORKFLOW, client, settings, url) as wf,
+        build_workers(Queue.CPU, client, settings, url) as cpu,
+        build_workers(Queue.GPU, client, settings, url) as gpu,
+        build_workers(Queue.HOSTED, client, settings, url) as hosted,
     ):
-        tasks = [asyncio.create_task(w.run()) for w in (wf, cpu, gpu)]
-        try:
+        async with run_workers([*wf, *cpu, *gpu, *hosted]):
             yield
-        finally:
-            for w in (wf, cpu, gpu):
-                await w.shutdown()
-            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def run_workers(workers: list) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        yield
+    finally:
+        for w in workers:
+            await w.shutdown()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @pytest_asyncio.fixture(scope="session")

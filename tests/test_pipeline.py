@@ -3,11 +3,13 @@ embedding. Parsing runs the real Docling over the shared corpus."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from docindex.config import Settings
 from docindex.errors import (
     CorruptDocument,
     DocumentError,
@@ -17,7 +19,8 @@ from docindex.errors import (
 )
 from docindex.filetypes import DocumentKind, detect_kind
 from docindex.pipeline.chunking import DocumentChunker
-from docindex.pipeline.embedding import get_local_embedder
+from docindex.pipeline.embedders import RequestLimits, build_embedder, plan_batches
+from docindex.pipeline.embedders.local import LocalEmbedder
 from docindex.pipeline.metadata import extract_metadata
 from docindex.pipeline.parsing import DocumentParser, PipelineUnavailable, resolve_pdf_pipeline
 
@@ -150,12 +153,41 @@ def test_chunks_respect_the_token_budget_and_keep_pages(parser: DocumentParser, 
     assert chunker.config_digest("a") != chunker.config_digest("b")
 
 
-def test_local_embedder_is_normalised_and_semantic():
-    embedder = get_local_embedder(None, "cpu")
-    vectors = embedder.embed_documents(
+async def test_local_embedder_is_normalised_and_semantic():
+    embedder = build_embedder(Settings(embed_device="cpu"))
+    embedded = await embedder.embed_documents(
         ["The cat sat on the mat.", "A kitten rests on a rug.", "Quarterly revenue grew 8%."]
     )
+    vectors = embedded.vectors
     assert vectors.shape == (3, 384) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
-    assert embedder.embed_documents([]).shape == (0, 384)
+    assert embedded.tokens > 10
+    assert (await embedder.embed_documents([])).vectors.shape == (0, 384)
+
+
+async def test_concurrent_requests_share_forward_passes():
+    """Twelve documents embedding at once go through far fewer forward passes, and each
+    gets exactly the vectors it would have got alone."""
+    embedder = build_embedder(Settings(embed_device="cpu"))
+    assert isinstance(embedder, LocalEmbedder)
+    docs = [[f"document {i} talks about topic {i}", f"and then {i} more"] for i in range(12)]
+    alone = [embedder.encode(d) for d in docs]
+    passes_before = embedder.batcher.stats.forward_passes
+    together = await asyncio.gather(*(embedder.embed_documents(d) for d in docs))
+    passes = embedder.batcher.stats.forward_passes - passes_before
+    assert passes < 12 / 2, f"{passes} forward passes for 12 concurrent requests"
+    assert embedder.batcher.stats.largest_batch >= 8
+    for mine, reference in zip(together, alone, strict=True):
+        assert np.allclose(mine.vectors, reference, atol=1e-5)
+
+
+def test_batches_respect_text_and_token_limits():
+    texts = ["x" * 300] * 10  # ~101 estimated tokens each
+    batches = plan_batches(texts, RequestLimits(max_texts=4, max_tokens=250))
+    assert [len(b) for b in batches] == [2, 2, 2, 2, 2]
+    batches = plan_batches(texts, RequestLimits(max_texts=3, max_tokens=10_000))
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    assert [i for b in batches for i in b] == list(range(10))
+    # A text over the token budget on its own still goes, alone (the API truncates it).
+    assert [len(b) for b in plan_batches(["y" * 3000, "z"], RequestLimits(10, 100))] == [1, 1]

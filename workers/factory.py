@@ -1,7 +1,8 @@
-"""Build the worker for one task queue with exactly the activities that queue serves.
+"""Build the workers of one kind, each with exactly the activities its queue serves.
 
-The queues mirror the hardware they would run on in production: workflow workers are
-light; CPU workers parse and chunk; GPU workers hold the embedding model.
+The kinds mirror the hardware they would run on in production: workflow workers are light;
+CPU workers parse and chunk; GPU workers hold the local embedding model; hosted workers call
+paid APIs (Anthropic, Voyage) on task queues whose rate is limited for all workers together.
 """
 
 from __future__ import annotations
@@ -25,28 +26,32 @@ class Queue(StrEnum):
     WORKFLOW = "workflow"
     CPU = "cpu"
     GPU = "gpu"
+    HOSTED = "hosted"
 
 
 @contextlib.asynccontextmanager
-async def build_worker(
-    queue: Queue, client: Client, settings: Settings, database_url: str
-) -> AsyncIterator[Worker]:
-    """Yield a configured (not yet running) worker; close its resources afterwards."""
+async def build_workers(
+    kind: Queue, client: Client, settings: Settings, database_url: str
+) -> AsyncIterator[list[Worker]]:
+    """Yield configured (not yet running) workers; close their resources afterwards."""
     blobs = BlobStore.from_settings(settings)
     pool = None
-    if queue is Queue.WORKFLOW:
+    workers: list[Worker] = []
+    if kind is Queue.WORKFLOW:
         from activities.bookkeeping import Bookkeeping
         from workflows.document import DocumentWorkflow
         from workflows.indexing import IndexingWorkflow
 
         pool = await create_pool(database_url, max_size=5)
-        worker = Worker(
-            client,
-            task_queue=settings.workflow_task_queue,
-            workflows=[IndexingWorkflow, DocumentWorkflow],
-            activities=Bookkeeping(pool).all(),
+        workers.append(
+            Worker(
+                client,
+                task_queue=settings.workflow_task_queue,
+                workflows=[IndexingWorkflow, DocumentWorkflow],
+                activities=Bookkeeping(pool).all(),
+            )
         )
-    elif queue is Queue.CPU:
+    elif kind is Queue.CPU:
         from activities.document_steps import DocumentSteps
         from docindex.pipeline.chunking import DocumentChunker
         from docindex.pipeline.parsing import DocumentParser, ParseLimits
@@ -64,28 +69,77 @@ async def build_worker(
         )
         chunker = DocumentChunker(settings.chunk_max_tokens)
         pool = await create_pool(database_url, max_size=settings.cpu_worker_concurrency + 2)
-        worker = Worker(
-            client,
-            task_queue=settings.cpu_task_queue,
-            activities=DocumentSteps(
-                blobs, pool, parser, chunker, checkpoint_pages=settings.parse_checkpoint_pages
-            ).all(),
-            max_concurrent_activities=settings.cpu_worker_concurrency,
+        steps = DocumentSteps(
+            blobs,
+            pool,
+            parser,
+            chunker,
+            checkpoint_pages=settings.parse_checkpoint_pages,
+            prices=settings.prices,
+        )
+        workers.append(
+            Worker(
+                client,
+                task_queue=settings.cpu_task_queue,
+                activities=steps.all(),
+                max_concurrent_activities=settings.cpu_worker_concurrency,
+            )
+        )
+    elif kind is Queue.GPU:
+        from activities.embedding import EmbeddingSteps
+        from docindex.pipeline.embedders import build_embedder
+
+        local = settings.model_copy(update={"embedder": "local"})
+        workers.append(
+            Worker(
+                client,
+                task_queue=settings.gpu_task_queue,
+                activities=EmbeddingSteps(blobs, build_embedder(local)).all(),
+                # Many concurrent requests are what the micro-batcher coalesces.
+                max_concurrent_activities=settings.gpu_worker_concurrency,
+            )
         )
     else:
         from activities.embedding import EmbeddingSteps
-        from docindex.pipeline.embedding import get_local_embedder
+        from activities.enrichment import Enrichment
+        from docindex.pipeline.embedders import build_embedder
+        from docindex.pipeline.enrichment import AnthropicEnricher
 
-        embedder = get_local_embedder(settings.embed_model, settings.embed_device)
-        worker = Worker(
-            client,
-            task_queue=settings.gpu_task_queue,
-            activities=EmbeddingSteps(blobs, embedder).all(),
-            max_concurrent_activities=settings.gpu_worker_concurrency,
+        key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
+        enricher = (
+            AnthropicEnricher(
+                key,
+                settings.enrich_model,
+                settings.anthropic_base_url,
+                max_document_chars=settings.enrich_document_chars,
+            )
+            if settings.enricher == "anthropic" and key
+            else None
         )
-    log.info("worker ready on %s queue", queue.value)
+        workers.append(
+            Worker(
+                client,
+                task_queue=settings.llm_task_queue,
+                activities=Enrichment(blobs, enricher).all(),
+                # Applies to the queue as a whole, across every worker polling it. Each context
+                # activity makes context_chunks_per_activity calls, so scale the rate down.
+                max_task_queue_activities_per_second=(
+                    settings.anthropic_requests_per_second / settings.context_chunks_per_activity
+                ),
+            )
+        )
+        if settings.embedder == "voyage":
+            workers.append(
+                Worker(
+                    client,
+                    task_queue=settings.embed_api_task_queue,
+                    activities=EmbeddingSteps(blobs, build_embedder(settings)).all(),
+                    max_task_queue_activities_per_second=settings.voyage_requests_per_second,
+                )
+            )
+    log.info("%s worker ready on %s", kind.value, ", ".join(w.task_queue for w in workers))
     try:
-        yield worker
+        yield workers
     finally:
         if pool is not None:
             await pool.close()

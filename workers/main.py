@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
 from docindex.config import Settings
 from docindex.temporal_client import connect
 
-from .factory import Queue, build_worker
+from .factory import Queue, build_workers
 
 log = logging.getLogger(__name__)
 
 
 async def run_worker(queue: Queue, settings: Settings) -> None:
-    if settings.database_url is None and queue is not Queue.GPU:
+    if settings.database_url is None and queue in (Queue.WORKFLOW, Queue.CPU):
         raise SystemExit("DOCINDEX_DATABASE_URL is required for a worker")
     client = await connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with build_worker(queue, client, settings, settings.database_url or "") as worker:
-        async with worker:
+    async with build_workers(queue, client, settings, settings.database_url or "") as workers:
+        async with contextlib.AsyncExitStack() as running:
+            for worker in workers:
+                await running.enter_async_context(worker)
             await stop.wait()
             log.info("shutting down %s worker", queue.value)

@@ -10,10 +10,12 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from docindex.errors import DOCUMENT_ERROR_TYPES
+    from docindex.errors import DOCUMENT_ERROR_TYPES, PROVIDER_FINAL_ERROR_TYPES
     from docindex.models import (
         ChunkInput,
         ChunkResult,
+        ContextInput,
+        ContextResult,
         DocStatus,
         DocumentInput,
         DocumentMetadata,
@@ -39,7 +41,18 @@ with workflow.unsafe.imports_passed_through():
         StoreResult,
     )
     from docindex.pagination import page_ranges
+    from docindex.usage import Usage
     from workflows import names
+
+# Hosted APIs: rate limits and outages retry for a long while (a 429 waits as long as the
+# provider's Retry-After says); a bad key or a rejected request stops at once.
+PROVIDER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=30,
+    non_retryable_error_types=list(PROVIDER_FINAL_ERROR_TYPES),
+)
 
 # Transient failures (a worker restart, a database blip) retry with backoff; bad input does
 # not retry at all (the activities raise it non-retryable, and the types are listed here too).
@@ -56,6 +69,7 @@ STEP_RETRY = RetryPolicy(
 class DocumentWorkflow:
     def __init__(self) -> None:
         self._progress: DocumentProgress | None = None
+        self._context_usage: list[Usage] = []
 
     @workflow.query(name=names.STATUS_QUERY)
     def status(self) -> DocumentProgress | None:
@@ -88,20 +102,6 @@ class DocumentWorkflow:
                 retry_policy=STEP_RETRY,
             )
 
-            await self._enter(Step.ENRICH)
-            await workflow.execute_activity(
-                names.ENRICH_DOCUMENT,
-                EnrichInput(
-                    document_id=task.document_id,
-                    parsed_key=parsed.parsed_key,
-                    enricher=opts.enricher,
-                ),
-                result_type=EnrichResult,
-                task_queue=opts.cpu_task_queue,
-                start_to_close_timeout=timedelta(minutes=30),
-                retry_policy=STEP_RETRY,
-            )
-
             await self._enter(Step.CHUNK)
             chunked = await workflow.execute_activity(
                 names.CHUNK_DOCUMENT,
@@ -119,6 +119,9 @@ class DocumentWorkflow:
             )
             self._progress.chunk_count = chunked.chunk_count
 
+            await self._enter(Step.ENRICH)
+            enriched, contexts_keys = await self._enrich(task, opts, parsed, chunked)
+
             await self._enter(Step.EMBED)
             embedded = await workflow.execute_activity(
                 names.EMBED_CHUNKS,
@@ -127,12 +130,13 @@ class DocumentWorkflow:
                     sha256=task.sha256,
                     chunks_key=chunked.chunks_key,
                     chunk_config=chunked.chunk_config,
+                    contexts_keys=contexts_keys,
                 ),
                 result_type=EmbedResult,
-                task_queue=opts.gpu_task_queue,
+                task_queue=opts.embed_task_queue or opts.gpu_task_queue,
                 start_to_close_timeout=timedelta(hours=1),
                 heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
-                retry_policy=STEP_RETRY,
+                retry_policy=PROVIDER_RETRY,
             )
 
             await self._enter(Step.STORE)
@@ -147,6 +151,13 @@ class DocumentWorkflow:
                     dimension=embedded.dimension,
                     pages=parsed.pages,
                     metadata=metadata,
+                    contexts_keys=contexts_keys,
+                    summary=enriched.summary if enriched else None,
+                    usage=[
+                        *(enriched.usage if enriched else []),
+                        *self._context_usage,
+                        *([embedded.usage] if embedded.usage else []),
+                    ],
                 ),
                 result_type=StoreResult,
                 task_queue=opts.cpu_task_queue,
@@ -167,6 +178,63 @@ class DocumentWorkflow:
         self._progress.status = DocStatus.COMPLETED
         await self._report()
         return DocumentOutcome(document_id=task.document_id, status=DocStatus.COMPLETED)
+
+    async def _enrich(
+        self,
+        task: DocumentTask,
+        opts: PipelineOptions,
+        parsed: ParseResult,
+        chunked: ChunkResult,
+    ) -> tuple[EnrichResult | None, list[str]]:
+        """Describe the document, then give each chunk its situating context, on the
+        rate-limited LLM queue. With no LLM configured the step is skipped, not failed."""
+        if opts.enricher == "none":
+            return None, []
+        enriched = await workflow.execute_activity(
+            names.ENRICH_DOCUMENT,
+            EnrichInput(
+                document_id=task.document_id, sha256=task.sha256, parsed_key=parsed.parsed_key
+            ),
+            result_type=EnrichResult,
+            task_queue=opts.llm_task_queue,
+            start_to_close_timeout=timedelta(minutes=15),
+            heartbeat_timeout=timedelta(seconds=max(opts.heartbeat_timeout_s, 60)),
+            retry_policy=PROVIDER_RETRY,
+        )
+        if (
+            enriched.status != "enriched"
+            or not opts.contextual_chunks
+            or not chunked.chunk_count
+            or enriched.document_text_key is None
+        ):
+            return enriched, []
+        window = asyncio.Semaphore(4)
+
+        async def contextualize(first: int, last: int) -> ContextResult:
+            async with window:
+                return await workflow.execute_activity(
+                    names.CONTEXTUALIZE_CHUNKS,
+                    ContextInput(
+                        document_id=task.document_id,
+                        sha256=task.sha256,
+                        document_text_key=enriched.document_text_key or "",
+                        chunks_key=chunked.chunks_key,
+                        chunk_config=chunked.chunk_config,
+                        first=first,
+                        last=last,
+                    ),
+                    result_type=ContextResult,
+                    task_queue=opts.llm_task_queue,
+                    start_to_close_timeout=timedelta(minutes=30),
+                    heartbeat_timeout=timedelta(seconds=max(opts.heartbeat_timeout_s, 60)),
+                    retry_policy=PROVIDER_RETRY,
+                    summary=f"chunks {first}-{last}",
+                )
+
+        batches = page_ranges(0, chunked.chunk_count - 1, opts.context_chunks_per_activity)
+        results = await asyncio.gather(*(contextualize(a, b) for a, b in batches))
+        self._context_usage = [u for r in results for u in r.usage]
+        return enriched, [r.contexts_key for r in results]
 
     async def _parse(self, task: DocumentTask, opts: PipelineOptions) -> ParseResult:
         """Small documents in one activity; big PDFs as page ranges on any CPU worker."""

@@ -11,6 +11,7 @@ MERGE_PARSED_PARTS = "merge_parsed_parts"
 EXTRACT_METADATA = "extract_metadata"
 ENRICH_DOCUMENT = "enrich_document"
 CHUNK_DOCUMENT = "chunk_document"
+CONTEXTUALIZE_CHUNKS = "contextualize_chunks"
 EMBED_CHUNKS = "embed_chunks"
 STORE_DOCUMENT = "store_document"
 

@@ -112,6 +112,8 @@ async def get_document(document_id: uuid.UUID, res: ResourcesDep) -> DocumentDet
         error_type=row["error_type"],
         error=row["error"],
         metadata=row["metadata"],
+        tokens=row["tokens"],
+        cost_usd=row["cost_usd"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )

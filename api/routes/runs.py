@@ -51,6 +51,7 @@ async def get_run(run_id: uuid.UUID, res: ResourcesDep) -> RunStatus:
             created_at=run["created_at"],
             finished_at=run["finished_at"],
             documents=documents,
+            **_summed(documents),
         )
     progress = {p.document_id: p for p in live.documents}
     for doc in documents:
@@ -74,6 +75,7 @@ async def get_run(run_id: uuid.UUID, res: ResourcesDep) -> RunStatus:
         created_at=run["created_at"],
         finished_at=run["finished_at"],
         documents=documents,
+        **_summed(documents),
     )
 
 
@@ -86,7 +88,27 @@ def _document_status(row: dict[str, Any]) -> DocumentStatus:
         chunk_count=row["chunk_count"],
         error_type=row["error_type"],
         error=row["error"],
+        tokens=row["tokens"],
+        cost_usd=row["cost_usd"],
     )
+
+
+def _totals(documents: list[DocumentStatus]) -> tuple[dict[str, dict[str, Any]], float]:
+    tokens: dict[str, dict[str, Any]] = {}
+    for doc in documents:
+        for key, usage in doc.tokens.items():
+            into = tokens.setdefault(key, {})
+            for field, value in usage.items():
+                if isinstance(value, int | float):
+                    into[field] = into.get(field, 0) + value
+                else:
+                    into.setdefault(field, value)
+    return tokens, round(sum(d.cost_usd for d in documents), 6)
+
+
+def _summed(documents: list[DocumentStatus]) -> dict[str, Any]:
+    tokens, cost = _totals(documents)
+    return {"tokens": tokens, "cost_usd": cost}
 
 
 async def _query_run(res: ResourcesDep, workflow_id: str) -> RunProgress | None:

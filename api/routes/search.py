@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, status
 
 from docindex import repository
+from docindex.errors import ProviderError
 
 from ..deps import ResourcesDep
 from ..schemas import SearchHit, SearchRequest, SearchResponse
@@ -17,7 +16,14 @@ router = APIRouter(prefix="/v1/search", tags=["search"])
 @router.post("", response_model=SearchResponse)
 async def search(body: SearchRequest, res: ResourcesDep) -> SearchResponse:
     embedder = await res.embedder()
-    vector = await asyncio.to_thread(embedder.embed_query, body.query)
+    try:
+        vector = await embedder.embed_query(body.query)
+    except ProviderError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE if exc.retryable else status.HTTP_502_BAD_GATEWAY,
+            f"the embedding provider failed: {exc}",
+            headers={"Retry-After": str(int(exc.retry_after_s))} if exc.retry_after_s else None,
+        ) from exc
     rows = await repository.search_chunks(res.pool, vector, embedder.model, body.top_k)
     return SearchResponse(
         model=embedder.model,
@@ -27,6 +33,7 @@ async def search(body: SearchRequest, res: ResourcesDep) -> SearchResponse:
                 chunk_id=str(r["chunk_id"]),
                 score=float(r["score"]),
                 text=r["text"],
+                context=r["context"],
                 pages=list(r["pages"]),
                 headings=list(r["headings"]),
                 filename=r["filename"],

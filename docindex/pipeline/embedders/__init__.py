@@ -1,0 +1,54 @@
+"""Embedders: ``local`` (sentence-transformers in-process) or ``voyage`` (Voyage AI)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from docindex.config import Settings
+
+from .base import Embedded, Embedder, RequestLimits, plan_batches
+
+_cache: dict[tuple, Embedder] = {}
+_lock = threading.Lock()
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    """The configured embedder, built once per process (a local model takes seconds)."""
+    if settings.embedder == "voyage":
+        key: tuple = (
+            "voyage",
+            settings.voyage_model,
+            settings.voyage_output_dimension,
+            settings.voyage_base_url,
+        )
+    else:
+        key = ("local", settings.embed_model, settings.embed_device)
+    with _lock:
+        if key not in _cache:
+            _cache[key] = _build(settings)
+        return _cache[key]
+
+
+def _build(settings: Settings) -> Embedder:
+    if settings.embedder == "voyage":
+        from .voyage import VoyageEmbedder
+
+        return VoyageEmbedder(
+            api_key=settings.voyage_api_key.get_secret_value() if settings.voyage_api_key else "",
+            model=settings.voyage_model,
+            output_dimension=settings.voyage_output_dimension,
+            base_url=settings.voyage_base_url,
+        )
+    from .local import LocalEmbedder
+
+    return LocalEmbedder(
+        Path(settings.embed_model) if settings.embed_model else None,
+        settings.embed_device,
+        batch_size=settings.embed_batch_size,
+        max_batch=settings.embed_micro_batch,
+        max_wait_s=settings.embed_micro_batch_wait_ms / 1000,
+    )
+
+
+__all__ = ["Embedded", "Embedder", "RequestLimits", "build_embedder", "plan_batches"]
