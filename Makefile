@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format quality clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# Parse quality against the corpus's independent references (a report, not a test).
+quality: install
+	mkdir -p .docindex
+	$(PY) -m bench.parse_quality --json .docindex/parse-quality.json
 
 clean:
 	rm -rf $(VENV) .docindex .pytest_cache .ruff_cache
