@@ -155,10 +155,10 @@ class DocumentSteps:
 
     @activity.defn(name=names.CHUNK_DOCUMENT)
     async def chunk_document(self, inp: ChunkInput) -> ChunkResult:
-        config = self.chunker.config_digest(inp.parsed_key)
+        config = self.chunker.config_digest(inp.parsed_key, inp.max_tokens)
         key = chunks_key(inp.sha256, config)
         document = await self._load(inp.parsed_key)
-        chunks = await run_blocking(self.chunker.chunk, document)
+        chunks = await run_blocking(self.chunker.chunk, document, inp.max_tokens)
         await self.blobs.put(key, json.dumps([c.to_dict() for c in chunks]).encode())
         return ChunkResult(chunks_key=key, chunk_count=len(chunks), chunk_config=config)
 
@@ -185,8 +185,11 @@ class DocumentSteps:
             for c, ctx in zip(chunks, contexts, strict=True)
         ]
         metadata = inp.metadata.model_dump()
-        if inp.summary is not None:
-            metadata["enrichment"] = inp.summary.model_dump()
+        metadata["enrichment"] = {
+            "status": inp.enrichment_status,
+            "reason": inp.enrichment_reason,
+            **(inp.summary.model_dump() if inp.summary else {}),
+        }
         usage = combine(inp.usage)
         count = await repository.store_document(
             self.pool,
@@ -197,7 +200,7 @@ class DocumentSteps:
             inp.pages,
             metadata,
             tokens={
-                key: {**u.model_dump(), "cost_usd": round(cost_usd(u, self.prices), 6)}
+                key: {**u.model_dump(), "cost_usd": cost_usd(u, self.prices)}
                 for key, u in usage.items()
             },
             cost_usd=sum(cost_usd(u, self.prices) for u in usage.values()),

@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     )
     voyage_model: str = "voyage-3.5"
     voyage_output_dimension: int | None = None
+    voyage_max_texts_per_request: int | None = Field(
+        default=None, ge=1, description="Override the model's documented per-request limit"
+    )
+    voyage_max_tokens_per_request: int | None = Field(default=None, ge=1)
     voyage_base_url: str | None = Field(
         default=None, description="Voyage endpoint override (a proxy, or a test server)"
     )

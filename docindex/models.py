@@ -74,6 +74,7 @@ class RunInput(BaseModel):
     run_id: str
     document_count: int
     options: PipelineOptions
+    tenant_id: str = "default"
     # Carried across continue-as-new.
     next_seq: int = 0
     completed: int = 0
@@ -281,6 +282,8 @@ class StoreInput(BaseModel):
     metadata: DocumentMetadata
     contexts_keys: list[str] = Field(default_factory=list)
     summary: DocumentSummary | None = None
+    enrichment_status: str = "skipped"
+    enrichment_reason: str | None = None
     usage: list[Usage] = Field(default_factory=list)
 
 

@@ -147,8 +147,8 @@ def test_chunks_respect_the_token_budget_and_keep_pages(parser: DocumentParser, 
     chunks = chunker.chunk(parsed.document)
     assert len(chunks) > 10
     assert [c.ordinal for c in chunks] == list(range(len(chunks)))
-    tokenizer = chunker._chunker.tokenizer
-    assert max(tokenizer.count_tokens(c.embed_text) for c in chunks) <= 128
+    assert max(chunker.count_tokens(c.embed_text) for c in chunks) <= 128
+    assert len(chunker.chunk(parsed.document, max_tokens=64)) > len(chunks)
     assert all(c.pages and set(c.pages) <= set(range(1, 19)) for c in chunks)
     assert chunker.config_digest("a") != chunker.config_digest("b")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from pathlib import Path
@@ -17,6 +18,7 @@ from docindex.database import create_pool
 from docindex.ids import run_workflow_id
 from docindex.models import RunInput, RunSummary
 from docindex.runs import resume_orphaned_runs, start_run
+from docindex.search_attributes import ERROR_TYPE
 from docindex.temporal_client import pipeline_options
 
 from .helpers import wait_for_run
@@ -50,6 +52,25 @@ async def test_broken_files_fail_typed_on_first_attempt_and_the_rest_completes(
     failed = [d for d in run["documents"] if d["status"] == "failed"]
     assert all(d["error"] for d in failed)
 
+    # Operators find them the way the runbook says, with the reason attached.
+    query = f"IndexingRunId = '{accepted['run_id']}' AND DocStatus = 'failed'"
+    listed = {}
+    for _ in range(50):  # visibility is eventually consistent
+        listed = {wf.id: wf async for wf in client.list_workflows(query)}
+        if len(listed) == 4:
+            break
+        await asyncio.sleep(0.2)
+    assert sorted(listed) == sorted(
+        f"index-doc/{accepted['run_id']}/{d['document_id']}" for d in failed
+    )
+    by_name = {d["document_id"]: d for d in failed}
+    for wf in listed.values():
+        doc = by_name[wf.id.rsplit("/", 1)[1]]
+        assert wf.typed_search_attributes.get(ERROR_TYPE) == doc["error_type"]
+        assert (await wf.memo_value("filename")) == doc["filename"]
+    completed_query = f"IndexingRunId = '{accepted['run_id']}' AND DocStatus = 'completed'"
+    assert len([wf async for wf in client.list_workflows(completed_query)]) == 2
+
     # One attempt each: no retry storm for input that can never parse.
     for doc in failed:
         history = await client.get_workflow_handle(
@@ -66,17 +87,18 @@ async def test_broken_files_fail_typed_on_first_attempt_and_the_rest_completes(
         assert detail["status"] == "failed" and detail["error_type"] == doc["error_type"]
 
 
-async def record_run(settings: Settings, count: int) -> str:
-    """Store ``count`` small Markdown notes and record a run over them, as an upload does
-    before it starts the workflow."""
+async def record_run(settings: Settings, count: int, body: str | None = None) -> str:
+    """Store ``count`` small Markdown notes (or copies of ``body``) and record a run over
+    them, as an upload does before it starts the workflow."""
     blobs = BlobStore.from_settings(settings)
     pool = await create_pool(settings.database_url or "")
     try:
         run_id = str(uuid.uuid4())
         docs = []
         for i in range(count):
-            body = f"# Note {i}\n\nSmall document number {i} about otters, run {run_id}."
-            key, sha256, size = await blobs.put_upload(io.BytesIO(body.encode()))
+            text = body or f"# Note {i}\n\nSmall document number {i} about otters."
+            text += f"\n\n(run {run_id}, copy {i})"
+            key, sha256, size = await blobs.put_upload(io.BytesIO(text.encode()))
             docs.append(
                 repository.NewDocument(
                     document_id=str(uuid.uuid4()),

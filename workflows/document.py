@@ -10,6 +10,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from docindex import search_attributes as sa
     from docindex.errors import DOCUMENT_ERROR_TYPES, PROVIDER_FINAL_ERROR_TYPES
     from docindex.models import (
         ChunkInput,
@@ -43,6 +44,16 @@ with workflow.unsafe.imports_passed_through():
     from docindex.pagination import page_ranges
     from docindex.usage import Usage
     from workflows import names
+
+# DocStatus search attribute while a document is in a step.
+STEP_STATUS = {
+    Step.PARSE: "parsing",
+    Step.METADATA: "metadata",
+    Step.CHUNK: "chunking",
+    Step.ENRICH: "enriching",
+    Step.EMBED: "embedding",
+    Step.STORE: "storing",
+}
 
 # Hosted APIs: rate limits and outages retry for a long while (a 429 waits as long as the
 # provider's Retry-After says); a bad key or a rejected request stops at once.
@@ -153,6 +164,10 @@ class DocumentWorkflow:
                     metadata=metadata,
                     contexts_keys=contexts_keys,
                     summary=enriched.summary if enriched else None,
+                    enrichment_status=enriched.status if enriched else "skipped",
+                    enrichment_reason=(
+                        enriched.reason if enriched else "disabled (DOCINDEX_ENRICHER=none)"
+                    ),
                     usage=[
                         *(enriched.usage if enriched else []),
                         *self._context_usage,
@@ -176,6 +191,7 @@ class DocumentWorkflow:
             raise
 
         self._progress.status = DocStatus.COMPLETED
+        workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(DocStatus.COMPLETED.value)])
         await self._report()
         return DocumentOutcome(document_id=task.document_id, status=DocStatus.COMPLETED)
 
@@ -321,6 +337,7 @@ class DocumentWorkflow:
     async def _enter(self, step: Step) -> None:
         assert self._progress is not None
         self._progress.step = step
+        workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(STEP_STATUS[step])])
         await self._report()
 
     async def _finish(self, status: DocStatus, error_type: str, message: str, queue: str) -> None:
@@ -329,6 +346,9 @@ class DocumentWorkflow:
         self._progress.status = status
         self._progress.error_type = error_type
         self._progress.error = message
+        workflow.upsert_search_attributes(
+            [sa.DOC_STATUS.value_set(status.value), sa.ERROR_TYPE.value_set(error_type)]
+        )
         outcome = DocumentOutcome(
             document_id=self._progress.document_id,
             status=status,

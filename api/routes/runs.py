@@ -103,7 +103,7 @@ def _totals(documents: list[DocumentStatus]) -> tuple[dict[str, dict[str, Any]],
                     into[field] = into.get(field, 0) + value
                 else:
                     into.setdefault(field, value)
-    return tokens, round(sum(d.cost_usd for d in documents), 6)
+    return tokens, sum(d.cost_usd for d in documents)
 
 
 def _summed(documents: list[DocumentStatus]) -> dict[str, Any]:

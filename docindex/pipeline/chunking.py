@@ -32,7 +32,11 @@ def default_tokenizer_path() -> Path:
 
 
 class DocumentChunker:
-    """Loads the tokenizer once; chunk sizes are counted in that model's tokens."""
+    """Loads the tokenizer once; chunk sizes are counted in that model's tokens.
+
+    ``max_tokens`` is a default: a run may ask for another size, which gets its own
+    HybridChunker over the same tokenizer.
+    """
 
     def __init__(self, max_tokens: int, tokenizer_path: Path | None = None) -> None:
         from transformers import AutoTokenizer
@@ -40,26 +44,35 @@ class DocumentChunker:
         path = tokenizer_path or default_tokenizer_path()
         self.max_tokens = max_tokens
         self.tokenizer_name = path.name if tokenizer_path else "all-MiniLM-L6-v2"
-        self._chunker = HybridChunker(
-            tokenizer=HuggingFaceTokenizer(
-                tokenizer=AutoTokenizer.from_pretrained(str(path)), max_tokens=max_tokens
-            ),
-            merge_peers=True,
-        )
+        self._hf_tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self._chunkers: dict[int, HybridChunker] = {}
 
-    def config_digest(self, parsed_key: str) -> str:
+    def _chunker(self, max_tokens: int | None) -> HybridChunker:
+        size = max_tokens or self.max_tokens
+        if size not in self._chunkers:
+            self._chunkers[size] = HybridChunker(
+                tokenizer=HuggingFaceTokenizer(tokenizer=self._hf_tokenizer, max_tokens=size),
+                merge_peers=True,
+            )
+        return self._chunkers[size]
+
+    def count_tokens(self, text: str) -> int:
+        return self._chunker(None).tokenizer.count_tokens(text)
+
+    def config_digest(self, parsed_key: str, max_tokens: int | None = None) -> str:
         return config_digest(
             {
                 "parsed": parsed_key,
-                "max_tokens": self.max_tokens,
+                "max_tokens": max_tokens or self.max_tokens,
                 "tokenizer": self.tokenizer_name,
                 "chunker": "hybrid-v1",
             }
         )
 
-    def chunk(self, document: DoclingDocument) -> list[Chunk]:
+    def chunk(self, document: DoclingDocument, max_tokens: int | None = None) -> list[Chunk]:
+        chunker = self._chunker(max_tokens)
         chunks: list[Chunk] = []
-        for raw in self._chunker.chunk(document):
+        for raw in chunker.chunk(document):
             text = raw.text.strip()
             if not text:
                 continue
@@ -68,7 +81,7 @@ class DocumentChunker:
                 Chunk(
                     ordinal=len(chunks),
                     text=text,
-                    embed_text=self._chunker.contextualize(raw),
+                    embed_text=chunker.contextualize(raw),
                     headings=list(raw.meta.headings or []),
                     pages=pages,
                 )

@@ -30,6 +30,20 @@ def build_embedder(settings: Settings) -> Embedder:
         return _cache[key]
 
 
+def _voyage_limits(settings: Settings) -> RequestLimits | None:
+    if settings.voyage_max_texts_per_request is None and (
+        settings.voyage_max_tokens_per_request is None
+    ):
+        return None
+    from .voyage import limits_for
+
+    documented = limits_for(settings.voyage_model)
+    return RequestLimits(
+        max_texts=settings.voyage_max_texts_per_request or documented.max_texts,
+        max_tokens=settings.voyage_max_tokens_per_request or documented.max_tokens,
+    )
+
+
 def _build(settings: Settings) -> Embedder:
     if settings.embedder == "voyage":
         from .voyage import VoyageEmbedder
@@ -39,6 +53,7 @@ def _build(settings: Settings) -> Embedder:
             model=settings.voyage_model,
             output_dimension=settings.voyage_output_dimension,
             base_url=settings.voyage_base_url,
+            limits=_voyage_limits(settings),
         )
     from .local import LocalEmbedder
 
