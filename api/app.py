@@ -14,6 +14,7 @@ from docindex.blobstore import BlobStore
 from docindex.config import Settings, get_settings
 from docindex.database import create_pool
 from docindex.runs import resume_orphaned_runs
+from docindex.search_attributes import ensure_registered
 from docindex.temporal_client import connect
 
 from .deps import Resources
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             temporal=await connect(settings),
         )
         app.state.resources = resources
+        await ensure_registered(resources.temporal, settings.temporal_namespace)
         # Load the query embedder now, in the background, so the first search is fast.
         resources.load_embedder()
         reconciler = asyncio.create_task(_resume_orphaned_runs_forever(resources))

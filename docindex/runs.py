@@ -6,10 +6,15 @@ import logging
 
 import asyncpg
 from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from docindex import repository
+from docindex import search_attributes as sa
 from docindex.config import Settings
 from docindex.ids import run_workflow_id
 from docindex.models import RunInput
@@ -33,6 +38,14 @@ async def start_run(client: Client, settings: Settings, run_id: str, document_co
             id=run_workflow_id(run_id),
             task_queue=settings.workflow_task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=f"indexing run of {document_count} documents",
+            memo={"document_count": document_count},
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.INDEXING_RUN_ID, run_id),
+                    SearchAttributePair(sa.TENANT_ID, "default"),
+                ]
+            ),
         )
     except WorkflowAlreadyStartedError:
         return False

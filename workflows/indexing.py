@@ -11,11 +11,12 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from docindex import search_attributes as sa
     from docindex.ids import document_workflow_id
     from docindex.models import (
         DocStatus,
@@ -143,6 +144,18 @@ class IndexingWorkflow:
             id=document_workflow_id(task.run_id, task.document_id),
             task_queue=opts.workflow_task_queue,
             result_type=DocumentOutcome,
+            # What the Temporal UI shows for the child, and what operators filter on.
+            static_summary=task.filename,
+            static_details=f"{task.size_bytes} bytes, sha256 {task.sha256}",
+            memo={"filename": task.filename, "size_bytes": task.size_bytes, "sha256": task.sha256},
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.INDEXING_RUN_ID, task.run_id),
+                    SearchAttributePair(sa.DOCUMENT_ID, task.document_id),
+                    SearchAttributePair(sa.TENANT_ID, self._input.tenant_id),
+                    SearchAttributePair(sa.DOC_STATUS, "queued"),
+                ]
+            ),
             # Cancelling or terminating the run cancels its documents.
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
         )
