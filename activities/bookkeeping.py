@@ -37,5 +37,14 @@ class Bookkeeping:
         o = inp.outcome
         await repository.record_outcome(self.pool, o.document_id, o.status, o.error_type, o.error)
 
+    @activity.defn(name=names.CANCEL_QUEUED_DOCUMENTS)
+    async def cancel_queued_documents(self, run_id: str) -> int:
+        return await repository.cancel_queued_documents(self.pool, run_id)
+
     def all(self) -> list:
-        return [self.fetch_run_documents, self.set_run_status, self.record_document_outcome]
+        return [
+            self.fetch_run_documents,
+            self.set_run_status,
+            self.record_document_outcome,
+            self.cancel_queued_documents,
+        ]

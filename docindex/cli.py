@@ -122,7 +122,14 @@ def ingest(
         )
         if not wait:
             return
-        final = _follow(http, body["run_id"])
+        try:
+            final = _follow(http, body["run_id"])
+        except KeyboardInterrupt:
+            if not typer.confirm(f"\nCancel run {body['run_id']}?", default=False):
+                console.print(f"left running; follow it with: docindex status {body['run_id']}")
+                raise typer.Exit(130) from None
+            _check(http.post(f"/v1/runs/{body['run_id']}/cancel"))
+            final = _follow(http, body["run_id"])
     _print_run(final)
     if final["status"] != "completed":
         raise typer.Exit(1)
@@ -188,6 +195,22 @@ def status(run_id: str) -> None:
     """Show a run and its documents."""
     with _api() as http:
         _print_run(_check(http.get(f"/v1/runs/{run_id}")))
+
+
+@app.command()
+def cancel(
+    run_id: str,
+    document: Annotated[
+        str | None, typer.Option("--document", help="Cancel only this document of the run")
+    ] = None,
+) -> None:
+    """Cancel a run, or one document of it."""
+    with _api() as http:
+        if document:
+            _check(http.post(f"/v1/documents/{document}/cancel"))
+        else:
+            _check(http.post(f"/v1/runs/{run_id}/cancel"))
+    console.print("cancelling; `docindex status` shows when it has stopped")
 
 
 @app.command()

@@ -175,6 +175,17 @@ async def record_outcome(
         )
 
 
+async def cancel_queued_documents(pool: asyncpg.Pool, run_id: str) -> int:
+    """Documents of a cancelled run that never started end cancelled too."""
+    rows = await pool.fetch(
+        """UPDATE documents SET status = 'cancelled', error_type = 'Cancelled',
+                  error = 'run cancelled before this document started', updated_at = now()
+           WHERE run_id = $1 AND status = 'queued' RETURNING document_id""",
+        uuid.UUID(run_id),
+    )
+    return len(rows)
+
+
 async def store_document(
     pool: asyncpg.Pool,
     document_id: str,

@@ -118,3 +118,16 @@ async def test_upload_pdf_and_docx_becomes_searchable(
     )
     for history in histories:
         await replayer.replay_workflow(history)
+
+
+async def test_health_and_readiness(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/healthz")).json() == {"status": "ok"}
+    ready = await api.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["status"] == "ready"
+    assert {name for name, c in body["checks"].items() if c["ok"]} == {
+        "temporal",
+        "postgres",
+        "blob_store",
+    }

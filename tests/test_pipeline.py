@@ -15,6 +15,8 @@ from docindex.errors import (
     DocumentError,
     EmptyDocument,
     EncryptedDocument,
+    ParseTimeout,
+    TooLarge,
     UnsupportedFormat,
 )
 from docindex.filetypes import DocumentKind, detect_kind
@@ -22,7 +24,12 @@ from docindex.pipeline.chunking import DocumentChunker
 from docindex.pipeline.embedders import RequestLimits, build_embedder, plan_batches
 from docindex.pipeline.embedders.local import LocalEmbedder
 from docindex.pipeline.metadata import extract_metadata
-from docindex.pipeline.parsing import DocumentParser, PipelineUnavailable, resolve_pdf_pipeline
+from docindex.pipeline.parsing import (
+    DocumentParser,
+    ParseLimits,
+    PipelineUnavailable,
+    resolve_pdf_pipeline,
+)
 
 from .conftest import CORPUS
 
@@ -191,3 +198,18 @@ def test_batches_respect_text_and_token_limits():
     assert [i for b in batches for i in b] == list(range(10))
     # A text over the token budget on its own still goes, alone (the API truncates it).
     assert [len(b) for b in plan_batches(["y" * 3000, "z"], RequestLimits(10, 100))] == [1, 1]
+
+
+def test_limits_are_typed_errors(corpus: Path):
+    data = (corpus / "pdf/docling/multi_page.pdf").read_bytes()  # 5 pages
+    with pytest.raises(TooLarge, match="5 pages exceeds the limit of 3"):
+        DocumentParser("auto", limits=ParseLimits(max_pages=3)).parse(data, "m.pdf")
+    with pytest.raises(TooLarge, match="bytes exceeds"):
+        DocumentParser("auto", limits=ParseLimits(max_bytes=1000)).parse(data, "m.pdf")
+
+
+def test_parse_time_budget_is_a_typed_error(corpus: Path):
+    data = (corpus / "pdf/pypdf_samples/GeoTopo-komprimiert.pdf").read_bytes()
+    hasty = DocumentParser("auto", limits=ParseLimits(time_budget_s=0.5))
+    with pytest.raises(ParseTimeout, match="budget"):
+        hasty.parse(data, "geotopo.pdf")

@@ -181,6 +181,14 @@ class DocumentWorkflow:
             )
             self._progress.chunk_count = stored.chunk_count
         except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                await self._finish(
+                    DocStatus.CANCELLED,
+                    "Cancelled",
+                    "cancelled by request",
+                    opts.workflow_task_queue,
+                )
+                raise
             error_type, message = _describe(err)
             await self._finish(DocStatus.FAILED, error_type, message, opts.workflow_task_queue)
             raise ApplicationError(message, type=error_type, non_retryable=True) from err

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ChildWorkflowError
+from temporalio.exceptions import CancelledError, ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         DocumentProgress,
         DocumentTask,
         FetchDocumentsInput,
+        RecordOutcomeInput,
         RunInput,
         RunProgress,
         RunState,
@@ -45,6 +46,8 @@ class IndexingWorkflow:
         self._completed = self._failed = self._cancelled = 0
         self._state = RunState.RUNNING
         self._waiters: set[asyncio.Task[None]] = set()
+        self._handles: dict[str, workflow.ChildWorkflowHandle] = {}
+        self._cancel_requested: set[str] = set()
 
     @workflow.signal(name=names.DOCUMENT_PROGRESS_SIGNAL)
     def document_progress(self, progress: DocumentProgress) -> None:
@@ -68,10 +71,38 @@ class IndexingWorkflow:
             documents=list(self._documents.values()),
         )
 
+    @workflow.signal(name=names.CANCEL_DOCUMENT_SIGNAL)
+    def cancel_document(self, document_id: str) -> None:
+        """Cancel one document: now if it is running, or when its turn comes."""
+        self._cancel_requested.add(document_id)
+        handle = self._handles.get(document_id)
+        if handle is not None:
+            handle.cancel()
+
     @workflow.run
     async def run(self, inp: RunInput) -> RunSummary:
         self._input = inp
         self._completed, self._failed, self._cancelled = inp.completed, inp.failed, inp.cancelled
+        try:
+            return await self._index(inp)
+        except asyncio.CancelledError:
+            # Cancelled by the API, the CLI or `temporal workflow cancel`: stop every
+            # document, wait until each has cleaned up, and record the run as cancelled.
+            for handle in self._handles.values():
+                handle.cancel()
+            await self._drain()
+            self._cancelled += await workflow.execute_activity(
+                names.CANCEL_QUEUED_DOCUMENTS,
+                inp.run_id,
+                result_type=int,
+                task_queue=inp.options.workflow_task_queue,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=BOOKKEEPING_RETRY,
+            )
+            await self._set_status(RunState.CANCELLED)
+            raise
+
+    async def _index(self, inp: RunInput) -> RunSummary:
         opts = inp.options
         if inp.next_seq == 0:
             await self._set_status(RunState.RUNNING)
@@ -114,7 +145,10 @@ class IndexingWorkflow:
                 await workflow.wait_condition(
                     lambda: len(self._in_flight) < opts.max_concurrent_documents
                 )
-                await self._start_child(task)
+                if task.document_id in self._cancel_requested:
+                    await self._skip_cancelled(task)
+                else:
+                    await self._start_child(task)
                 next_seq = task.seq + 1
                 started_here += 1
 
@@ -134,6 +168,30 @@ class IndexingWorkflow:
             failed=self._failed,
             cancelled=self._cancelled,
         )
+
+    async def _skip_cancelled(self, task: DocumentTask) -> None:
+        assert self._input is not None
+        outcome = DocumentOutcome(
+            document_id=task.document_id,
+            status=DocStatus.CANCELLED,
+            error_type="Cancelled",
+            error="cancelled by request before it started",
+        )
+        await workflow.execute_activity(
+            names.RECORD_DOCUMENT_OUTCOME,
+            RecordOutcomeInput(outcome=outcome),
+            task_queue=self._input.options.workflow_task_queue,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=BOOKKEEPING_RETRY,
+        )
+        self._documents[task.document_id] = DocumentProgress(
+            document_id=task.document_id,
+            filename=task.filename,
+            status=DocStatus.CANCELLED,
+            error_type=outcome.error_type,
+            error=outcome.error,
+        )
+        self._cancelled += 1
 
     async def _start_child(self, task: DocumentTask) -> None:
         assert self._input is not None
@@ -160,6 +218,7 @@ class IndexingWorkflow:
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
         )
         self._in_flight.add(task.document_id)
+        self._handles[task.document_id] = handle
         self._documents.setdefault(
             task.document_id,
             DocumentProgress(
@@ -173,8 +232,15 @@ class IndexingWorkflow:
                 await handle
                 progress.status = DocStatus.COMPLETED
                 self._completed += 1
-            except ChildWorkflowError as err:
-                if progress.status == DocStatus.CANCELLED:
+            except (ChildWorkflowError, asyncio.CancelledError) as err:
+                # Cancelling the child's handle may end this wait with the child's
+                # cancellation error or with asyncio's; either way the document is cancelled.
+                if (
+                    progress.status == DocStatus.CANCELLED
+                    or isinstance(err, asyncio.CancelledError)
+                    or isinstance(err.cause, CancelledError)
+                ):
+                    progress.status = DocStatus.CANCELLED
                     self._cancelled += 1
                 else:
                     progress.status = DocStatus.FAILED
@@ -184,6 +250,7 @@ class IndexingWorkflow:
                     self._failed += 1
             finally:
                 self._in_flight.discard(task.document_id)
+                self._handles.pop(task.document_id, None)
 
         # Workflow asyncio tasks are deterministic; keep a reference so none is collected.
         waiter = asyncio.create_task(wait_for_child())

@@ -3,6 +3,7 @@
 FETCH_RUN_DOCUMENTS = "fetch_run_documents"
 SET_RUN_STATUS = "set_run_status"
 RECORD_DOCUMENT_OUTCOME = "record_document_outcome"
+CANCEL_QUEUED_DOCUMENTS = "cancel_queued_documents"
 
 INSPECT_DOCUMENT = "inspect_document"
 PARSE_DOCUMENT = "parse_document"
@@ -16,4 +17,5 @@ EMBED_CHUNKS = "embed_chunks"
 STORE_DOCUMENT = "store_document"
 
 DOCUMENT_PROGRESS_SIGNAL = "document_progress"
+CANCEL_DOCUMENT_SIGNAL = "cancel_document"
 STATUS_QUERY = "status"

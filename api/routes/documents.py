@@ -135,3 +135,19 @@ async def _query_document(
         )
     except (RPCError, WorkflowQueryFailedError, TimeoutError):
         return None  # not started yet (still queued in its run)
+
+
+@router.post("/{document_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+async def cancel_document(document_id: uuid.UUID, res: ResourcesDep) -> dict[str, str]:
+    """Cancel one document of a running run; the rest of the run goes on."""
+    row = await repository.get_document(res.pool, str(document_id))
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such document")
+    if DocStatus(row["status"]).terminal:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"the document is already {row['status']}")
+    run_handle = res.temporal.get_workflow_handle(run_workflow_id(str(row["run_id"])))
+    try:
+        await run_handle.signal(names.CANCEL_DOCUMENT_SIGNAL, str(document_id))
+    except RPCError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+    return {"document_id": str(document_id), "status": "cancelling"}

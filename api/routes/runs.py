@@ -121,3 +121,20 @@ async def _query_run(res: ResourcesDep, workflow_id: str) -> RunProgress | None:
         # The run finished between our read and the query, or Temporal is unreachable:
         # answer from the database rather than fail.
         return None
+
+
+@router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+async def cancel_run(run_id: uuid.UUID, res: ResourcesDep) -> dict[str, str]:
+    """Cancel a run: running documents stop at their next heartbeat, their partial chunks
+    are removed, and every unfinished document ends ``cancelled``. Same effect as
+    ``temporal workflow cancel -w index-run/<run_id>``."""
+    run = await repository.get_run(res.pool, str(run_id))
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such run")
+    if run["status"] not in _OPEN:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"the run is already {run['status']}")
+    try:
+        await res.temporal.get_workflow_handle(run["workflow_id"]).cancel()
+    except RPCError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+    return {"run_id": str(run_id), "status": "cancelling"}
