@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from docindex import __version__
 from docindex.blobstore import BlobStore
@@ -15,6 +16,7 @@ from docindex.config import Settings, get_settings
 from docindex.database import create_pool
 from docindex.runs import resume_orphaned_runs
 from docindex.search_attributes import ensure_registered
+from docindex.telemetry import setup_tracing
 from docindex.temporal_client import connect
 
 from .deps import Resources
@@ -66,4 +68,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for module in (documents, runs, search, health):
         app.include_router(module.router)
+    setup_tracing("docindex-api")
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
     return app

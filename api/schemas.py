@@ -22,6 +22,7 @@ class UploadAccepted(BaseModel):
     workflow_id: str
     documents: list[AcceptedDocument]
     status_url: str
+    trace_id: str | None = Field(default=None, description="OpenTelemetry trace of this upload")
 
 
 class DocumentStatus(BaseModel):
@@ -47,6 +48,9 @@ class RunStatus(BaseModel):
     workflow_id: str
     status: RunState
     source: str = Field(description="'workflow' when read live by query, else 'database'")
+    trace_id: str | None = Field(
+        default=None, description="OpenTelemetry trace: the upload, its workflows, every step"
+    )
     document_count: int
     completed: int
     failed: int

@@ -38,14 +38,20 @@ class ChunkRow:
 
 
 async def create_run(
-    pool: asyncpg.Pool, run_id: str, workflow_id: str, documents: Sequence[NewDocument]
+    pool: asyncpg.Pool,
+    run_id: str,
+    workflow_id: str,
+    documents: Sequence[NewDocument],
+    trace_id: str | None = None,
 ) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            "INSERT INTO runs (run_id, workflow_id, document_count) VALUES ($1, $2, $3)",
+            """INSERT INTO runs (run_id, workflow_id, document_count, trace_id)
+               VALUES ($1, $2, $3, $4)""",
             uuid.UUID(run_id),
             workflow_id,
             len(documents),
+            trace_id,
         )
         await conn.executemany(
             """INSERT INTO documents

@@ -58,3 +58,4 @@ CREATE INDEX IF NOT EXISTS chunks_document ON chunks (document_id, ordinal);
 ALTER TABLE chunks ADD COLUMN IF NOT EXISTS context text;
 ALTER TABLE documents ADD COLUMN IF NOT EXISTS tokens jsonb NOT NULL DEFAULT '{}'::jsonb;
 ALTER TABLE documents ADD COLUMN IF NOT EXISTS cost_usd double precision NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS trace_id text;

@@ -7,6 +7,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from docindex.config import Settings
 from docindex.models import PipelineOptions
+from docindex.telemetry import temporal_plugins
 
 
 def temporal_address(settings: Settings) -> str:
@@ -18,6 +19,7 @@ async def connect(settings: Settings) -> Client:
         temporal_address(settings),
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
+        plugins=temporal_plugins(),
     )
 
 

@@ -25,7 +25,11 @@ from temporalio.testing import WorkflowEnvironment
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from docindex.config import Settings
+from docindex.telemetry import setup_tracing
+from docindex.temporal_client import connect
 from workers.factory import Queue, build_workers
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -93,8 +97,23 @@ def settings(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Set
 
 
 @pytest.fixture(scope="session")
-def client(temporal_env: WorkflowEnvironment) -> Client:
-    return temporal_env.client
+def spans() -> InMemorySpanExporter:
+    """Every span the test process records (the API and in-process workers)."""
+    exporter = InMemorySpanExporter()
+    setup_tracing("docindex-tests", exporter=exporter)
+    return exporter
+
+
+@pytest_asyncio.fixture(scope="session")
+async def client(
+    temporal_env: WorkflowEnvironment, settings: Settings, spans: InMemorySpanExporter
+) -> Client:
+    """Connected like the API and workers connect (tracing plugin included)."""
+    return await connect(
+        settings.model_copy(
+            update={"temporal_address": temporal_env.client.service_client.config.target_host}
+        )
+    )
 
 
 @pytest_asyncio.fixture(scope="session")

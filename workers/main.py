@@ -8,6 +8,7 @@ import logging
 import signal
 
 from docindex.config import Settings
+from docindex.telemetry import setup_tracing
 from docindex.temporal_client import connect
 
 from .factory import Queue, build_workers
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 async def run_worker(queue: Queue, settings: Settings) -> None:
     if settings.database_url is None and queue in (Queue.WORKFLOW, Queue.CPU):
         raise SystemExit("DOCINDEX_DATABASE_URL is required for a worker")
+    setup_tracing(f"docindex-worker-{queue.value}")
     client = await connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

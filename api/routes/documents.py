@@ -18,6 +18,7 @@ from docindex.blobstore import password_key
 from docindex.ids import document_workflow_id, run_workflow_id
 from docindex.models import DocStatus, DocumentProgress
 from docindex.runs import start_run
+from docindex.telemetry import current_trace_id
 from workflows import names
 
 from ..deps import ResourcesDep
@@ -72,7 +73,8 @@ async def upload_documents(
             )
         )
     # Blobs first, then rows, then the workflow: whatever the workflow reads already exists.
-    await repository.create_run(res.pool, run_id, workflow_id, accepted)
+    trace_id = current_trace_id()
+    await repository.create_run(res.pool, run_id, workflow_id, accepted, trace_id=trace_id)
     try:
         await start_run(res.temporal, settings, run_id, len(accepted))
     except RPCError:
@@ -92,6 +94,7 @@ async def upload_documents(
             for d in accepted
         ],
         status_url=f"/v1/runs/{run_id}",
+        trace_id=trace_id,
     )
 
 

@@ -41,6 +41,7 @@ async def get_run(run_id: uuid.UUID, res: ResourcesDep) -> RunStatus:
         return RunStatus(
             run_id=str(run_id),
             workflow_id=run["workflow_id"],
+            trace_id=run["trace_id"],
             status=RunState(run["status"]),
             source="database",
             document_count=run["document_count"],
@@ -65,6 +66,7 @@ async def get_run(run_id: uuid.UUID, res: ResourcesDep) -> RunStatus:
     return RunStatus(
         run_id=str(run_id),
         workflow_id=run["workflow_id"],
+        trace_id=run["trace_id"],
         status=live.status,
         source="workflow",
         document_count=live.document_count,
