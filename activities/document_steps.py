@@ -16,6 +16,7 @@ from docindex import repository
 from docindex.blobstore import BlobStore, chunks_key, parsed_key, parsed_part_key
 from docindex.filetypes import DocumentKind
 from docindex.ids import chunk_id
+from docindex.metrics import count_in_activity
 from docindex.models import (
     ChunkInput,
     ChunkResult,
@@ -88,6 +89,9 @@ class DocumentSteps:
         )
         key = parsed_key(inp.sha256, parsed.pipeline)
         await self.blobs.put(key, await run_blocking(_to_json, parsed.document))
+        count_in_activity(
+            "docindex_pages_parsed", parsed.pages or 0, "Pages parsed", pipeline=parsed.pipeline
+        )
         return ParseResult(
             parsed_key=key, kind=parsed.kind.value, pages=parsed.pages, pipeline=parsed.pipeline
         )
@@ -130,6 +134,12 @@ class DocumentSteps:
             parsed += last - first + 1
             # Checkpoint: a retry skips every part already in the blob store.
             activity.heartbeat(_range_progress(inp, parsed + reused, total))
+        count_in_activity("docindex_pages_parsed", parsed, "Pages parsed", pipeline=inp.pipeline)
+        count_in_activity(
+            "docindex_pages_resumed",
+            reused,
+            "Pages found parsed by an earlier attempt and not parsed again",
+        )
         return PageRangeResult(part_keys=part_keys, pages_parsed=parsed, pages_reused=reused)
 
     @activity.defn(name=names.MERGE_PARSED_PARTS)

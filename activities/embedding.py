@@ -11,6 +11,7 @@ from temporalio import activity
 
 from docindex.blobstore import BlobStore, vectors_key
 from docindex.ids import config_digest, slug
+from docindex.metrics import count_in_activity
 from docindex.models import EmbedInput, EmbedResult
 from docindex.pipeline.embedders import Embedder
 from docindex.usage import Usage
@@ -35,6 +36,17 @@ class EmbeddingSteps:
         key = vectors_key(inp.sha256, variant, slug(self.embedder.model))
         embedded = await heartbeat_while(
             self.embedder.embed_documents(texts), details=lambda: {"chunks": len(texts)}
+        )
+        count_in_activity(
+            "docindex_chunks_embedded", len(texts), "Chunks embedded", model=self.embedder.model
+        )
+        count_in_activity(
+            "docindex_provider_tokens",
+            embedded.tokens,
+            "Tokens used",
+            provider=self.embedder.provider,
+            model=self.embedder.model,
+            kind="embedding",
         )
         buf = io.BytesIO()
         np.save(buf, embedded.vectors)

@@ -14,6 +14,7 @@ from docling_core.types.doc import DoclingDocument
 from temporalio import activity
 
 from docindex.blobstore import BlobStore
+from docindex.metrics import count_in_activity
 from docindex.models import (
     ContextInput,
     ContextResult,
@@ -21,7 +22,7 @@ from docindex.models import (
     EnrichResult,
 )
 from docindex.pipeline.enrichment import AnthropicEnricher
-from docindex.usage import combine
+from docindex.usage import Usage, combine
 from workflows import names
 
 from .errors import provider_errors_are_typed
@@ -34,6 +35,24 @@ def document_text_key(sha256: str) -> str:
 
 def contexts_key(sha256: str, model: str, chunk_config: str, first: int, last: int) -> str:
     return f"contexts/{sha256}/{model}-{chunk_config}/{first:06d}-{last:06d}.json"
+
+
+def count_tokens(usages: list[Usage]) -> None:
+    for u in usages:
+        for kind, value in (
+            ("input", u.input_tokens),
+            ("output", u.output_tokens),
+            ("cache_read", u.cache_read_tokens),
+            ("cache_write", u.cache_write_tokens),
+        ):
+            count_in_activity(
+                "docindex_provider_tokens",
+                value,
+                "Tokens used",
+                provider=u.provider,
+                model=u.model,
+                kind=kind,
+            )
 
 
 class Enrichment:
@@ -57,6 +76,7 @@ class Enrichment:
         key = document_text_key(inp.sha256)
         await self.blobs.put(key, text.encode())
         summary, usage = await heartbeat_while(self.enricher.describe_document(text))
+        count_tokens([usage])
         return EnrichResult(
             status="enriched",
             enricher="anthropic",
@@ -85,6 +105,7 @@ class Enrichment:
             usages.append(usage)
             await asyncio.sleep(0)
         await self.blobs.put(key, json.dumps(contexts).encode())
+        count_tokens(usages)
         return ContextResult(contexts_key=key, usage=list(combine(usages).values()))
 
     def all(self) -> list:

@@ -20,7 +20,7 @@ from docindex.telemetry import setup_tracing
 from docindex.temporal_client import connect
 
 from .deps import Resources
-from .routes import documents, health, runs, search
+from .routes import documents, health, metrics, runs, search
 
 log = logging.getLogger(__name__)
 RECONCILE_EVERY_S = 30.0
@@ -66,8 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Durable document indexing for RAG on Temporal",
         lifespan=lifespan,
     )
-    for module in (documents, runs, search, health):
+    for module in (documents, runs, search, health, metrics):
         app.include_router(module.router)
+    app.middleware("http")(metrics.measure)
     setup_tracing("docindex-api")
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
     return app

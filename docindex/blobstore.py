@@ -21,6 +21,14 @@ _HASH_BLOCK = 1024 * 1024
 
 
 class BlobStore:
+    """Blob storage at ``url``, or the local directory ``default_root`` when ``url`` is None.
+
+    For ``s3://<bucket>/<prefix>`` URLs nothing is configured here on purpose: obstore's S3
+    builder reads the standard ``AWS_*`` variables itself (``AWS_ENDPOINT_URL``,
+    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ALLOW_HTTP``...),
+    which is how production reaches MinIO; tests/test_blobstore.py checks this against moto.
+    """
+
     def __init__(self, url: str | None, default_root: Path) -> None:
         if url is None:
             self.url = default_root.as_uri()
@@ -40,6 +48,7 @@ class BlobStore:
         await obstore.put_async(self._store, key, data)
 
     async def get(self, key: str) -> bytes:
+        """Read ``key`` whole; a missing key raises the built-in ``FileNotFoundError``."""
         result = await obstore.get_async(self._store, key)
         return bytes(await result.bytes_async())
 

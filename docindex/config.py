@@ -64,6 +64,9 @@ class Settings(BaseSettings):
         default=None, description="Base URL the CLI talks to; default http://api_host:api_port"
     )
     max_upload_bytes: int = 200 * 1024 * 1024
+    metrics_port: int | None = Field(
+        default=None, description="A worker serves Prometheus metrics on this port when set"
+    )
 
     # Orchestration
     max_concurrent_documents: int = Field(

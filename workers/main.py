@@ -8,6 +8,7 @@ import logging
 import signal
 
 from docindex.config import Settings
+from docindex.metrics import worker_runtime
 from docindex.telemetry import setup_tracing
 from docindex.temporal_client import connect
 
@@ -20,7 +21,8 @@ async def run_worker(queue: Queue, settings: Settings) -> None:
     if settings.database_url is None and queue in (Queue.WORKFLOW, Queue.CPU):
         raise SystemExit("DOCINDEX_DATABASE_URL is required for a worker")
     setup_tracing(f"docindex-worker-{queue.value}")
-    client = await connect(settings)
+    # Prometheus: the SDK's metrics and ours, on DOCINDEX_METRICS_PORT when set.
+    client = await connect(settings, runtime=worker_runtime(settings.metrics_port))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

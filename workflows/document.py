@@ -12,6 +12,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from docindex import search_attributes as sa
     from docindex.errors import DOCUMENT_ERROR_TYPES, PROVIDER_FINAL_ERROR_TYPES
+    from docindex.metrics import count_in_workflow
     from docindex.models import (
         ChunkInput,
         ChunkResult,
@@ -200,6 +201,11 @@ class DocumentWorkflow:
 
         self._progress.status = DocStatus.COMPLETED
         workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(DocStatus.COMPLETED.value)])
+        count_in_workflow(
+            "docindex_documents",
+            "Documents that ended, by status",
+            {"status": "completed", "error_type": ""},
+        )
         await self._report()
         return DocumentOutcome(document_id=task.document_id, status=DocStatus.COMPLETED)
 
@@ -356,6 +362,11 @@ class DocumentWorkflow:
         self._progress.error = message
         workflow.upsert_search_attributes(
             [sa.DOC_STATUS.value_set(status.value), sa.ERROR_TYPE.value_set(error_type)]
+        )
+        count_in_workflow(
+            "docindex_documents",
+            "Documents that ended, by status",
+            {"status": status.value, "error_type": error_type},
         )
         outcome = DocumentOutcome(
             document_id=self._progress.document_id,

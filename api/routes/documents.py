@@ -23,6 +23,7 @@ from workflows import names
 
 from ..deps import ResourcesDep
 from ..schemas import AcceptedDocument, DocumentDetail, UploadAccepted
+from .metrics import DOCUMENTS_ACCEPTED, UPLOAD_BYTES, UPLOADS
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
@@ -73,6 +74,9 @@ async def upload_documents(
             )
         )
     # Blobs first, then rows, then the workflow: whatever the workflow reads already exists.
+    UPLOADS.inc()
+    DOCUMENTS_ACCEPTED.inc(len(accepted))
+    UPLOAD_BYTES.inc(sum(d.size_bytes for d in accepted))
     trace_id = current_trace_id()
     await repository.create_run(res.pool, run_id, workflow_id, accepted, trace_id=trace_id)
     try:

@@ -9,12 +9,18 @@ from docindex.errors import ProviderError
 
 from ..deps import ResourcesDep
 from ..schemas import SearchHit, SearchRequest, SearchResponse
+from .metrics import SEARCH_SECONDS
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
 
 @router.post("", response_model=SearchResponse)
 async def search(body: SearchRequest, res: ResourcesDep) -> SearchResponse:
+    with SEARCH_SECONDS.time():
+        return await _search(body, res)
+
+
+async def _search(body: SearchRequest, res: ResourcesDep) -> SearchResponse:
     embedder = await res.embedder()
     try:
         vector = await embedder.embed_query(body.query)
