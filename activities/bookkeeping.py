@@ -9,7 +9,15 @@ import asyncpg
 from temporalio import activity
 
 from docindex import repository
-from docindex.models import DocumentTask, FetchDocumentsInput, RecordOutcomeInput, RunStatusUpdate
+from docindex.models import (
+    DocumentTask,
+    FetchDocumentsInput,
+    RecordOutcomeInput,
+    RequeuedDocument,
+    RequeueInput,
+    RunCounts,
+    RunStatusUpdate,
+)
 from workflows import names
 
 
@@ -37,6 +45,23 @@ class Bookkeeping:
         o = inp.outcome
         await repository.record_outcome(self.pool, o.document_id, o.status, o.error_type, o.error)
 
+    @activity.defn(name=names.REQUEUE_DOCUMENTS)
+    async def requeue_documents(self, inp: RequeueInput) -> list[RequeuedDocument]:
+        r = inp.request
+        found = await repository.requeue_documents(
+            self.pool, inp.run_id, r.document_ids, r.error_types, r.include_completed
+        )
+        return [RequeuedDocument(task=t, previous_status=s) for t, s in found]
+
+    @activity.defn(name=names.COUNT_RUN_DOCUMENTS)
+    async def count_run_documents(self, run_id: str) -> RunCounts:
+        counts = await repository.count_run_documents(self.pool, run_id)
+        return RunCounts(
+            completed=counts.get("completed", 0),
+            failed=counts.get("failed", 0),
+            cancelled=counts.get("cancelled", 0),
+        )
+
     @activity.defn(name=names.CANCEL_QUEUED_DOCUMENTS)
     async def cancel_queued_documents(self, run_id: str) -> int:
         return await repository.cancel_queued_documents(self.pool, run_id)
@@ -47,4 +72,6 @@ class Bookkeeping:
             self.set_run_status,
             self.record_document_outcome,
             self.cancel_queued_documents,
+            self.requeue_documents,
+            self.count_run_documents,
         ]

@@ -13,8 +13,14 @@ from docling_core.types.doc import DoclingDocument
 from temporalio import activity
 
 from docindex import repository
-from docindex.blobstore import BlobStore, chunks_key, parsed_key, parsed_part_key
-from docindex.filetypes import DocumentKind
+from docindex.blobstore import (
+    BlobStore,
+    chunks_key,
+    parsed_key,
+    parsed_meta_key,
+    parsed_part_key,
+)
+from docindex.filetypes import DocumentKind, detect_kind
 from docindex.ids import chunk_id
 from docindex.metrics import count_in_activity
 from docindex.models import (
@@ -77,6 +83,10 @@ class DocumentSteps:
     @document_errors_are_final
     async def parse_document(self, inp: ParseInput) -> ParseResult:
         data = await self.blobs.get(inp.blob_key)
+        kind = detect_kind(data, inp.filename)
+        pipeline = self.parser.pdf_pipeline if kind is DocumentKind.PDF else "simple"
+        if (earlier := await self._parsed_before(inp.sha256, pipeline)) is not None:
+            return earlier
         password = await self._password(inp.password_key)
         pages = {"done": 0, "total": None}
 
@@ -87,13 +97,34 @@ class DocumentSteps:
             lambda: self.parser.parse(data, inp.filename, on_page, password=password),
             details=lambda: {"pages_done": pages["done"], "pages_total": pages["total"]},
         )
-        key = parsed_key(inp.sha256, parsed.pipeline)
-        await self.blobs.put(key, await run_blocking(_to_json, parsed.document))
+        result = ParseResult(
+            parsed_key=parsed_key(inp.sha256, parsed.pipeline),
+            kind=parsed.kind.value,
+            pages=parsed.pages,
+            pipeline=parsed.pipeline,
+        )
+        await self._save_parsed(inp.sha256, result, parsed.document)
         count_in_activity(
             "docindex_pages_parsed", parsed.pages or 0, "Pages parsed", pipeline=parsed.pipeline
         )
-        return ParseResult(
-            parsed_key=key, kind=parsed.kind.value, pages=parsed.pages, pipeline=parsed.pipeline
+        return result
+
+    async def _parsed_before(self, sha256: str, pipeline: str) -> ParseResult | None:
+        """An earlier parse of the same bytes with the same pipeline, if one was saved."""
+        try:
+            meta = json.loads(await self.blobs.get(parsed_meta_key(sha256, pipeline)))
+        except FileNotFoundError:
+            return None
+        return ParseResult(**meta, reused=True)
+
+    async def _save_parsed(
+        self, sha256: str, result: ParseResult, document: DoclingDocument
+    ) -> None:
+        await self.blobs.put(result.parsed_key, await run_blocking(_to_json, document))
+        # Written last: its presence means the parsed document is complete.
+        await self.blobs.put(
+            parsed_meta_key(sha256, result.pipeline),
+            result.model_dump_json(exclude={"reused"}).encode(),
         )
 
     @activity.defn(name=names.PARSE_PAGE_RANGE)
@@ -145,14 +176,19 @@ class DocumentSteps:
     @activity.defn(name=names.MERGE_PARSED_PARTS)
     @document_errors_are_final
     async def merge_parsed_parts(self, inp: MergeInput) -> ParseResult:
+        if (earlier := await self._parsed_before(inp.sha256, inp.pipeline)) is not None:
+            return earlier
         parts = [await self._load(key) for key in inp.part_keys]
         merged = await run_blocking(merge_parts, parts, Path(inp.filename).stem)
         ensure_has_text(merged, DocumentKind.PDF)
-        key = parsed_key(inp.sha256, inp.pipeline)
-        await self.blobs.put(key, await run_blocking(_to_json, merged))
-        return ParseResult(
-            parsed_key=key, kind="pdf", pages=len(merged.pages) or None, pipeline=inp.pipeline
+        result = ParseResult(
+            parsed_key=parsed_key(inp.sha256, inp.pipeline),
+            kind="pdf",
+            pages=len(merged.pages) or None,
+            pipeline=inp.pipeline,
         )
+        await self._save_parsed(inp.sha256, result, merged)
+        return result
 
     async def _load(self, key: str) -> DoclingDocument:
         raw = await self.blobs.get(key)
@@ -167,6 +203,9 @@ class DocumentSteps:
     async def chunk_document(self, inp: ChunkInput) -> ChunkResult:
         config = self.chunker.config_digest(inp.parsed_key, inp.max_tokens)
         key = chunks_key(inp.sha256, config)
+        if await self.blobs.exists(key):  # same parse, same chunker: same chunks
+            count = len(json.loads(await self.blobs.get(key)))
+            return ChunkResult(chunks_key=key, chunk_count=count, chunk_config=config, reused=True)
         document = await self._load(inp.parsed_key)
         chunks = await run_blocking(self.chunker.chunk, document, inp.max_tokens)
         await self.blobs.put(key, json.dumps([c.to_dict() for c in chunks]).encode())

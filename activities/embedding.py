@@ -34,6 +34,15 @@ class EmbeddingSteps:
         texts = embed_texts(chunks, contexts)
         variant = config_digest({"chunks": inp.chunk_config, "contexts": inp.contexts_keys})
         key = vectors_key(inp.sha256, variant, slug(self.embedder.model))
+        if await self.blobs.exists(key):  # same texts, same model: same vectors, no cost
+            vectors = np.load(io.BytesIO(await self.blobs.get(key)))
+            return EmbedResult(
+                vectors_key=key,
+                model=self.embedder.model,
+                dimension=self.embedder.dimension,
+                count=len(vectors),
+                reused=True,
+            )
         embedded = await heartbeat_while(
             self.embedder.embed_documents(texts), details=lambda: {"chunks": len(texts)}
         )

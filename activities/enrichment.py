@@ -18,6 +18,7 @@ from docindex.metrics import count_in_activity
 from docindex.models import (
     ContextInput,
     ContextResult,
+    DocumentSummary,
     EnrichInput,
     EnrichResult,
 )
@@ -69,14 +70,25 @@ class Enrichment:
                 enricher="none",
                 reason="no LLM configured (DOCINDEX_ENRICHER=anthropic and ANTHROPIC_API_KEY)",
             )
+        summary_key = f"enrich/{inp.sha256}/summary-{self.enricher.model}.json"
+        key = document_text_key(inp.sha256)
+        if await self.blobs.exists(summary_key) and await self.blobs.exists(key):
+            summary = DocumentSummary.model_validate_json(await self.blobs.get(summary_key))
+            return EnrichResult(
+                status="enriched",
+                enricher="anthropic",
+                summary=summary,
+                document_text_key=key,
+                reused=True,
+            )
         raw = await self.blobs.get(inp.parsed_key)
         text = await run_blocking(
             lambda: DoclingDocument.model_validate_json(raw).export_to_markdown()
         )
-        key = document_text_key(inp.sha256)
         await self.blobs.put(key, text.encode())
         summary, usage = await heartbeat_while(self.enricher.describe_document(text))
         count_tokens([usage])
+        await self.blobs.put(summary_key, summary.model_dump_json().encode())
         return EnrichResult(
             status="enriched",
             enricher="anthropic",

@@ -20,7 +20,7 @@ from docindex.telemetry import setup_tracing
 from docindex.temporal_client import connect
 
 from .deps import Resources
-from .routes import documents, health, metrics, runs, search
+from .routes import documents, health, metrics, retries, runs, search
 
 log = logging.getLogger(__name__)
 RECONCILE_EVERY_S = 30.0
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Durable document indexing for RAG on Temporal",
         lifespan=lifespan,
     )
-    for module in (documents, runs, search, health, metrics):
+    for module in (documents, runs, retries, search, health, metrics):
         app.include_router(module.router)
     app.middleware("http")(metrics.measure)
     setup_tracing("docindex-api")

@@ -62,6 +62,14 @@ class BlobStore:
     async def delete(self, key: str) -> None:
         await obstore.delete_async(self._store, key)
 
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix``; return how many."""
+        found = await obstore.list(self._store, prefix).collect_async()
+        paths = [meta["path"] for meta in found]
+        if paths:
+            await obstore.delete_async(self._store, paths)
+        return len(paths)
+
     async def put_upload(self, file: IO[bytes]) -> tuple[str, str, int]:
         """Store an uploaded file under its sha256; return (key, sha256, size)."""
         digest = hashlib.sha256()
@@ -86,6 +94,10 @@ def parsed_key(sha256: str, pipeline: str) -> str:
     return f"parsed/{sha256}/{pipeline}.json"
 
 
+def parsed_meta_key(sha256: str, pipeline: str) -> str:
+    return f"parsed/{sha256}/{pipeline}.meta.json"
+
+
 def parsed_part_key(sha256: str, pipeline: str, first_page: int, last_page: int) -> str:
     return f"parsed/{sha256}/{pipeline}/pages-{first_page:05d}-{last_page:05d}.json"
 
@@ -100,3 +112,8 @@ def chunks_key(sha256: str, chunk_config: str) -> str:
 
 def vectors_key(sha256: str, chunk_config: str, model_slug: str) -> str:
     return f"vectors/{sha256}/{chunk_config}-{model_slug}.npy"
+
+
+def artifact_prefixes(sha256: str) -> list[str]:
+    """Everything stored for one content hash: the upload and every step's output."""
+    return [f"{kind}/{sha256}/" for kind in ("parsed", "chunks", "vectors", "contexts", "enrich")]

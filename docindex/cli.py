@@ -214,6 +214,32 @@ def cancel(
 
 
 @app.command()
+def retry(
+    run_id: Annotated[str | None, typer.Argument(help="A run; omit with --error-type")] = None,
+    error_type: Annotated[
+        str | None, typer.Option("--error-type", help="Retry this error class across runs")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="ISO time: only failures after it")
+    ] = None,
+) -> None:
+    """Index again failed documents: of one run, or of every run by error class."""
+    with _api() as http:
+        if run_id:
+            body = {"error_types": [error_type]} if error_type else {}
+            accepted = _check(http.post(f"/v1/runs/{run_id}/retry", json=body))
+            console.print(f"retrying {len(accepted['document_ids'])} documents of {run_id}")
+        elif error_type:
+            accepted = _check(
+                http.post("/v1/retries", json={"error_type": error_type, "since": since})
+            )
+            console.print(f"retrying {accepted['documents']} documents in {accepted['runs']} runs")
+        else:
+            err.print("give a run id, or --error-type")
+            raise typer.Exit(2)
+
+
+@app.command()
 def search(
     query: str,
     top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,

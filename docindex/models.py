@@ -75,6 +75,8 @@ class RunInput(BaseModel):
     document_count: int
     options: PipelineOptions
     tenant_id: str = "default"
+    # Started by a retry after the run had closed: index only what the retry asks for.
+    retry_only: bool = False
     # Carried across continue-as-new.
     next_seq: int = 0
     completed: int = 0
@@ -122,6 +124,35 @@ class RunProgress(BaseModel):
     cancelled: int
     running: int
     documents: list[DocumentProgress] = Field(default_factory=list)
+
+
+class RetryRequest(BaseModel):
+    """Which documents of a run to index again."""
+
+    document_ids: list[str] | None = None  # None: every failed or cancelled document
+    error_types: list[str] | None = None  # only documents that failed with these
+    include_completed: bool = False  # re-index completed documents too (reindex)
+
+
+class RetryAccepted(BaseModel):
+    run_id: str
+    document_ids: list[str]
+
+
+class RequeueInput(BaseModel):
+    run_id: str
+    request: RetryRequest
+
+
+class RequeuedDocument(BaseModel):
+    task: DocumentTask
+    previous_status: DocStatus
+
+
+class RunCounts(BaseModel):
+    completed: int
+    failed: int
+    cancelled: int
 
 
 class FetchDocumentsInput(BaseModel):
@@ -182,6 +213,8 @@ class ParseResult(BaseModel):
     kind: str
     pages: int | None  # None for formats without pages (DOCX, HTML, Markdown)
     pipeline: str
+    # True when an earlier run's artifact was found and nothing was parsed again.
+    reused: bool = False
 
 
 class MetadataInput(BaseModel):
@@ -225,6 +258,7 @@ class EnrichResult(BaseModel):
     # The document text the chunk contexts are written against (cached prompt prefix).
     document_text_key: str | None = None
     usage: list[Usage] = Field(default_factory=list)
+    reused: bool = False
 
 
 class ContextInput(BaseModel):
@@ -253,6 +287,7 @@ class ChunkResult(BaseModel):
     chunks_key: str
     chunk_count: int
     chunk_config: str
+    reused: bool = False
 
 
 class EmbedInput(BaseModel):
@@ -269,6 +304,7 @@ class EmbedResult(BaseModel):
     dimension: int
     count: int
     usage: Usage | None = None
+    reused: bool = False
 
 
 class StoreInput(BaseModel):

@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -179,6 +180,91 @@ async def record_outcome(
             error_type,
             error,
         )
+
+
+async def requeue_documents(
+    pool: asyncpg.Pool,
+    run_id: str,
+    document_ids: list[str] | None,
+    error_types: list[str] | None,
+    include_completed: bool,
+) -> list[tuple[DocumentTask, DocStatus]]:
+    """Put finished documents of a run back in the queue, and the run back to running.
+
+    Only documents that are done (failed or cancelled, and completed if asked) qualify: a
+    document still being indexed is never started twice.
+    """
+    statuses = ["failed", "cancelled", *(["completed"] if include_completed else [])]
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            """UPDATE documents d SET status = 'queued', error_type = NULL, error = NULL,
+                      updated_at = now()
+               FROM documents old
+               WHERE d.document_id = old.document_id AND d.run_id = $1
+                 AND old.status = ANY($2::text[])
+                 AND ($3::uuid[] IS NULL OR d.document_id = ANY($3::uuid[]))
+                 AND ($4::text[] IS NULL OR old.error_type = ANY($4::text[]))
+               RETURNING d.document_id, d.seq, d.filename, d.sha256, d.size_bytes,
+                         d.blob_key, d.password_key, old.status AS previous""",
+            uuid.UUID(run_id),
+            statuses,
+            [uuid.UUID(d) for d in document_ids] if document_ids is not None else None,
+            error_types,
+        )
+        if rows:
+            await conn.execute(
+                """UPDATE runs SET status = 'running', finished_at = NULL, updated_at = now()
+                   WHERE run_id = $1""",
+                uuid.UUID(run_id),
+            )
+    return [
+        (
+            DocumentTask(
+                run_id=run_id,
+                document_id=str(r["document_id"]),
+                seq=r["seq"],
+                filename=r["filename"],
+                sha256=r["sha256"],
+                size_bytes=r["size_bytes"],
+                blob_key=r["blob_key"],
+                password_key=r["password_key"],
+            ),
+            DocStatus(r["previous"]),
+        )
+        for r in sorted(rows, key=lambda r: r["seq"])
+    ]
+
+
+async def count_run_documents(pool: asyncpg.Pool, run_id: str) -> dict[str, int]:
+    rows = await pool.fetch(
+        "SELECT status, count(*) AS n FROM documents WHERE run_id = $1 GROUP BY status",
+        uuid.UUID(run_id),
+    )
+    return {r["status"]: r["n"] for r in rows}
+
+
+async def runs_with_failures(
+    pool: asyncpg.Pool, error_type: str, since: datetime | None
+) -> list[str]:
+    """Runs that have documents failed with ``error_type`` (updated since ``since``)."""
+    rows = await pool.fetch(
+        """SELECT DISTINCT run_id FROM documents
+           WHERE status = 'failed' AND error_type = $1
+             AND ($2::timestamptz IS NULL OR updated_at >= $2)""",
+        error_type,
+        since,
+    )
+    return [str(r["run_id"]) for r in rows]
+
+
+async def delete_document(pool: asyncpg.Pool, document_id: str) -> int:
+    """Delete a document and its chunks; return how many other documents share its bytes."""
+    async with pool.acquire() as conn, conn.transaction():
+        sha = await conn.fetchval(
+            "DELETE FROM documents WHERE document_id = $1 RETURNING sha256",
+            uuid.UUID(document_id),
+        )
+        return await conn.fetchval("SELECT count(*) FROM documents WHERE sha256 = $1", sha)
 
 
 async def cancel_queued_documents(pool: asyncpg.Pool, run_id: str) -> int:

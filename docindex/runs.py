@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 import asyncpg
-from temporalio.client import Client
+from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -17,8 +18,9 @@ from docindex import repository
 from docindex import search_attributes as sa
 from docindex.config import Settings
 from docindex.ids import run_workflow_id
-from docindex.models import RunInput
+from docindex.models import RetryAccepted, RetryRequest, RunInput
 from docindex.temporal_client import pipeline_options
+from workflows import names
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,40 @@ async def start_run(client: Client, settings: Settings, run_id: str, document_co
     except WorkflowAlreadyStartedError:
         return False
     return True
+
+
+async def retry_run(
+    client: Client,
+    settings: Settings,
+    run_id: str,
+    document_count: int,
+    request: RetryRequest,
+) -> RetryAccepted:
+    """Send the ``retry`` Update to the run; if the run has closed, start a new execution
+    of it (same workflow id) that receives the Update and indexes just those documents."""
+    start = WithStartWorkflowOperation(
+        "IndexingWorkflow",
+        RunInput(
+            run_id=run_id,
+            document_count=document_count,
+            options=pipeline_options(settings),
+            retry_only=True,
+        ),
+        id=run_workflow_id(run_id),
+        task_queue=settings.workflow_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        static_summary=f"retry of indexing run {run_id}",
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.INDEXING_RUN_ID, run_id),
+                SearchAttributePair(sa.TENANT_ID, "default"),
+            ]
+        ),
+    )
+    return await client.execute_update_with_start_workflow(
+        names.RETRY_UPDATE, request, start_workflow_operation=start, result_type=RetryAccepted
+    )
 
 
 async def resume_orphaned_runs(

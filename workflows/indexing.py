@@ -26,6 +26,11 @@ with workflow.unsafe.imports_passed_through():
         DocumentTask,
         FetchDocumentsInput,
         RecordOutcomeInput,
+        RequeuedDocument,
+        RequeueInput,
+        RetryAccepted,
+        RetryRequest,
+        RunCounts,
         RunInput,
         RunProgress,
         RunState,
@@ -39,8 +44,11 @@ BOOKKEEPING_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 
 @workflow.defn(name="IndexingWorkflow")
 class IndexingWorkflow:
-    def __init__(self) -> None:
-        self._input: RunInput | None = None
+    @workflow.init
+    def __init__(self, inp: RunInput) -> None:
+        # Set here, not in run(): an update delivered with the start (a retry of a closed
+        # run) is handled before run() begins.
+        self._input: RunInput | None = inp
         self._documents: dict[str, DocumentProgress] = {}
         self._in_flight: set[str] = set()
         self._completed = self._failed = self._cancelled = 0
@@ -48,6 +56,7 @@ class IndexingWorkflow:
         self._waiters: set[asyncio.Task[None]] = set()
         self._handles: dict[str, workflow.ChildWorkflowHandle] = {}
         self._cancel_requested: set[str] = set()
+        self._retry_queue: list[DocumentTask] = []
 
     @workflow.signal(name=names.DOCUMENT_PROGRESS_SIGNAL)
     def document_progress(self, progress: DocumentProgress) -> None:
@@ -69,6 +78,42 @@ class IndexingWorkflow:
             cancelled=self._cancelled,
             running=len(self._in_flight),
             documents=list(self._documents.values()),
+        )
+
+    @workflow.update(name=names.RETRY_UPDATE)
+    async def retry(self, request: RetryRequest) -> RetryAccepted:
+        """Index again the failed or cancelled documents of this run (or those named).
+
+        Sent to a closed run with update-with-start, it starts a new execution of the run
+        (same workflow id) that indexes only these documents.
+        """
+        assert self._input is not None
+        requeued = await workflow.execute_activity(
+            names.REQUEUE_DOCUMENTS,
+            RequeueInput(run_id=self._input.run_id, request=request),
+            result_type=list[RequeuedDocument],
+            task_queue=self._input.options.workflow_task_queue,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=BOOKKEEPING_RETRY,
+        )
+        for doc in requeued:
+            # It was counted under its old outcome; it counts again when it ends.
+            if doc.previous_status == DocStatus.FAILED:
+                self._failed -= 1
+            elif doc.previous_status == DocStatus.CANCELLED:
+                self._cancelled -= 1
+            elif doc.previous_status == DocStatus.COMPLETED:
+                self._completed -= 1
+            self._cancel_requested.discard(doc.task.document_id)
+            self._documents[doc.task.document_id] = DocumentProgress(
+                document_id=doc.task.document_id,
+                filename=doc.task.filename,
+                status=DocStatus.QUEUED,
+            )
+            self._retry_queue.append(doc.task)
+        self._state = RunState.RUNNING
+        return RetryAccepted(
+            run_id=self._input.run_id, document_ids=[d.task.document_id for d in requeued]
         )
 
     @workflow.signal(name=names.CANCEL_DOCUMENT_SIGNAL)
@@ -104,16 +149,16 @@ class IndexingWorkflow:
 
     async def _index(self, inp: RunInput) -> RunSummary:
         opts = inp.options
-        if inp.next_seq == 0:
+        if inp.next_seq == 0 and not inp.retry_only:
             await self._set_status(RunState.RUNNING)
 
-        next_seq = inp.next_seq
+        next_seq = inp.document_count if inp.retry_only else inp.next_seq
         started_here = 0
         while next_seq < inp.document_count:
             if started_here >= opts.documents_per_execution or (
                 workflow.info().is_continue_as_new_suggested()
             ):
-                await self._drain()
+                await self._drain_with_retries()
                 workflow.continue_as_new(
                     inp.model_copy(
                         update={
@@ -152,7 +197,21 @@ class IndexingWorkflow:
                 next_seq = task.seq + 1
                 started_here += 1
 
-        await self._drain()
+        await self._drain_with_retries()
+        # Counted in Postgres: right across continue-as-new and retries of a closed run.
+        counts = await workflow.execute_activity(
+            names.COUNT_RUN_DOCUMENTS,
+            inp.run_id,
+            result_type=RunCounts,
+            task_queue=opts.workflow_task_queue,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=BOOKKEEPING_RETRY,
+        )
+        self._completed, self._failed, self._cancelled = (
+            counts.completed,
+            counts.failed,
+            counts.cancelled,
+        )
         if self._failed == 0 and self._cancelled == 0:
             final = RunState.COMPLETED
         elif self._completed == 0 and self._failed > 0:
@@ -219,11 +278,8 @@ class IndexingWorkflow:
         )
         self._in_flight.add(task.document_id)
         self._handles[task.document_id] = handle
-        self._documents.setdefault(
-            task.document_id,
-            DocumentProgress(
-                document_id=task.document_id, filename=task.filename, status=DocStatus.RUNNING
-            ),
+        self._documents[task.document_id] = DocumentProgress(
+            document_id=task.document_id, filename=task.filename, status=DocStatus.RUNNING
         )
 
         async def wait_for_child() -> None:
@@ -256,6 +312,23 @@ class IndexingWorkflow:
         waiter = asyncio.create_task(wait_for_child())
         self._waiters.add(waiter)
         waiter.add_done_callback(self._waiters.discard)
+
+    async def _drain_with_retries(self) -> None:
+        """Wait for every child, starting retried documents as they are queued."""
+        assert self._input is not None
+        limit = self._input.options.max_concurrent_documents
+        while True:
+            await workflow.wait_condition(
+                lambda: (
+                    bool(self._retry_queue)
+                    or (not self._in_flight and workflow.all_handlers_finished())
+                )
+            )
+            if not self._retry_queue:
+                return
+            task = self._retry_queue.pop(0)
+            await workflow.wait_condition(lambda: len(self._in_flight) < limit)
+            await self._start_child(task)
 
     async def _drain(self) -> None:
         await workflow.wait_condition(lambda: not self._in_flight)

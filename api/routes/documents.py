@@ -9,15 +9,15 @@ import unicodedata
 import uuid
 from pathlib import PurePath
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
+from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from docindex import repository
-from docindex.blobstore import password_key
+from docindex.blobstore import artifact_prefixes, password_key
 from docindex.ids import document_workflow_id, run_workflow_id
-from docindex.models import DocStatus, DocumentProgress
-from docindex.runs import start_run
+from docindex.models import DocStatus, DocumentProgress, RetryAccepted, RetryRequest
+from docindex.runs import retry_run, start_run
 from docindex.telemetry import current_trace_id
 from workflows import names
 
@@ -158,3 +158,42 @@ async def cancel_document(document_id: uuid.UUID, res: ResourcesDep) -> dict[str
     except RPCError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
     return {"document_id": str(document_id), "status": "cancelling"}
+
+
+@router.post("/{document_id}/reindex", response_model=RetryAccepted)
+async def reindex_document(document_id: uuid.UUID, res: ResourcesDep) -> RetryAccepted:
+    """Index one document again, whatever its outcome was (not while it is being indexed).
+    Results of steps whose input and configuration did not change are reused."""
+    row = await repository.get_document(res.pool, str(document_id))
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such document")
+    if not DocStatus(row["status"]).terminal:
+        raise HTTPException(status.HTTP_409_CONFLICT, "the document is being indexed")
+    run = await repository.get_run(res.pool, str(row["run_id"]))
+    assert run is not None
+    request = RetryRequest(document_ids=[str(document_id)], include_completed=True)
+    try:
+        return await retry_run(
+            res.temporal, res.settings, str(row["run_id"]), run["document_count"], request
+        )
+    except RPCError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+
+
+@router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_document(document_id: uuid.UUID, res: ResourcesDep) -> Response:
+    """Delete a document: its row, its chunks (it leaves search at once), and its stored
+    file and step artifacts unless another document has the same bytes."""
+    row = await repository.get_document(res.pool, str(document_id))
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such document")
+    if not DocStatus(row["status"]).terminal:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "the document is being indexed; cancel it first"
+        )
+    still_shared = await repository.delete_document(res.pool, str(document_id))
+    if not still_shared:
+        await res.blobs.delete(row["blob_key"])
+        for prefix in artifact_prefixes(row["sha256"]):
+            await res.blobs.delete_prefix(prefix)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,11 +7,12 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, Field
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from docindex import repository
-from docindex.models import DocStatus, RunProgress, RunState
+from docindex import repository, runs
+from docindex.models import DocStatus, RetryAccepted, RetryRequest, RunProgress, RunState
 from workflows import names
 
 from ..deps import ResourcesDep
@@ -140,3 +141,29 @@ async def cancel_run(run_id: uuid.UUID, res: ResourcesDep) -> dict[str, str]:
     except RPCError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
     return {"run_id": str(run_id), "status": "cancelling"}
+
+
+class RetryBody(BaseModel):
+    error_types: list[str] | None = Field(
+        default=None, description="Only documents that failed with these error types"
+    )
+
+
+@router.post("/{run_id}/retry", response_model=RetryAccepted)
+async def retry_run(
+    run_id: uuid.UUID, res: ResourcesDep, body: RetryBody | None = None
+) -> RetryAccepted:
+    """Index again the failed or cancelled documents of a run (an Update on the run).
+
+    Steps that already succeeded for a document are not redone: their results are kept in
+    the blob store, keyed by content and step configuration."""
+    run = await repository.get_run(res.pool, str(run_id))
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such run")
+    request = RetryRequest(error_types=body.error_types if body else None)
+    try:
+        return await runs.retry_run(
+            res.temporal, res.settings, str(run_id), run["document_count"], request
+        )
+    except RPCError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc

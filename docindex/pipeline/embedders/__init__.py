@@ -14,16 +14,16 @@ _lock = threading.Lock()
 
 
 def build_embedder(settings: Settings) -> Embedder:
-    """The configured embedder, built once per process (a local model takes seconds)."""
+    """The configured embedder. A local model is loaded once per process (it takes
+    seconds); a hosted one is only a client, built as configured each time."""
     if settings.embedder == "voyage":
-        key: tuple = (
-            "voyage",
-            settings.voyage_model,
-            settings.voyage_output_dimension,
-            settings.voyage_base_url,
-        )
-    else:
-        key = ("local", settings.embed_model, settings.embed_device)
+        return _build(settings)
+    key = (
+        settings.embed_model,
+        settings.embed_device,
+        settings.embed_micro_batch,
+        settings.embed_micro_batch_wait_ms,
+    )
     with _lock:
         if key not in _cache:
             _cache[key] = _build(settings)

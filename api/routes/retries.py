@@ -1,0 +1,45 @@
+"""Bulk replay: retry every document that failed with one error class, across runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from docindex import repository, runs
+from docindex.models import RetryRequest
+
+from ..deps import ResourcesDep
+
+router = APIRouter(prefix="/v1/retries", tags=["runs"])
+
+
+class BulkRetry(BaseModel):
+    error_type: str = Field(description="e.g. RateLimited, ProviderUnavailable")
+    since: datetime | None = Field(default=None, description="Only failures after this time")
+
+
+class BulkRetryAccepted(BaseModel):
+    runs: int
+    documents: int
+
+
+@router.post("", response_model=BulkRetryAccepted)
+async def retry_by_error_type(body: BulkRetry, res: ResourcesDep) -> BulkRetryAccepted:
+    """After a provider outage: re-run every document that failed with ``error_type``."""
+    run_ids = await repository.runs_with_failures(res.pool, body.error_type, body.since)
+    documents = 0
+    for run_id in run_ids:
+        run = await repository.get_run(res.pool, run_id)
+        if run is None:
+            continue
+        accepted = await runs.retry_run(
+            res.temporal,
+            res.settings,
+            run_id,
+            run["document_count"],
+            RetryRequest(error_types=[body.error_type]),
+        )
+        documents += len(accepted.document_ids)
+    return BulkRetryAccepted(runs=len(run_ids), documents=documents)

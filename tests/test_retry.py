@@ -1,0 +1,171 @@
+"""Retry, reindex and delete. A retry is an Update on the run (a closed run gets a new
+execution); finished steps are not redone; a deleted document leaves search and storage."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+from pydantic import SecretStr
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from docindex.blobstore import BlobStore
+from docindex.config import Settings
+from docindex.ids import document_workflow_id, run_workflow_id
+from docindex.models import ChunkResult, EmbedResult, ParseResult, RetryRequest
+from docindex.runs import retry_run
+
+from .fakes import FakeVoyage
+from .helpers import wait_for_run
+from .test_providers import NOTE, VOYAGE_KEY, hosted_worker, index, provider_settings
+
+CRAZYONES = "pdf/pypdf/crazyones.pdf"
+
+
+async def step_results(client: Client, workflow_id: str) -> dict[str, object]:
+    """Results of the latest execution's activities, decoded, by activity name."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    types = {
+        ParseResult: "parse_document",
+        ChunkResult: "chunk_document",
+        EmbedResult: "embed_chunks",
+    }
+    names = {
+        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    }
+    results: dict[str, object] = {}
+    for e in history.events:
+        if e.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            continue
+        attrs = e.activity_task_completed_event_attributes
+        name = names[attrs.scheduled_event_id]
+        for model, activity_name in types.items():
+            if name == activity_name:
+                (results[name],) = await client.data_converter.decode(
+                    attrs.result.payloads, [model]
+                )
+    return results
+
+
+async def executions(client: Client, workflow_id: str) -> int:
+    return len([w async for w in client.list_workflows(f"WorkflowId = '{workflow_id}'")])
+
+
+async def chunk_rows(settings: Settings, document_id: str) -> int:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await conn.fetchval(
+            "SELECT count(*) FROM chunks WHERE document_id = $1", uuid.UUID(document_id)
+        )
+    finally:
+        await conn.close()
+
+
+async def test_after_a_provider_outage_retry_reembeds_without_reparsing(
+    api: httpx.AsyncClient, client: Client, settings: Settings, workers: None
+) -> None:
+    with FakeVoyage(api_key=VOYAGE_KEY) as voyage:
+        broken = provider_settings(
+            settings,
+            embedder="voyage",
+            voyage_api_key=SecretStr("revoked"),
+            voyage_base_url=voyage.base_url,
+        )
+        async with hosted_worker(client, broken):
+            run_id = await index(client, broken, NOTE)
+        doc = (await api.get(f"/v1/runs/{run_id}")).json()["documents"][0]
+        assert doc["error_type"] == "ProviderAuthError"
+
+        fixed = broken.model_copy(update={"voyage_api_key": SecretStr(VOYAGE_KEY)})
+        async with hosted_worker(client, fixed):
+            accepted = await retry_run(
+                client, fixed, run_id, 1, RetryRequest(error_types=["ProviderAuthError"])
+            )
+            assert accepted.document_ids == [doc["document_id"]]
+            run = await wait_for_run(api, run_id)
+
+    assert (run["status"], run["completed"], run["failed"]) == ("completed", 1, 0)
+    results = await step_results(client, document_workflow_id(run_id, doc["document_id"]))
+    assert results["parse_document"].reused and results["chunk_document"].reused
+    assert not results["embed_chunks"].reused  # only the failed step really ran
+    assert await executions(client, run_workflow_id(run_id)) == 2  # the closed run reopened
+
+
+async def test_retry_reindex_and_bulk_retry_through_the_api(
+    api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
+) -> None:
+    started = datetime.now(UTC)
+    files = [
+        ("files", ("crazy.pdf", (corpus / CRAZYONES).read_bytes())),
+        ("files", ("empty.pdf", b"")),
+    ]
+    accepted = (await api.post("/v1/documents", files=files)).json()
+    run_id = accepted["run_id"]
+    good, empty = (d["document_id"] for d in accepted["documents"])
+    first = await wait_for_run(api, run_id)
+    assert (first["completed"], first["failed"]) == (1, 1)
+    chunks_before = await chunk_rows(settings, good)
+
+    # Retry re-runs only the failed document (it fails the same way: bad input is final).
+    retried = (await api.post(f"/v1/runs/{run_id}/retry", json={})).json()
+    assert retried["document_ids"] == [empty]
+    again = await wait_for_run(api, run_id)
+    assert (again["completed"], again["failed"]) == (1, 1)
+
+    # Reindex a completed document: every step's earlier result is reused, no duplicates.
+    assert (await api.post(f"/v1/documents/{good}/reindex")).json()["document_ids"] == [good]
+    final = await wait_for_run(api, run_id)
+    assert {d["document_id"]: d["status"] for d in final["documents"]}[good] == "completed"
+    results = await step_results(client, document_workflow_id(run_id, good))
+    assert all(r.reused for r in results.values()), results
+    assert await chunk_rows(settings, good) == chunks_before
+
+    # Bulk replay by error class, limited to failures since this test started.
+    bulk = (
+        await api.post(
+            "/v1/retries",
+            json={
+                "error_type": "EmptyDocument",
+                "since": started.isoformat(),
+            },
+        )
+    ).json()
+    assert bulk == {"runs": 1, "documents": 1}
+    await wait_for_run(api, run_id)
+    missing = await api.post(f"/v1/runs/{uuid.uuid4()}/retry", json={})
+    assert missing.status_code == 404
+
+
+async def test_delete_removes_chunks_and_unshared_blobs(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    body = f"# Heron notes\n\nGrey herons wade in shallow water. {uuid.uuid4()}".encode()
+    runs = []
+    for _ in range(2):  # the same bytes, uploaded twice
+        accepted = (await api.post("/v1/documents", files=[("files", ("h.md", body))])).json()
+        runs.append(accepted)
+        await wait_for_run(api, accepted["run_id"])
+    first, second = (r["documents"][0] for r in runs)
+    blobs = BlobStore.from_settings(settings)
+    upload_key = f"uploads/sha256/{first['sha256']}"
+
+    assert (await api.delete(f"/v1/documents/{first['document_id']}")).status_code == 204
+    assert (await api.get(f"/v1/documents/{first['document_id']}")).status_code == 404
+    assert await chunk_rows(settings, first["document_id"]) == 0
+    assert await blobs.exists(upload_key), "still used by the second upload"
+
+    assert (await api.delete(f"/v1/documents/{second['document_id']}")).status_code == 204
+    assert not await blobs.exists(upload_key)
+    assert not await blobs.exists(f"parsed/{first['sha256']}/simple.meta.json")
+    hits = (await api.post("/v1/search", json={"query": "grey herons wade", "top_k": 10})).json()
+    assert all(
+        h["document_id"] not in (first["document_id"], second["document_id"])
+        for h in hits["results"]
+    )
+    assert (await api.delete(f"/v1/documents/{first['document_id']}")).status_code == 404
