@@ -48,9 +48,11 @@ class PipelineOptions(BaseModel):
     """Everything a run's workflows need to know that would otherwise come from the
     environment; workflows must not read the environment (it breaks replay)."""
 
-    cpu_task_queue: str
-    gpu_task_queue: str
-    workflow_task_queue: str
+    # Defaults match docindex.config, so an operator can start a retry from the temporal
+    # CLI with only {"run_id": ..., "retry_only": true} as input.
+    cpu_task_queue: str = "docindex-cpu"
+    gpu_task_queue: str = "docindex-gpu"
+    workflow_task_queue: str = "docindex-workflows"
     max_concurrent_documents: int = 8
     documents_per_execution: int = 200
     chunk_max_tokens: int = 256
@@ -72,8 +74,8 @@ class PipelineOptions(BaseModel):
 
 class RunInput(BaseModel):
     run_id: str
-    document_count: int
-    options: PipelineOptions
+    document_count: int = 0
+    options: PipelineOptions = Field(default_factory=PipelineOptions)
     tenant_id: str = "default"
     # Started by a retry after the run had closed: index only what the retry asks for.
     retry_only: bool = False

@@ -169,3 +169,53 @@ async def test_delete_removes_chunks_and_unshared_blobs(
         for h in hits["results"]
     )
     assert (await api.delete(f"/v1/documents/{first['document_id']}")).status_code == 404
+
+
+async def test_the_temporal_cli_retries_a_closed_run(
+    api: httpx.AsyncClient, client: Client, settings: Settings
+) -> None:
+    """The runbook's CLI equivalent of docindex retry: update-with-start on the run."""
+    import asyncio
+    import json
+
+    from .conftest import temporal_cli
+
+    accepted = (await api.post("/v1/documents", files=[("files", ("e.pdf", b""))])).json()
+    run_id = accepted["run_id"]
+    assert (await wait_for_run(api, run_id))["failed"] == 1
+    options = {
+        "cpu_task_queue": settings.cpu_task_queue,
+        "gpu_task_queue": settings.gpu_task_queue,
+        "workflow_task_queue": settings.workflow_task_queue,
+    }
+    # Not subprocess.run: it would block the event loop the in-process workers run on.
+    process = await asyncio.create_subprocess_exec(
+        temporal_cli(),
+        "workflow",
+        "execute-update-with-start",
+        "--address",
+        client.service_client.config.target_host,
+        "--workflow-id",
+        f"index-run/{run_id}",
+        "--type",
+        "IndexingWorkflow",
+        "--task-queue",
+        settings.workflow_task_queue,
+        "--id-conflict-policy",
+        "UseExisting",
+        "--input",
+        json.dumps({"run_id": run_id, "retry_only": True, "options": options}),
+        "--update-name",
+        "retry",
+        "--update-input",
+        json.dumps({"error_types": ["EmptyDocument"]}),
+        "-o",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, stderr.decode()
+    assert accepted["documents"][0]["document_id"] in stdout.decode()
+    run = await wait_for_run(api, run_id)
+    assert run["failed"] == 1 and await executions(client, f"index-run/{run_id}") == 2
