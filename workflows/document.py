@@ -111,6 +111,7 @@ class DocumentWorkflow:
                 task_queue=opts.cpu_task_queue,
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
+                summary=task.filename,
                 retry_policy=STEP_RETRY,
             )
 
@@ -127,6 +128,7 @@ class DocumentWorkflow:
                 task_queue=opts.cpu_task_queue,
                 start_to_close_timeout=timedelta(minutes=30),
                 heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
+                summary=task.filename,
                 retry_policy=STEP_RETRY,
             )
             self._progress.chunk_count = chunked.chunk_count
@@ -148,6 +150,7 @@ class DocumentWorkflow:
                 task_queue=opts.embed_task_queue or opts.gpu_task_queue,
                 start_to_close_timeout=timedelta(hours=1),
                 heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
+                summary=task.filename,
                 retry_policy=PROVIDER_RETRY,
             )
 
@@ -229,6 +232,7 @@ class DocumentWorkflow:
             task_queue=opts.llm_task_queue,
             start_to_close_timeout=timedelta(minutes=15),
             heartbeat_timeout=timedelta(seconds=max(opts.heartbeat_timeout_s, 60)),
+            summary=task.filename,
             retry_policy=PROVIDER_RETRY,
         )
         if (
@@ -258,7 +262,7 @@ class DocumentWorkflow:
                     start_to_close_timeout=timedelta(minutes=30),
                     heartbeat_timeout=timedelta(seconds=max(opts.heartbeat_timeout_s, 60)),
                     retry_policy=PROVIDER_RETRY,
-                    summary=f"chunks {first}-{last}",
+                    summary=f"{task.filename}: chunks {first}-{last}",
                 )
 
         batches = page_ranges(0, chunked.chunk_count - 1, opts.context_chunks_per_activity)
@@ -280,6 +284,7 @@ class DocumentWorkflow:
             result_type=InspectResult,
             task_queue=opts.cpu_task_queue,
             start_to_close_timeout=timedelta(minutes=5),
+            summary=task.filename,
             retry_policy=STEP_RETRY,
         )
         assert self._progress is not None
@@ -298,6 +303,7 @@ class DocumentWorkflow:
                 task_queue=opts.cpu_task_queue,
                 start_to_close_timeout=timedelta(hours=2),
                 heartbeat_timeout=heartbeat,
+                summary=task.filename,
                 retry_policy=STEP_RETRY,
             )
 
@@ -323,7 +329,7 @@ class DocumentWorkflow:
                     start_to_close_timeout=timedelta(hours=2),
                     heartbeat_timeout=heartbeat,
                     retry_policy=STEP_RETRY,
-                    summary=f"pages {first}-{last}",
+                    summary=f"{task.filename}: pages {first}-{last}",
                 )
             assert self._progress is not None
             self._progress.pages_parsed = (self._progress.pages_parsed or 0) + last - first + 1
@@ -345,6 +351,7 @@ class DocumentWorkflow:
             task_queue=opts.cpu_task_queue,
             start_to_close_timeout=timedelta(minutes=30),
             heartbeat_timeout=heartbeat,
+            summary=task.filename,
             retry_policy=STEP_RETRY,
         )
 
