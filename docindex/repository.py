@@ -116,19 +116,20 @@ async def fetch_documents(
         after_seq,
         limit,
     )
-    return [
-        DocumentTask(
-            run_id=run_id,
-            document_id=str(r["document_id"]),
-            seq=r["seq"],
-            filename=r["filename"],
-            sha256=r["sha256"],
-            size_bytes=r["size_bytes"],
-            blob_key=r["blob_key"],
-            password_key=r["password_key"],
-        )
-        for r in rows
-    ]
+    return [_task(run_id, r) for r in rows]
+
+
+def _task(run_id: str, row: asyncpg.Record) -> DocumentTask:
+    return DocumentTask(
+        run_id=run_id,
+        document_id=str(row["document_id"]),
+        seq=row["seq"],
+        filename=row["filename"],
+        sha256=row["sha256"],
+        size_bytes=row["size_bytes"],
+        blob_key=row["blob_key"],
+        password_key=row["password_key"],
+    )
 
 
 async def get_run(pool: asyncpg.Pool, run_id: str) -> dict[str, Any] | None:
@@ -219,16 +220,7 @@ async def requeue_documents(
             )
     return [
         (
-            DocumentTask(
-                run_id=run_id,
-                document_id=str(r["document_id"]),
-                seq=r["seq"],
-                filename=r["filename"],
-                sha256=r["sha256"],
-                size_bytes=r["size_bytes"],
-                blob_key=r["blob_key"],
-                password_key=r["password_key"],
-            ),
+            _task(run_id, r),
             DocStatus(r["previous"]),
         )
         for r in sorted(rows, key=lambda r: r["seq"])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 
 TERMINAL_RUN_STATES = {"completed", "completed_with_errors", "failed", "cancelled"}
@@ -30,3 +32,14 @@ async def wait_for_run(
             return body
         await asyncio.sleep(0.25)
     raise AssertionError(f"run {run_id} did not finish in {limit_s}s: {body}")
+
+
+async def chunk_rows(database_url: str, document_id: str) -> int:
+    """Chunks stored for a document, read straight from Postgres."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval(
+            "SELECT count(*) FROM chunks WHERE document_id = $1", uuid.UUID(document_id)
+        )
+    finally:
+        await conn.close()

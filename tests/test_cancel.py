@@ -9,7 +9,6 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -22,7 +21,7 @@ from docindex.ids import document_workflow_id, run_workflow_id
 from docindex.models import RunInput
 from docindex.temporal_client import pipeline_options
 
-from .helpers import wait_for_run
+from .helpers import chunk_rows, wait_for_run
 
 BIG_PDF = "pdf/pypdf_samples/GeoTopo-komprimiert.pdf"
 
@@ -75,16 +74,6 @@ async def wait_until_parsing_ranges(client: Client, run_id: str, document_id: st
     raise AssertionError("the big PDF never started parsing")
 
 
-async def chunk_count(settings: Settings, document_id: str) -> int:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        return await conn.fetchval(
-            "SELECT count(*) FROM chunks WHERE document_id = $1", uuid.UUID(document_id)
-        )
-    finally:
-        await conn.close()
-
-
 async def test_cancelling_a_run_stops_running_and_queued_documents(
     api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
 ) -> None:
@@ -112,7 +101,7 @@ async def test_cancelling_a_run_stops_running_and_queued_documents(
     assert {d["status"] for d in run["documents"]} == {"cancelled"}
     by_id = {d["document_id"]: d for d in run["documents"]}
     assert all("before this document started" in by_id[q]["error"] for q in queued)
-    assert await chunk_count(settings, big) == 0
+    assert await chunk_rows(settings.database_url or "", big) == 0
     description = await client.get_workflow_handle(run_workflow_id(run_id)).describe()
     assert description.status == WorkflowExecutionStatus.CANCELED
     child = client.get_workflow_handle(document_workflow_id(run_id, big))
@@ -147,5 +136,5 @@ async def test_cancelling_one_document_leaves_the_rest_of_the_run(
     assert by_id[big]["status"] == "cancelled"
     assert by_id[note]["status"] == "completed" and by_id[note]["chunk_count"] >= 1
     assert (run["status"], run["completed"], run["cancelled"]) == ("completed_with_errors", 1, 1)
-    assert await chunk_count(settings, big) == 0
+    assert await chunk_rows(settings.database_url or "", big) == 0
     assert (await api.post(f"/v1/documents/{big}/cancel")).status_code == 409

@@ -7,7 +7,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import httpx
 from pydantic import SecretStr
 from temporalio.api.enums.v1 import EventType
@@ -20,7 +19,7 @@ from docindex.models import ChunkResult, EmbedResult, ParseResult, RetryRequest
 from docindex.runs import retry_run
 
 from .fakes import FakeVoyage
-from .helpers import wait_for_run
+from .helpers import chunk_rows, wait_for_run
 from .test_providers import NOTE, VOYAGE_KEY, hosted_worker, index, provider_settings
 
 CRAZYONES = "pdf/pypdf/crazyones.pdf"
@@ -55,16 +54,6 @@ async def step_results(client: Client, workflow_id: str) -> dict[str, object]:
 
 async def executions(client: Client, workflow_id: str) -> int:
     return len([w async for w in client.list_workflows(f"WorkflowId = '{workflow_id}'")])
-
-
-async def chunk_rows(settings: Settings, document_id: str) -> int:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        return await conn.fetchval(
-            "SELECT count(*) FROM chunks WHERE document_id = $1", uuid.UUID(document_id)
-        )
-    finally:
-        await conn.close()
 
 
 async def test_after_a_provider_outage_retry_reembeds_without_reparsing(
@@ -110,7 +99,7 @@ async def test_retry_reindex_and_bulk_retry_through_the_api(
     good, empty = (d["document_id"] for d in accepted["documents"])
     first = await wait_for_run(api, run_id)
     assert (first["completed"], first["failed"]) == (1, 1)
-    chunks_before = await chunk_rows(settings, good)
+    chunks_before = await chunk_rows(settings.database_url or "", good)
 
     # Retry re-runs only the failed document (it fails the same way: bad input is final).
     retried = (await api.post(f"/v1/runs/{run_id}/retry", json={})).json()
@@ -124,7 +113,7 @@ async def test_retry_reindex_and_bulk_retry_through_the_api(
     assert {d["document_id"]: d["status"] for d in final["documents"]}[good] == "completed"
     results = await step_results(client, document_workflow_id(run_id, good))
     assert all(r.reused for r in results.values()), results
-    assert await chunk_rows(settings, good) == chunks_before
+    assert await chunk_rows(settings.database_url or "", good) == chunks_before
 
     # Bulk replay by error class, limited to failures since this test started.
     bulk = (
@@ -157,7 +146,7 @@ async def test_delete_removes_chunks_and_unshared_blobs(
 
     assert (await api.delete(f"/v1/documents/{first['document_id']}")).status_code == 204
     assert (await api.get(f"/v1/documents/{first['document_id']}")).status_code == 404
-    assert await chunk_rows(settings, first["document_id"]) == 0
+    assert await chunk_rows(settings.database_url or "", first["document_id"]) == 0
     assert await blobs.exists(upload_key), "still used by the second upload"
 
     assert (await api.delete(f"/v1/documents/{second['document_id']}")).status_code == 204
