@@ -49,7 +49,12 @@ class Bookkeeping:
     async def requeue_documents(self, inp: RequeueInput) -> list[RequeuedDocument]:
         r = inp.request
         found = await repository.requeue_documents(
-            self.pool, inp.run_id, r.document_ids, r.error_types, r.include_completed
+            self.pool,
+            inp.run_id,
+            r.document_ids,
+            r.error_types,
+            r.include_completed,
+            include_queued=inp.include_queued,
         )
         return [RequeuedDocument(task=t, previous_status=s) for t, s in found]
 

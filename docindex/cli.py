@@ -21,7 +21,7 @@ app = typer.Typer(help="Durable document indexing for RAG, on Temporal.", no_arg
 console = Console()
 err = Console(stderr=True)
 
-TERMINAL_RUN = {"completed", "completed_with_errors", "failed", "cancelled"}
+TERMINAL_RUN = {"completed", "completed_with_errors", "failed", "cancelled", "terminated"}
 TERMINAL_DOC = {"completed", "failed", "cancelled"}
 STEPS = ["parse", "metadata", "chunk", "enrich", "embed", "store"]
 

@@ -32,6 +32,8 @@ class RunState(StrEnum):
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Closed by Temporal without recording its end (terminated, timed out); never stored.
+    TERMINATED = "terminated"
 
 
 class Step(StrEnum):
@@ -144,6 +146,7 @@ class RetryAccepted(BaseModel):
 class RequeueInput(BaseModel):
     run_id: str
     request: RetryRequest
+    include_queued: bool = False
 
 
 class RequeuedDocument(BaseModel):

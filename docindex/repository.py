@@ -189,13 +189,19 @@ async def requeue_documents(
     document_ids: list[str] | None,
     error_types: list[str] | None,
     include_completed: bool,
+    include_queued: bool = False,
 ) -> list[tuple[DocumentTask, DocStatus]]:
     """Put finished documents of a run back in the queue, and the run back to running.
 
     Only documents that are done (failed or cancelled, and completed if asked) qualify: a
     document still being indexed is never started twice.
     """
-    statuses = ["failed", "cancelled", *(["completed"] if include_completed else [])]
+    statuses = [
+        "failed",
+        "cancelled",
+        *(["completed"] if include_completed else []),
+        *(["queued"] if include_queued else []),
+    ]
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
             """UPDATE documents d SET status = 'queued', error_type = NULL, error = NULL,

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-TERMINAL_RUN_STATES = {"completed", "completed_with_errors", "failed", "cancelled"}
+TERMINAL_RUN_STATES = {"completed", "completed_with_errors", "failed", "cancelled", "terminated"}
 
 
 async def wait_for_run(
@@ -43,3 +43,9 @@ async def chunk_rows(database_url: str, document_id: str) -> int:
         )
     finally:
         await conn.close()
+
+
+def unique(data: bytes) -> bytes:
+    """The same document with different bytes (a trailing PDF comment), so no earlier
+    test's step artifacts, which are keyed by content, are reused."""
+    return data + f"\n% test {uuid.uuid4()}\n".encode()

@@ -17,6 +17,7 @@ from docindex.config import Settings
 from docindex.ids import document_workflow_id
 from docindex.models import RunSummary
 
+from .helpers import unique
 from .processes import start_worker, stop, worker_env
 from .test_cancel import start_run
 
@@ -85,7 +86,16 @@ async def test_workers_in_separate_processes_share_one_run(
         ),
     ]
     try:
-        files = [(Path(d).name, (corpus / d).read_bytes()) for d in DOCS]
+        # Fresh bytes for the PDFs: parses reused from earlier tests would count no pages.
+        files = [
+            (
+                Path(d).name,
+                unique((corpus / d).read_bytes())
+                if d.endswith(".pdf")
+                else (corpus / d).read_bytes(),
+            )
+            for d in DOCS
+        ]
         run_id, document_ids = await start_run(
             client,
             settings,

@@ -12,7 +12,12 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import CancelledError, ChildWorkflowError
+from temporalio.exceptions import (
+    CancelledError,
+    ChildWorkflowError,
+    TerminatedError,
+)
+from temporalio.exceptions import TimeoutError as ChildTimedOut
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -90,12 +95,20 @@ class IndexingWorkflow:
         assert self._input is not None
         requeued = await workflow.execute_activity(
             names.REQUEUE_DOCUMENTS,
-            RequeueInput(run_id=self._input.run_id, request=request),
+            RequeueInput(
+                run_id=self._input.run_id,
+                request=request,
+                # This execution reopened a closed run: documents still queued were left
+                # behind by the closed execution (it was terminated) and nothing runs them.
+                include_queued=self._input.retry_only,
+            ),
             result_type=list[RequeuedDocument],
             task_queue=self._input.options.workflow_task_queue,
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=BOOKKEEPING_RETRY,
         )
+        pending = self._in_flight | {t.document_id for t in self._retry_queue}
+        requeued = [d for d in requeued if d.task.document_id not in pending]
         for doc in requeued:
             # It was counted under its old outcome; it counts again when it ends.
             if doc.previous_status == DocStatus.FAILED:
@@ -228,6 +241,23 @@ class IndexingWorkflow:
             cancelled=self._cancelled,
         )
 
+    async def _record(self, task: DocumentTask, progress: DocumentProgress) -> None:
+        assert self._input is not None
+        await workflow.execute_activity(
+            names.RECORD_DOCUMENT_OUTCOME,
+            RecordOutcomeInput(
+                outcome=DocumentOutcome(
+                    document_id=task.document_id,
+                    status=progress.status,
+                    error_type=progress.error_type,
+                    error=progress.error,
+                )
+            ),
+            task_queue=self._input.options.workflow_task_queue,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=BOOKKEEPING_RETRY,
+        )
+
     async def _skip_cancelled(self, task: DocumentTask) -> None:
         assert self._input is not None
         outcome = DocumentOutcome(
@@ -303,6 +333,14 @@ class IndexingWorkflow:
                     cause = err.cause
                     progress.error_type = progress.error_type or getattr(cause, "type", None)
                     progress.error = progress.error or (str(cause) if cause else str(err))
+                    if isinstance(cause, TerminatedError | ChildTimedOut):
+                        # Terminated or timed out from outside: the child recorded nothing,
+                        # so record it here, where a retry can find it.
+                        progress.error_type = (
+                            "Terminated" if isinstance(cause, TerminatedError) else "TimedOut"
+                        )
+                        progress.error = f"document workflow {progress.error_type.lower()}"
+                        await self._record(task, progress)
                     self._failed += 1
             finally:
                 self._in_flight.discard(task.document_id)

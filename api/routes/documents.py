@@ -128,6 +128,8 @@ async def get_document(document_id: uuid.UUID, res: ResourcesDep) -> DocumentDet
         live = await _query_document(res, detail.run_id, detail.document_id)
         if live is not None:
             detail.status, detail.step = live.status, live.step
+            if live.status.terminal:  # the outcome may not be in Postgres yet
+                detail.error_type, detail.error = live.error_type, live.error
             detail.pages = live.pages if live.pages is not None else detail.pages
     return detail
 

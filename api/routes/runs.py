@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field
-from temporalio.client import WorkflowQueryFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from docindex import repository, runs
@@ -21,6 +21,7 @@ from ..schemas import DocumentStatus, RunStatus
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
 _OPEN = (RunState.QUEUED, RunState.RUNNING)
+_ENDED_UNRECORDED = (WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.TIMED_OUT)
 
 
 @router.get("/{run_id}", response_model=RunStatus)
@@ -31,7 +32,7 @@ async def get_run(run_id: uuid.UUID, res: ResourcesDep) -> RunStatus:
     rows = await repository.list_run_documents(res.pool, str(run_id))
     documents = [_document_status(r) for r in rows]
     live = await _query_run(res, run["workflow_id"]) if run["status"] in _OPEN else None
-    if live is not None and live.status not in _OPEN:
+    if live is not None and live.status not in (*_OPEN, RunState.TERMINATED):
         # It finished between our read and the query; Postgres has the final word now.
         run = await repository.get_run(res.pool, str(run_id)) or run
         rows = await repository.list_run_documents(res.pool, str(run_id))
@@ -117,6 +118,15 @@ def _summed(documents: list[DocumentStatus]) -> dict[str, Any]:
 async def _query_run(res: ResourcesDep, workflow_id: str) -> RunProgress | None:
     handle = res.temporal.get_workflow_handle(workflow_id)
     try:
+        description = await asyncio.wait_for(handle.describe(), timeout=5)
+        if description.status in _ENDED_UNRECORDED:
+            # Terminated or timed out: the run never recorded its end, and a query would
+            # replay its last state ("running") forever. Say what happened; a retry of
+            # the run picks up every document it left unfinished.
+            progress = await asyncio.wait_for(
+                handle.query(names.STATUS_QUERY, result_type=RunProgress), timeout=5
+            )
+            return progress.model_copy(update={"status": RunState.TERMINATED, "running": 0})
         return await asyncio.wait_for(
             handle.query(names.STATUS_QUERY, result_type=RunProgress), timeout=5
         )
