@@ -210,13 +210,31 @@ class IndexingWorkflow:
                 next_seq = task.seq + 1
                 started_here += 1
 
-        await self._drain_with_retries()
-        # Counted in Postgres: right across continue-as-new and retries of a closed run.
+        while True:
+            await self._drain_with_retries()
+            final = await self._record_end()
+            # A retry that came in while the end was being recorded reopens the run.
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if not self._retry_queue:
+                break
+        return RunSummary(
+            run_id=inp.run_id,
+            status=final,
+            document_count=inp.document_count,
+            completed=self._completed,
+            failed=self._failed,
+            cancelled=self._cancelled,
+        )
+
+    async def _record_end(self) -> RunState:
+        """Count outcomes in Postgres (right across continue-as-new and retries of a closed
+        run) and record the run's final state."""
+        assert self._input is not None
         counts = await workflow.execute_activity(
             names.COUNT_RUN_DOCUMENTS,
-            inp.run_id,
+            self._input.run_id,
             result_type=RunCounts,
-            task_queue=opts.workflow_task_queue,
+            task_queue=self._input.options.workflow_task_queue,
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=BOOKKEEPING_RETRY,
         )
@@ -232,14 +250,7 @@ class IndexingWorkflow:
         else:
             final = RunState.COMPLETED_WITH_ERRORS
         await self._set_status(final)
-        return RunSummary(
-            run_id=inp.run_id,
-            status=final,
-            document_count=inp.document_count,
-            completed=self._completed,
-            failed=self._failed,
-            cancelled=self._cancelled,
-        )
+        return final
 
     async def _record(self, task: DocumentTask, progress: DocumentProgress) -> None:
         assert self._input is not None
