@@ -4,6 +4,7 @@ middle of a range, and the retry resumes from its last checkpoint instead of pag
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import time
@@ -22,6 +23,7 @@ from docindex.ids import document_workflow_id, run_workflow_id
 from docindex.models import PageRangeResult, RunInput, RunSummary
 from docindex.temporal_client import pipeline_options
 
+from .helpers import unique
 from .processes import start_worker, stop, worker_env
 
 BIG_PDF = "pdf/pypdf_samples/GeoTopo-komprimiert.pdf"  # 117 pages
@@ -74,8 +76,9 @@ async def test_killed_worker_loses_only_unsaved_pages(
     workers = [start_worker("cpu", env, tmp_path / f"cpu-{i}.log") for i in range(2)]
     try:
         blobs = BlobStore.from_settings(settings)
-        with (corpus / BIG_PDF).open("rb") as f:
-            key, sha256, size = await blobs.put_upload(f)
+        # Fresh bytes: pages parsed by an earlier test would be reused, not parsed.
+        data = unique((corpus / BIG_PDF).read_bytes())
+        key, sha256, size = await blobs.put_upload(io.BytesIO(data))
         run_id, document_id = str(uuid.uuid4()), str(uuid.uuid4())
         pool = await create_pool(settings.database_url or "")
         try:

@@ -21,7 +21,7 @@ from docindex.ids import document_workflow_id, run_workflow_id
 from docindex.models import RunInput
 from docindex.temporal_client import pipeline_options
 
-from .helpers import chunk_rows, wait_for_run
+from .helpers import chunk_rows, unique, wait_for_run
 
 BIG_PDF = "pdf/pypdf_samples/GeoTopo-komprimiert.pdf"
 
@@ -78,7 +78,7 @@ async def test_cancelling_a_run_stops_running_and_queued_documents(
     api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
 ) -> None:
     files = [
-        ("GeoTopo.pdf", (corpus / BIG_PDF).read_bytes()),
+        ("GeoTopo.pdf", unique((corpus / BIG_PDF).read_bytes())),
         ("later-1.md", b"# Later\n\nqueued behind the big one"),
         ("later-2.md", b"# Later too\n\nalso queued"),
     ]
@@ -116,7 +116,7 @@ async def test_cancelling_one_document_leaves_the_rest_of_the_run(
     api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
 ) -> None:
     files = [
-        ("GeoTopo.pdf", (corpus / BIG_PDF).read_bytes()),
+        ("GeoTopo.pdf", unique((corpus / BIG_PDF).read_bytes())),
         ("note.md", b"# Note\n\nthis one should complete"),
     ]
     run_id, (big, note) = await start_run(
