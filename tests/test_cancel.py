@@ -10,8 +10,9 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
 from docindex import repository
 from docindex.blobstore import BlobStore
@@ -102,10 +103,13 @@ async def test_cancelling_a_run_stops_running_and_queued_documents(
     by_id = {d["document_id"]: d for d in run["documents"]}
     assert all("before this document started" in by_id[q]["error"] for q in queued)
     assert await chunk_rows(settings.database_url or "", big) == 0
-    description = await client.get_workflow_handle(run_workflow_id(run_id)).describe()
-    assert description.status == WorkflowExecutionStatus.CANCELED
+    # Postgres records the outcome just before each workflow closes: wait for the close.
+    run_handle = client.get_workflow_handle(run_workflow_id(run_id))
     child = client.get_workflow_handle(document_workflow_id(run_id, big))
-    assert (await child.describe()).status == WorkflowExecutionStatus.CANCELED
+    for handle in (run_handle, child):
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     # The running page ranges were asked to stop, not left to finish.
     events = [e.event_type for e in (await child.fetch_history()).events]
     assert EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED in events

@@ -426,8 +426,12 @@ async def test_recipe_4_cancel_a_document_and_a_run(
     run = await wait_for_run(api, whole_run, limit_s=60)
     assert (run["status"], run["cancelled"], run["completed"]) == ("cancelled", 1, 0)
     assert (await document(api, whole))["chunk_count"] == 0
-    described = await temporal_json(
-        client, "workflow", "describe", "--workflow-id", f"index-run/{whole_run}"
+    # Postgres records the end just before the workflow closes: poll the close.
+    described = await eventually(
+        lambda: temporal_json(
+            client, "workflow", "describe", "--workflow-id", f"index-run/{whole_run}"
+        ),
+        lambda d: d["workflowExecutionInfo"]["status"] == "WORKFLOW_EXECUTION_STATUS_CANCELED",
     )
     assert described["workflowExecutionInfo"]["status"] == "WORKFLOW_EXECUTION_STATUS_CANCELED"
 
