@@ -63,7 +63,38 @@ class Settings(BaseSettings):
     api_url: str | None = Field(
         default=None, description="Base URL the CLI talks to; default http://api_host:api_port"
     )
-    max_upload_bytes: int = 200 * 1024 * 1024
+    max_upload_bytes: int = Field(
+        default=200 * 1024 * 1024, ge=1, description="Largest file accepted by upload"
+    )
+    max_request_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=1,
+        description="Largest upload request; counted while it streams in, refused past it",
+    )
+    max_files_per_request: int = Field(default=1000, ge=1)
+    allowed_types: list[str] = Field(
+        default_factory=lambda: ["pdf", "docx", "pptx", "xlsx", "html", "md", "txt"],
+        description="Formats accepted at upload (JSON list); files recognised by their bytes "
+        "as anything else (executables, images, archives...) get 415",
+    )
+    rate_limit: str = Field(
+        default="600/minute",
+        description="Requests per API key ('limits' notation, e.g. '10/second;600/minute')",
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where rate-limit counters live; redis://... shares them between replicas",
+    )
+    tenant_max_active_runs: int = Field(
+        default=50, ge=1, description="Runs a tenant may have queued or running at once"
+    )
+    dev_tenant: str = Field(
+        default="dev", description="Tenant whose key `docindex dev` creates for local tools"
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Key the CLI sends; unset = the key `docindex dev` wrote under data_dir",
+    )
     metrics_port: int | None = Field(
         default=None, description="A worker serves Prometheus metrics on this port when set"
     )
@@ -107,6 +138,42 @@ class Settings(BaseSettings):
     max_document_pages: int = Field(default=2000, ge=1)
     parse_timeout_s: float = Field(
         default=3600.0, gt=0, description="Time budget of one parse call (document or range)"
+    )
+    recover_damaged_files: bool = Field(
+        default=False,
+        description="Index damaged files (a PDF stream failing its checksum, a PPTX "
+        "placeholder with no geometry) as far as they parse, noting the damage in the "
+        "document's metadata; false = fail them as CorruptDocument",
+    )
+
+    # Faults and poison documents (docs/operations.md, "Faults and poison documents")
+    poison_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Parse attempts that may lose their worker (crash, OOM kill, hang) before "
+        "the document is quarantined; as many again on the large queue when one is set",
+    )
+    large_task_queue: str = Field(
+        default="",
+        description="Task queue of `docindex worker --queue large` (bigger limits, one document "
+        "at a time); empty = none: poison documents are quarantined at once",
+    )
+    large_document_bytes: int = Field(
+        default=0, ge=0, description="Documents this big or bigger go to the large queue; 0 = off"
+    )
+    large_worker_concurrency: int = Field(default=1, ge=1)
+    large_max_document_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1)
+    large_max_document_pages: int = Field(default=20000, ge=1)
+    worker_graceful_shutdown_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="On SIGTERM a worker stops polling and lets running activities finish this "
+        "long; then it cancels them and Temporal retries them on another worker at once",
+    )
+    test_crash_on_sha256: str | None = Field(
+        default=None,
+        description="TEST ONLY, never set in production: a CPU or large worker kills itself "
+        "(SIGKILL) when it starts parsing the document with this sha256",
     )
 
     # Chunking / embedding
@@ -173,6 +240,10 @@ class Settings(BaseSettings):
     @property
     def resolved_api_url(self) -> str:
         return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def dev_api_key_file(self) -> Path:
+        return self.data_dir / "dev-api-key"
 
     @property
     def blob_root(self) -> Path:

@@ -88,3 +88,7 @@ class ProviderRequestRejected(ProviderError):
 
 
 PROVIDER_FINAL_ERROR_TYPES: tuple[str, ...] = ("ProviderAuthError", "ProviderRequestRejected")
+
+# Error type of a quarantined document: every attempt of a step timed out on its heartbeat,
+# i.e. the worker running it died (crash, OOM kill) or hung, attempt after attempt.
+WORKER_LOST = "WorkerLost"

@@ -19,10 +19,18 @@ class DocStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Its steps kept killing (or hanging) the workers that ran them: stopped after a bounded
+    # number of attempts so it cannot crash-loop the fleet or hold up its run.
+    QUARANTINED = "quarantined"
 
     @property
     def terminal(self) -> bool:
-        return self in (DocStatus.COMPLETED, DocStatus.FAILED, DocStatus.CANCELLED)
+        return self in (
+            DocStatus.COMPLETED,
+            DocStatus.FAILED,
+            DocStatus.CANCELLED,
+            DocStatus.QUARANTINED,
+        )
 
 
 class RunState(StrEnum):
@@ -72,6 +80,12 @@ class PipelineOptions(BaseModel):
     max_parallel_ranges: int = 4
     # How soon a dead or hung worker is noticed on a long step.
     heartbeat_timeout_s: float = 30.0
+    # Poison documents: parse attempts (per queue) before a document whose parse keeps
+    # losing its worker is quarantined; with a large queue set, it gets as many more there.
+    # Documents of large_document_bytes or more go to the large queue from the start.
+    poison_max_attempts: int = 3
+    large_task_queue: str = ""
+    large_document_bytes: int = 0
 
 
 class RunInput(BaseModel):
@@ -86,6 +100,7 @@ class RunInput(BaseModel):
     completed: int = 0
     failed: int = 0
     cancelled: int = 0
+    quarantined: int = 0
 
 
 class DocumentTask(BaseModel):
@@ -128,6 +143,7 @@ class RunProgress(BaseModel):
     cancelled: int
     running: int
     documents: list[DocumentProgress] = Field(default_factory=list)
+    quarantined: int = 0
 
 
 class RetryRequest(BaseModel):
@@ -158,6 +174,7 @@ class RunCounts(BaseModel):
     completed: int
     failed: int
     cancelled: int
+    quarantined: int = 0
 
 
 class FetchDocumentsInput(BaseModel):
@@ -238,6 +255,10 @@ class DocumentMetadata(BaseModel):
     tables: int = 0
     pictures: int = 0
     text_items: int = 0
+    # The file was damaged and indexed anyway (DOCINDEX_RECOVER_DAMAGED_FILES): its text
+    # may be incomplete or wrong. ``damage`` says what was damaged.
+    recovered: bool = False
+    damage: str | None = None
 
 
 class DocumentSummary(BaseModel):
@@ -358,3 +379,4 @@ class RunSummary(BaseModel):
     completed: int
     failed: int
     cancelled: int
+    quarantined: int = 0

@@ -46,4 +46,7 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         range_pages=settings.range_pages,
         max_parallel_ranges=settings.max_parallel_ranges,
         heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        poison_max_attempts=settings.poison_max_attempts,
+        large_task_queue=settings.large_task_queue,
+        large_document_bytes=settings.large_document_bytes,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from docling_core.types.doc import DocItemLabel, DoclingDocument
 
 from docindex.models import DocumentMetadata
+from docindex.pipeline.parsing import recovered_damage
 
 _MAX_HEADINGS = 50
 
@@ -19,6 +20,7 @@ def extract_metadata(document: DoclingDocument, kind: str, pipeline: str) -> Doc
             headings.append(item.text.strip())
     if title is None and headings:
         title = headings[0]
+    damage = recovered_damage(document)
     return DocumentMetadata(
         title=title,
         kind=kind,
@@ -28,4 +30,6 @@ def extract_metadata(document: DoclingDocument, kind: str, pipeline: str) -> Doc
         tables=len(document.tables),
         pictures=len(document.pictures),
         text_items=len(document.texts),
+        recovered=damage is not None,
+        damage=damage,
     )
