@@ -7,20 +7,24 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from docindex import __version__
+from docindex.auth import KeyVerifier
 from docindex.blobstore import BlobStore
 from docindex.config import Settings, get_settings
 from docindex.database import create_pool
+from docindex.ratelimit import RateLimiter
 from docindex.runs import resume_orphaned_runs
 from docindex.search_attributes import ensure_registered
 from docindex.telemetry import setup_tracing
 from docindex.temporal_client import connect
 
-from .deps import Resources
+from .body_limit import BodySizeLimit
+from .deps import Resources, authenticate
 from .routes import documents, health, metrics, retries, runs, search
+from .schemas import problems
 
 log = logging.getLogger(__name__)
 RECONCILE_EVERY_S = 30.0
@@ -48,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pool=pool,
             blobs=BlobStore.from_settings(settings),
             temporal=await connect(settings),
+            keys=KeyVerifier(pool),
+            limiter=RateLimiter(settings.rate_limit, settings.rate_limit_storage),
         )
         app.state.resources = resources
         await ensure_registered(resources.temporal, settings.temporal_namespace)
@@ -66,9 +72,48 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Durable document indexing for RAG on Temporal",
         lifespan=lifespan,
     )
-    for module in (documents, runs, retries, search, health, metrics):
+    # Everything a tenant owns needs its key; health and metrics are for the platform.
+    for module in (documents, runs, retries, search):
+        app.include_router(
+            module.router,
+            dependencies=[Depends(authenticate)],
+            responses=problems(401, 429, 503),
+        )
+    for module in (health, metrics):
         app.include_router(module.router)
+    # Postgres down, restarting or out of connections: the request would succeed later, so
+    # answer 503 with Retry-After (clients and load balancers retry), not a 500 stack trace.
+    # OSError and TimeoutError count only when raised from asyncpg (connect, pool acquire):
+    # a missing blob is a different problem.
+    import traceback
+
+    import asyncpg
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        frames = traceback.extract_tb(exc.__traceback__)
+        if isinstance(exc, OSError | TimeoutError) and not any(
+            "asyncpg" in f.filename for f in frames
+        ):
+            raise exc
+        log.warning("database unavailable for %s: %r", request.url.path, exc)
+        return JSONResponse(
+            {"detail": "the database is unavailable; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    for exc_type in (
+        asyncpg.PostgresConnectionError,  # class 08: connection lost or refused
+        asyncpg.exceptions.OperatorInterventionError,  # 57P: shutting down, starting up
+        asyncpg.exceptions.TooManyConnectionsError,
+        OSError,
+        TimeoutError,
+    ):
+        app.add_exception_handler(exc_type, database_unavailable)
     app.middleware("http")(metrics.measure)
+    app.add_middleware(BodySizeLimit, max_bytes=lambda: settings.max_request_bytes)
     setup_tracing("docindex-api")
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
     return app

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field
 from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
+from docindex.auth import KeyVerifier, Principal
 from docindex.blobstore import BlobStore
 from docindex.config import Settings
 from docindex.pipeline.embedders import Embedder
+from docindex.ratelimit import RateLimiter
 
 
 @dataclass
@@ -21,6 +25,8 @@ class Resources:
     pool: asyncpg.Pool
     blobs: BlobStore
     temporal: Client
+    keys: KeyVerifier
+    limiter: RateLimiter
     _embedder: asyncio.Future[Embedder] | None = field(default=None)
 
     def load_embedder(self) -> asyncio.Future[Embedder]:
@@ -41,3 +47,41 @@ def get_resources(request: Request) -> Resources:
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="A tenant's API key (`docindex keys create --tenant NAME`)",
+)
+
+
+async def authenticate(
+    request: Request,
+    res: ResourcesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Principal:
+    """The calling tenant, from its key; every request also counts against its key's limit."""
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "an API key is required: Authorization: Bearer <key>",
+            headers=challenge,
+        )
+    principal = await res.keys.verify(credentials.credentials)
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "unknown or revoked API key", headers=challenge
+        )
+    retry_after = await res.limiter.acquire(principal.key_id)
+    if retry_after is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"rate limit of this API key ({res.settings.rate_limit}) exceeded",
+            headers={"Retry-After": str(math.ceil(retry_after))},
+        )
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]

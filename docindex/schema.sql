@@ -59,3 +59,28 @@ ALTER TABLE chunks ADD COLUMN IF NOT EXISTS context text;
 ALTER TABLE documents ADD COLUMN IF NOT EXISTS tokens jsonb NOT NULL DEFAULT '{}'::jsonb;
 ALTER TABLE documents ADD COLUMN IF NOT EXISTS cost_usd double precision NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS trace_id text;
+
+-- Tenants and their API keys. Only a key's SHA-256 is stored: keys are 256-bit random
+-- secrets, so a fast hash is enough and lookup is one indexed equality.
+CREATE TABLE IF NOT EXISTS tenants (
+    tenant_id       text PRIMARY KEY,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id          text PRIMARY KEY,
+    tenant_id       text NOT NULL REFERENCES tenants (tenant_id) ON DELETE CASCADE,
+    key_hash        bytea NOT NULL UNIQUE,
+    name            text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    revoked_at      timestamptz
+);
+-- Rows from before tenants existed belong to the 'default' tenant.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS tenant_id text NOT NULL DEFAULT 'default';
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS tenant_id text NOT NULL DEFAULT 'default';
+CREATE INDEX IF NOT EXISTS documents_tenant_sha256 ON documents (tenant_id, sha256);
+CREATE INDEX IF NOT EXISTS runs_tenant_status ON runs (tenant_id, status);
+-- An upload's Idempotency-Key and a fingerprint of what it carried.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS idempotency_key text;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS request_fingerprint text;
+CREATE UNIQUE INDEX IF NOT EXISTS runs_tenant_idempotency_key
+    ON runs (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL;

@@ -12,8 +12,9 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -72,6 +73,16 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_cli(),
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",
+        # As `docindex dev` runs it: tenants' tasks are dispatched fairly.
+        # One partition per task queue: dispatch order is then the server's order alone.
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "matching.enableFairness=true",
+            "--dynamic-config-value",
+            "matching.numTaskqueueReadPartitions=1",
+            "--dynamic-config-value",
+            "matching.numTaskqueueWritePartitions=1",
+        ],
     )
     try:
         yield env
@@ -142,9 +153,7 @@ async def run_workers(workers: list) -> AsyncIterator[None]:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def api(
-    settings: Settings, client: Client, workers: None
-) -> AsyncIterator[httpx.AsyncClient]:
+async def api_app(settings: Settings, client: Client, workers: None) -> AsyncIterator[Any]:
     """The real FastAPI app, in-process, talking to the session's Temporal and Postgres."""
     from api.app import create_app
 
@@ -156,6 +165,43 @@ async def api(
         )
     )
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://docindex") as http:
-            yield http
+        yield app
+
+
+TenantClient = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+@pytest_asyncio.fixture
+async def tenant_client(api_app: Any) -> AsyncIterator[TenantClient]:
+    """Make HTTP clients of the app, each with the key of a tenant (a fresh one by default)."""
+    from docindex.auth import create_api_key
+
+    opened: list[httpx.AsyncClient] = []
+
+    async def make(tenant: str | None = None, key: str | None = None) -> httpx.AsyncClient:
+        tenant = tenant or f"t-{uuid.uuid4().hex[:10]}"
+        key = key or await create_api_key(api_app.state.resources.pool, tenant)
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=api_app),
+            base_url="http://docindex",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        http.tenant = tenant  # type: ignore[attr-defined]
+        opened.append(http)
+        return http
+
+    yield make
+    for http in opened:
+        await http.aclose()
+
+
+@pytest_asyncio.fixture
+async def default_api(tenant_client: TenantClient) -> httpx.AsyncClient:
+    """An API client of the 'default' tenant: runs recorded without the API belong to it."""
+    return await tenant_client(tenant="default")
+
+
+@pytest_asyncio.fixture
+async def api(tenant_client: TenantClient) -> httpx.AsyncClient:
+    """An API client with the key of a tenant of its own: each test sees only its uploads."""
+    return await tenant_client()

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import httpx
+from temporalio.client import Client
+
+from docindex.config import Settings
 
 TERMINAL_RUN_STATES = {"completed", "completed_with_errors", "failed", "cancelled", "terminated"}
 
@@ -18,6 +23,7 @@ async def wait_for_run(
     run_id: str,
     limit_s: float = 240.0,
     seen: list[dict[str, Any]] | None = None,
+    poll_s: float = 0.25,
 ) -> dict[str, Any]:
     """Poll the run until it is terminal; every status read is appended to ``seen``."""
     deadline = time.monotonic() + limit_s
@@ -30,7 +36,7 @@ async def wait_for_run(
             seen.append(body)
         if body["status"] in TERMINAL_RUN_STATES:
             return body
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(poll_s)
     raise AssertionError(f"run {run_id} did not finish in {limit_s}s: {body}")
 
 
@@ -49,3 +55,23 @@ def unique(data: bytes) -> bytes:
     """The same document with different bytes (a trailing PDF comment), so no earlier
     test's step artifacts, which are keyed by content, are reused."""
     return data + f"\n% test {uuid.uuid4()}\n".encode()
+
+
+@contextlib.asynccontextmanager
+async def app_with(
+    settings: Settings, client: Client, **overrides: Any
+) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """An API with other limits, over the session's Temporal, Postgres and workers."""
+    overrides.setdefault("temporal_address", client.service_client.config.target_host)
+    from api.app import create_app
+    from docindex.auth import create_api_key
+
+    app = create_app(settings.model_copy(update=overrides))
+    async with app.router.lifespan_context(app):
+        key = await create_api_key(app.state.resources.pool, f"t-{uuid.uuid4().hex[:10]}")
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://docindex",
+            headers={"Authorization": f"Bearer {key}"},
+        ) as http:
+            yield app, http

@@ -63,8 +63,9 @@ async def pending_range_in_progress(
 
 
 async def test_killed_worker_loses_only_unsaved_pages(
-    api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path, tmp_path: Path
+    default_api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path, tmp_path: Path
 ) -> None:
+    api = default_api  # runs recorded without the API belong to 'default'
     cpu_queue = f"big-pdf-cpu-{uuid.uuid4().hex[:6]}"
     env = worker_env(
         settings,

@@ -76,8 +76,9 @@ async def wait_until_parsing_ranges(client: Client, run_id: str, document_id: st
 
 
 async def test_cancelling_a_run_stops_running_and_queued_documents(
-    api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
+    default_api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
 ) -> None:
+    api = default_api  # runs recorded without the API belong to 'default'
     files = [
         ("GeoTopo.pdf", unique((corpus / BIG_PDF).read_bytes())),
         ("later-1.md", b"# Later\n\nqueued behind the big one"),
@@ -117,8 +118,9 @@ async def test_cancelling_a_run_stops_running_and_queued_documents(
 
 
 async def test_cancelling_one_document_leaves_the_rest_of_the_run(
-    api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
+    default_api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
 ) -> None:
+    api = default_api  # runs recorded without the API belong to 'default'
     files = [
         ("GeoTopo.pdf", unique((corpus / BIG_PDF).read_bytes())),
         ("note.md", b"# Note\n\nthis one should complete"),

@@ -20,6 +20,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from api.app import create_app
+from docindex.auth import create_api_key
 from docindex.config import Settings
 from docindex.ids import document_workflow_id, run_workflow_id
 from docindex.models import RunInput, RunSummary
@@ -85,8 +86,12 @@ async def api_for(settings: Settings, client: Client) -> AsyncIterator[httpx.Asy
         settings.model_copy(update={"temporal_address": client.service_client.config.target_host})
     )
     async with app.router.lifespan_context(app):
+        # Runs recorded without the API (record_run) belong to the 'default' tenant.
+        key = await create_api_key(app.state.resources.pool, "default")
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://docindex"
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://docindex",
+            headers={"Authorization": f"Bearer {key}"},
         ) as http:
             yield http
 
@@ -125,8 +130,9 @@ def respond(request: dict[str, Any]) -> Any:
 
 
 async def test_voyage_embeds_in_batches_retries_after_429_and_records_cost(
-    api: httpx.AsyncClient, client: Client, settings: Settings, voyage: FakeVoyage
+    default_api: httpx.AsyncClient, client: Client, settings: Settings, voyage: FakeVoyage
 ) -> None:
+    api = default_api  # runs recorded without the API belong to 'default'
     voyage_settings = provider_settings(
         settings,
         embedder="voyage",
@@ -170,8 +176,9 @@ async def test_voyage_embeds_in_batches_retries_after_429_and_records_cost(
 
 
 async def test_an_invalid_voyage_key_fails_the_document_once_with_a_typed_error(
-    api: httpx.AsyncClient, client: Client, settings: Settings, voyage: FakeVoyage
+    default_api: httpx.AsyncClient, client: Client, settings: Settings, voyage: FakeVoyage
 ) -> None:
+    api = default_api  # runs recorded without the API belong to 'default'
     bad = provider_settings(
         settings,
         embedder="voyage",
@@ -197,8 +204,9 @@ async def test_an_invalid_voyage_key_fails_the_document_once_with_a_typed_error(
 
 
 async def test_anthropic_enrichment_adds_metadata_and_cached_chunk_contexts(
-    api: httpx.AsyncClient, client: Client, settings: Settings, anthropic_api: FakeAnthropic
+    default_api: httpx.AsyncClient, client: Client, settings: Settings, anthropic_api: FakeAnthropic
 ) -> None:
+    api = default_api  # runs recorded without the API belong to 'default'
     enriching = provider_settings(
         settings,
         enricher="anthropic",
@@ -239,8 +247,9 @@ async def test_anthropic_enrichment_adds_metadata_and_cached_chunk_contexts(
 
 
 async def test_enrichment_without_a_key_is_skipped_not_failed(
-    api: httpx.AsyncClient, client: Client, settings: Settings
+    default_api: httpx.AsyncClient, client: Client, settings: Settings
 ) -> None:
+    api = default_api  # runs recorded without the API belong to 'default'
     keyless = provider_settings(settings, enricher="anthropic", anthropic_api_key=None)
     async with hosted_worker(client, keyless):
         run_id = await index(client, keyless, NOTE)

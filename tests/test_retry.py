@@ -18,6 +18,7 @@ from docindex.ids import document_workflow_id, run_workflow_id
 from docindex.models import ChunkResult, EmbedResult, ParseResult, RetryRequest
 from docindex.runs import retry_run
 
+from .conftest import TenantClient
 from .fakes import FakeVoyage
 from .helpers import chunk_rows, wait_for_run
 from .test_providers import NOTE, VOYAGE_KEY, hosted_worker, index, provider_settings
@@ -57,8 +58,9 @@ async def executions(client: Client, workflow_id: str) -> int:
 
 
 async def test_after_a_provider_outage_retry_reembeds_without_reparsing(
-    api: httpx.AsyncClient, client: Client, settings: Settings, workers: None
+    default_api: httpx.AsyncClient, client: Client, settings: Settings, workers: None
 ) -> None:
+    api = default_api  # runs recorded without the API belong to 'default'
     with FakeVoyage(api_key=VOYAGE_KEY) as voyage:
         broken = provider_settings(
             settings,
@@ -132,14 +134,16 @@ async def test_retry_reindex_and_bulk_retry_through_the_api(
 
 
 async def test_delete_removes_chunks_and_unshared_blobs(
-    api: httpx.AsyncClient, settings: Settings
+    api: httpx.AsyncClient, tenant_client: TenantClient, settings: Settings
 ) -> None:
     body = f"# Heron notes\n\nGrey herons wade in shallow water. {uuid.uuid4()}".encode()
     runs = []
-    for _ in range(2):  # the same bytes, uploaded twice
-        accepted = (await api.post("/v1/documents", files=[("files", ("h.md", body))])).json()
+    # The same bytes uploaded by two tenants: one stored file, two documents.
+    other = await tenant_client()
+    for http in (api, other):
+        accepted = (await http.post("/v1/documents", files=[("files", ("h.md", body))])).json()
         runs.append(accepted)
-        await wait_for_run(api, accepted["run_id"])
+        await wait_for_run(http, accepted["run_id"])
     first, second = (r["documents"][0] for r in runs)
     blobs = BlobStore.from_settings(settings)
     upload_key = f"uploads/sha256/{first['sha256']}"
@@ -149,7 +153,9 @@ async def test_delete_removes_chunks_and_unshared_blobs(
     assert await chunk_rows(settings.database_url or "", first["document_id"]) == 0
     assert await blobs.exists(upload_key), "still used by the second upload"
 
-    assert (await api.delete(f"/v1/documents/{second['document_id']}")).status_code == 204
+    # A tenant cannot delete the other's document; its owner can.
+    assert (await api.delete(f"/v1/documents/{second['document_id']}")).status_code == 404
+    assert (await other.delete(f"/v1/documents/{second['document_id']}")).status_code == 204
     assert not await blobs.exists(upload_key)
     assert not await blobs.exists(f"parsed/{first['sha256']}/simple.meta.json")
     hits = (await api.post("/v1/search", json={"query": "grey herons wade", "top_k": 10})).json()

@@ -224,8 +224,9 @@ async def test_recipe_1_2_failed_documents_their_reasons_and_status(
 
 
 async def test_recipe_3_6_heartbeats_and_pausing_page_ranges(
-    api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
+    default_api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
 ) -> None:
+    api = default_api  # runs recorded without the API belong to 'default'
     # 117 pages in 2-page ranges: 59 ranges for two CPU slots, so for several seconds
     # most of them wait for a worker, which is what a pause can catch.
     run_id, (doc,) = await start_run(
@@ -396,8 +397,9 @@ async def test_recipe_3_6_heartbeats_and_pausing_page_ranges(
 
 
 async def test_recipe_4_cancel_a_document_and_a_run(
-    api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
+    default_api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
 ) -> None:
+    api = default_api  # runs recorded without the API belong to 'default'
     big = (corpus / BIG_PDF).read_bytes()
     options = {"split_pdf_pages": 20, "range_pages": 10, "heartbeat_timeout_s": 5.0}
     one_run, (one, bystander) = await start_run(
@@ -441,8 +443,9 @@ async def api_json(api: httpx.AsyncClient, path: str) -> dict:
 
 
 async def test_recipe_5_terminate_a_run(
-    api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
+    default_api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
 ) -> None:
+    api = default_api  # runs recorded without the API belong to 'default'
     run_id, (big, queued) = await start_run(
         client,
         settings,
@@ -488,8 +491,9 @@ async def test_recipe_5_terminate_a_run(
 
 
 async def test_recipe_5_7_terminate_a_document_then_reset_it(
-    api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
+    default_api: httpx.AsyncClient, client: Client, settings: Settings, corpus: Path
 ) -> None:
+    api = default_api  # runs recorded without the API belong to 'default'
     run_id, (doc, other) = await start_run(
         client,
         settings,

@@ -20,19 +20,35 @@ from docindex.models import RunInput, RunSummary
 from docindex.runs import resume_orphaned_runs, start_run
 from docindex.search_attributes import ERROR_TYPE
 from docindex.temporal_client import pipeline_options
+from workers.factory import Queue, build_workers
 
-from .helpers import wait_for_run
+from .conftest import run_workers
+from .helpers import app_with, wait_for_run
+
+# What every file of the corpus's broken/ must end as: (status, error type).
+BROKEN_OUTCOMES: dict[str, tuple[str, str | None]] = {
+    "empty.pdf": ("failed", "EmptyDocument"),
+    "2206.01062_pg3.pdf": ("failed", "EncryptedDocument"),
+    "r6-user-password.pdf": ("failed", "EncryptedDocument"),
+    "password_protected.xlsx": ("failed", "EncryptedDocument"),
+    "GHOSTSCRIPT-698804-1-fuzzed.pdf": ("failed", "EmptyDocument"),
+    "bug1606566.pdf": ("failed", "CorruptDocument"),
+    "zen_of_python_corrupted.pdf": ("failed", "CorruptDocument"),
+    "fake-power-point-malformed.pptx": ("failed", "CorruptDocument"),
+    # Owner-password only: opens without a password, so it must index.
+    "r4-owner-password.pdf": ("completed", None),
+}
 
 
 async def test_broken_files_fail_typed_on_first_attempt_and_the_rest_completes(
     api: httpx.AsyncClient, corpus: Path, client: Client
 ) -> None:
+    broken = sorted((corpus / "broken").iterdir())
+    assert {p.name for p in broken} == set(BROKEN_OUTCOMES), "a broken file without outcome"
     files = [
         ("files", ("crazyones.pdf", (corpus / "pdf/pypdf/crazyones.pdf").read_bytes())),
-        ("files", ("empty.pdf", b"")),
-        ("files", ("locked.pdf", (corpus / "broken/r6-user-password.pdf").read_bytes())),
+        *(("files", (p.name, p.read_bytes())) for p in broken),
         ("files", ("notes.pdf", b"this is plain text pretending to be a PDF\n")),
-        ("files", ("sheet.xlsx", (corpus / "broken/password_protected.xlsx").read_bytes())),
         ("files", ("blob.pdf", bytes(range(256)) * 8)),
     ]
     accepted = (await api.post("/v1/documents", files=files)).json()
@@ -40,24 +56,25 @@ async def test_broken_files_fail_typed_on_first_attempt_and_the_rest_completes(
     assert run["status"] == "completed_with_errors"
     outcome = {d["filename"]: (d["status"], d["error_type"]) for d in run["documents"]}
     assert outcome == {
+        **BROKEN_OUTCOMES,
         "crazyones.pdf": ("completed", None),
-        "empty.pdf": ("failed", "EmptyDocument"),
-        "locked.pdf": ("failed", "EncryptedDocument"),
         # Detected from the bytes, not the name: this "PDF" is text, and is indexed as such.
         "notes.pdf": ("completed", None),
-        "sheet.xlsx": ("failed", "EncryptedDocument"),
         "blob.pdf": ("failed", "UnsupportedFormat"),
     }
-    assert (run["completed"], run["failed"]) == (2, 4)
     failed = [d for d in run["documents"] if d["status"] == "failed"]
+    assert (run["completed"], run["failed"]) == (3, len(failed)) == (3, 9)
     assert all(d["error"] for d in failed)
+    damaged = {d["filename"]: d["error"] for d in failed if d["error_type"] == "CorruptDocument"}
+    assert "Adler-32 checksum" in damaged["zen_of_python_corrupted.pdf"]
+    assert "no position or size" in damaged["fake-power-point-malformed.pptx"]
 
     # Operators find them the way the runbook says, with the reason attached.
     query = f"IndexingRunId = '{accepted['run_id']}' AND DocStatus = 'failed'"
     listed = {}
     for _ in range(50):  # visibility is eventually consistent
         listed = {wf.id: wf async for wf in client.list_workflows(query)}
-        if len(listed) == 4:
+        if len(listed) == len(failed):
             break
         await asyncio.sleep(0.2)
     assert sorted(listed) == sorted(
@@ -69,7 +86,7 @@ async def test_broken_files_fail_typed_on_first_attempt_and_the_rest_completes(
         assert wf.typed_search_attributes.get(ERROR_TYPE) == doc["error_type"]
         assert (await wf.memo_value("filename")) == doc["filename"]
     completed_query = f"IndexingRunId = '{accepted['run_id']}' AND DocStatus = 'completed'"
-    assert len([wf async for wf in client.list_workflows(completed_query)]) == 2
+    assert len([wf async for wf in client.list_workflows(completed_query)]) == 3
 
     # One attempt each: no retry storm for input that can never parse.
     for doc in failed:
@@ -81,10 +98,48 @@ async def test_broken_files_fail_typed_on_first_attempt_and_the_rest_completes(
             for e in history.events
             if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
         ]
-        # parse (1 attempt) + recording the outcome (1 attempt)
-        assert attempts == [1, 1], (doc["filename"], attempts)
+        # inspect (+ parse, for what only parsing finds) + recording the outcome
+        assert attempts in ([1, 1], [1, 1, 1]), (doc["filename"], attempts)
+        # Exactly one activity failed, once, with the typed, non-retryable error.
+        failures = [
+            e.activity_task_failed_event_attributes.failure
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
+        ]
+        assert len(failures) == 1, (doc["filename"], failures)
+        info = failures[0].application_failure_info
+        assert (info.type, info.non_retryable) == (doc["error_type"], True), doc["filename"]
         detail = (await api.get(f"/v1/documents/{doc['document_id']}")).json()
         assert detail["status"] == "failed" and detail["error_type"] == doc["error_type"]
+        assert detail["error"] == doc["error"]
+
+
+async def test_recover_switch_indexes_damaged_files_with_the_damage_in_metadata(
+    client: Client, corpus: Path, settings: Settings, workers: None
+) -> None:
+    """DOCINDEX_RECOVER_DAMAGED_FILES=true on a CPU worker of its own queue: the damaged
+    files index, and their metadata says they were recovered and why."""
+    recovering = settings.model_copy(
+        update={
+            "cpu_task_queue": f"test-cpu-recover-{uuid.uuid4().hex[:6]}",
+            "recover_damaged_files": True,
+        }
+    )
+    names = ["zen_of_python_corrupted.pdf", "fake-power-point-malformed.pptx"]
+    async with (
+        build_workers(Queue.CPU, client, recovering, settings.database_url or "") as cpu,
+        run_workers(cpu),
+        app_with(settings, client, cpu_task_queue=recovering.cpu_task_queue) as (_, api),
+    ):
+        files = [("files", (n, (corpus / "broken" / n).read_bytes())) for n in names]
+        accepted = (await api.post("/v1/documents", files=files)).json()
+        run = await wait_for_run(api, accepted["run_id"])
+        assert run["status"] == "completed", run
+        for doc in run["documents"]:
+            metadata = (await api.get(f"/v1/documents/{doc['document_id']}")).json()["metadata"]
+            assert metadata["recovered"] is True, (doc["filename"], metadata)
+            expected = "Adler-32" if doc["filename"].endswith(".pdf") else "no position or size"
+            assert expected in metadata["damage"], metadata
 
 
 async def record_run(settings: Settings, count: int, body: str | None = None) -> str:
@@ -115,9 +170,10 @@ async def record_run(settings: Settings, count: int, body: str | None = None) ->
 
 
 async def test_a_run_whose_start_was_lost_is_resumed_once(
-    api: httpx.AsyncClient, client: Client, settings: Settings
+    default_api: httpx.AsyncClient, client: Client, settings: Settings
 ) -> None:
     """The API died after storing the files and recording the run, before starting it."""
+    api = default_api  # runs recorded without the API belong to 'default'
     run_id = await record_run(settings, 2)
     pool = await create_pool(settings.database_url or "")
     try:
@@ -131,9 +187,10 @@ async def test_a_run_whose_start_was_lost_is_resumed_once(
 
 
 async def test_large_run_continues_as_new_and_completes(
-    api: httpx.AsyncClient, client: Client, settings: Settings
+    default_api: httpx.AsyncClient, client: Client, settings: Settings
 ) -> None:
     """Seven documents with a batch of three: two continue-as-new hops, no lost document."""
+    api = default_api  # runs recorded without the API belong to 'default'
     run_id = await record_run(settings, 7)
     options = pipeline_options(settings).model_copy(
         update={"documents_per_execution": 3, "max_concurrent_documents": 2}
@@ -170,21 +227,23 @@ async def test_encrypted_pdf_parses_with_its_password_which_stays_out_of_history
 ) -> None:
     secret = "asdfzxcv"  # the corpus's user password for this file
     data = (corpus / "broken/r6-user-password.pdf").read_bytes()
-    right = (
-        await api.post(
-            "/v1/documents", files=[("files", ("r6.pdf", data))], data={"password": secret}
-        )
-    ).json()
     wrong = (
         await api.post(
             "/v1/documents", files=[("files", ("r6.pdf", data))], data={"password": "nope"}
         )
     ).json()
-    ok = await wait_for_run(api, right["run_id"])
     bad = await wait_for_run(api, wrong["run_id"])
-    assert ok["status"] == "completed" and ok["documents"][0]["chunk_count"] >= 1
     assert bad["documents"][0]["error_type"] == "EncryptedDocument"
     assert "wrong" in bad["documents"][0]["error"]
+    # The same bytes again, now with the right password: a failed document is no duplicate.
+    right = (
+        await api.post(
+            "/v1/documents", files=[("files", ("r6.pdf", data))], data={"password": secret}
+        )
+    ).json()
+    assert not right["documents"][0]["duplicate"]
+    ok = await wait_for_run(api, right["run_id"])
+    assert ok["status"] == "completed" and ok["documents"][0]["chunk_count"] >= 1
 
     for run_id in (right["run_id"], wrong["run_id"]):
         histories = [await client.get_workflow_handle(f"index-run/{run_id}").fetch_history()]

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from docindex import repository, runs
 from docindex.models import RetryRequest
 
-from ..deps import ResourcesDep
+from ..deps import PrincipalDep, ResourcesDep
 
 router = APIRouter(prefix="/v1/retries", tags=["runs"])
 
@@ -26,12 +26,16 @@ class BulkRetryAccepted(BaseModel):
 
 
 @router.post("", response_model=BulkRetryAccepted)
-async def retry_by_error_type(body: BulkRetry, res: ResourcesDep) -> BulkRetryAccepted:
-    """After a provider outage: re-run every document that failed with ``error_type``."""
-    run_ids = await repository.runs_with_failures(res.pool, body.error_type, body.since)
+async def retry_by_error_type(
+    body: BulkRetry, res: ResourcesDep, principal: PrincipalDep
+) -> BulkRetryAccepted:
+    """After a provider outage: re-run every document of this tenant that failed with
+    ``error_type``."""
+    tenant = principal.tenant_id
+    run_ids = await repository.runs_with_failures(res.pool, body.error_type, body.since, tenant)
     documents = 0
     for run_id in run_ids:
-        run = await repository.get_run(res.pool, run_id)
+        run = await repository.get_run(res.pool, run_id, tenant)
         if run is None:
             continue
         accepted = await runs.retry_run(
@@ -40,6 +44,7 @@ async def retry_by_error_type(body: BulkRetry, res: ResourcesDep) -> BulkRetryAc
             run_id,
             run["document_count"],
             RetryRequest(error_types=[body.error_type]),
+            tenant,
         )
         documents += len(accepted.document_ids)
     return BulkRetryAccepted(runs=len(run_ids), documents=documents)

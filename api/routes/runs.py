@@ -15,18 +15,18 @@ from docindex import repository, runs
 from docindex.models import DocStatus, RetryAccepted, RetryRequest, RunProgress, RunState
 from workflows import names
 
-from ..deps import ResourcesDep
-from ..schemas import DocumentStatus, RunStatus
+from ..deps import PrincipalDep, ResourcesDep
+from ..schemas import DocumentStatus, RunStatus, problems
 
-router = APIRouter(prefix="/v1/runs", tags=["runs"])
+router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problems(404, 409))
 
 _OPEN = (RunState.QUEUED, RunState.RUNNING)
 _ENDED_UNRECORDED = (WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.TIMED_OUT)
 
 
 @router.get("/{run_id}", response_model=RunStatus)
-async def get_run(run_id: uuid.UUID, res: ResourcesDep) -> RunStatus:
-    run = await repository.get_run(res.pool, str(run_id))
+async def get_run(run_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep) -> RunStatus:
+    run = await repository.get_run(res.pool, str(run_id), principal.tenant_id)
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such run")
     rows = await repository.list_run_documents(res.pool, str(run_id))
@@ -50,6 +50,7 @@ async def get_run(run_id: uuid.UUID, res: ResourcesDep) -> RunStatus:
             completed=by_status[DocStatus.COMPLETED],
             failed=by_status[DocStatus.FAILED],
             cancelled=by_status[DocStatus.CANCELLED],
+            quarantined=by_status[DocStatus.QUARANTINED],
             running=0,
             created_at=run["created_at"],
             finished_at=run["finished_at"],
@@ -75,6 +76,7 @@ async def get_run(run_id: uuid.UUID, res: ResourcesDep) -> RunStatus:
         completed=live.completed,
         failed=live.failed,
         cancelled=live.cancelled,
+        quarantined=live.quarantined,
         running=live.running,
         created_at=run["created_at"],
         finished_at=run["finished_at"],
@@ -137,11 +139,13 @@ async def _query_run(res: ResourcesDep, workflow_id: str) -> RunProgress | None:
 
 
 @router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
-async def cancel_run(run_id: uuid.UUID, res: ResourcesDep) -> dict[str, str]:
+async def cancel_run(
+    run_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep
+) -> dict[str, str]:
     """Cancel a run: running documents stop at their next heartbeat, their partial chunks
     are removed, and every unfinished document ends ``cancelled``. Same effect as
     ``temporal workflow cancel -w index-run/<run_id>``."""
-    run = await repository.get_run(res.pool, str(run_id))
+    run = await repository.get_run(res.pool, str(run_id), principal.tenant_id)
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such run")
     if run["status"] not in _OPEN:
@@ -161,19 +165,24 @@ class RetryBody(BaseModel):
 
 @router.post("/{run_id}/retry", response_model=RetryAccepted)
 async def retry_run(
-    run_id: uuid.UUID, res: ResourcesDep, body: RetryBody | None = None
+    run_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep, body: RetryBody | None = None
 ) -> RetryAccepted:
     """Index again the failed or cancelled documents of a run (an Update on the run).
 
     Steps that already succeeded for a document are not redone: their results are kept in
     the blob store, keyed by content and step configuration."""
-    run = await repository.get_run(res.pool, str(run_id))
+    run = await repository.get_run(res.pool, str(run_id), principal.tenant_id)
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such run")
     request = RetryRequest(error_types=body.error_types if body else None)
     try:
         return await runs.retry_run(
-            res.temporal, res.settings, str(run_id), run["document_count"], request
+            res.temporal,
+            res.settings,
+            str(run_id),
+            run["document_count"],
+            request,
+            principal.tenant_id,
         )
     except RPCError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc

@@ -7,20 +7,21 @@ from fastapi import APIRouter, HTTPException, status
 from docindex import repository
 from docindex.errors import ProviderError
 
-from ..deps import ResourcesDep
-from ..schemas import SearchHit, SearchRequest, SearchResponse
+from ..deps import PrincipalDep, ResourcesDep
+from ..schemas import SearchHit, SearchRequest, SearchResponse, problems
 from .metrics import SEARCH_SECONDS
 
-router = APIRouter(prefix="/v1/search", tags=["search"])
+router = APIRouter(prefix="/v1/search", tags=["search"], responses=problems(502))
 
 
 @router.post("", response_model=SearchResponse)
-async def search(body: SearchRequest, res: ResourcesDep) -> SearchResponse:
+async def search(body: SearchRequest, res: ResourcesDep, principal: PrincipalDep) -> SearchResponse:
+    """Chunks of this tenant's completed documents nearest to the query."""
     with SEARCH_SECONDS.time():
-        return await _search(body, res)
+        return await _search(body, res, principal.tenant_id)
 
 
-async def _search(body: SearchRequest, res: ResourcesDep) -> SearchResponse:
+async def _search(body: SearchRequest, res: ResourcesDep, tenant: str) -> SearchResponse:
     embedder = await res.embedder()
     try:
         vector = await embedder.embed_query(body.query)
@@ -30,7 +31,7 @@ async def _search(body: SearchRequest, res: ResourcesDep) -> SearchResponse:
             f"the embedding provider failed: {exc}",
             headers={"Retry-After": str(int(exc.retry_after_s))} if exc.retry_after_s else None,
         ) from exc
-    rows = await repository.search_chunks(res.pool, vector, embedder.model, body.top_k)
+    rows = await repository.search_chunks(res.pool, vector, embedder.model, body.top_k, tenant)
     return SearchResponse(
         model=embedder.model,
         results=[

@@ -1,0 +1,246 @@
+"""What the upload door refuses, what it stores once, and how it counts requests."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import uuid
+import zipfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+from temporalio.client import Client
+
+from docindex.auth import create_api_key
+from docindex.blobstore import upload_key
+from docindex.config import Settings
+
+from .conftest import TenantClient
+from .helpers import app_with, wait_for_run
+
+
+def text(words: str) -> bytes:
+    return f"{words} {uuid.uuid4()}\n".encode() * 10
+
+
+async def stored(app: Any, data: bytes) -> bool:
+    return await app.state.resources.blobs.exists(upload_key(hashlib.sha256(data).hexdigest()))
+
+
+async def test_limits_are_enforced_before_anything_is_stored(
+    settings: Settings, client: Client
+) -> None:
+    async with app_with(
+        settings,
+        client,
+        max_upload_bytes=2_000,
+        max_request_bytes=20_000,
+        max_files_per_request=3,
+    ) as (app, http):
+        big = b"x" * 2_001
+        response = await http.post("/v1/documents", files={"files": ("big.txt", big)})
+        assert response.status_code == 413 and "big.txt" in response.json()["detail"]
+        assert not await stored(app, big)
+
+        # A request over the limit is refused whether it declares its length or not.
+        huge = b"y" * 30_000
+        response = await http.post("/v1/documents", files={"files": ("huge.txt", huge)})
+        assert response.status_code == 413
+        assert "request body exceeds" in response.json()["detail"]
+
+        async def chunked() -> AsyncIterator[bytes]:
+            # A well-formed multipart file part that never ends, sent without a length.
+            yield (
+                b'--xyz\r\nContent-Disposition: form-data; name="files"; '
+                b'filename="endless.txt"\r\nContent-Type: text/plain\r\n\r\n'
+            )
+            for _ in range(40):
+                yield b"z" * 1_000
+
+        response = await http.post(
+            "/v1/documents",
+            content=chunked(),
+            headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+        )
+        assert response.status_code == 413
+
+        small = [("files", (f"{i}.txt", text(f"file {i}"))) for i in range(4)]
+        response = await http.post("/v1/documents", files=small)
+        assert response.status_code == 413 and "4 files" in response.json()["detail"]
+        assert not any([await stored(app, f[1][1]) for f in small])
+
+
+async def test_formats_are_judged_by_their_bytes(settings: Settings, client: Client) -> None:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("notes.txt", "not an office document")
+    refused = {
+        "report.pdf": b"\x7fELF\x02\x01\x01" + b"\x00" * 100,  # an executable named .pdf
+        "scan.docx": b"\x89PNG\r\n\x1a\n" + b"\x00" * 100,
+        "bundle.xlsx": archive.getvalue(),
+        "page.txt": b"<!doctype html><html><body>hi</body></html>",  # html is not allowed here
+    }
+    async with app_with(
+        settings, client, allowed_types=["pdf", "docx", "pptx", "xlsx", "md", "txt"]
+    ) as (app, http):
+        for name, data in refused.items():
+            response = await http.post("/v1/documents", files={"files": (name, data)})
+            assert response.status_code == 415, (name, response.text)
+            assert name in response.json()["detail"]
+            assert not await stored(app, data)
+        # A mixed request is refused whole: nothing of it is kept.
+        fine = text("fine")
+        response = await http.post(
+            "/v1/documents",
+            files=[("files", ("fine.txt", fine)), ("files", ("x.pdf", refused["report.pdf"]))],
+        )
+        assert response.status_code == 415
+        assert not await stored(app, fine)
+
+
+async def test_damaged_files_are_accepted_and_fail_typed(api: httpx.AsyncClient) -> None:
+    """The door refuses foreign formats only; a damaged document is the run's to judge."""
+    response = await api.post(
+        "/v1/documents",
+        files=[
+            ("files", ("empty.pdf", b"")),
+            ("files", ("ok.txt", text("an ordinary note"))),
+        ],
+    )
+    assert response.status_code == 202
+    run = await wait_for_run(api, response.json()["run_id"])
+    by_name = {d["filename"]: d for d in run["documents"]}
+    assert by_name["empty.pdf"]["status"] == "failed"
+    assert by_name["empty.pdf"]["error_type"] == "EmptyDocument"
+    assert by_name["ok.txt"]["status"] == "completed"
+
+
+async def test_file_names_never_become_paths(api: httpx.AsyncClient, settings: Settings) -> None:
+    data = text("traversal")
+    response = await api.post(
+        "/v1/documents", files={"files": ("..\\..\\../etc/pass\u202ewd.txt", data)}
+    )
+    assert response.status_code == 202
+    document = response.json()["documents"][0]
+    assert document["filename"] == "passwd.txt"
+    row = await api.get(f"/v1/documents/{document['document_id']}")
+    assert row.json()["sha256"] == hashlib.sha256(data).hexdigest()
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        key = await conn.fetchval(
+            "SELECT blob_key FROM documents WHERE document_id = $1",
+            uuid.UUID(document["document_id"]),
+        )
+    finally:
+        await conn.close()
+    assert key == upload_key(hashlib.sha256(data).hexdigest())
+    await wait_for_run(api, response.json()["run_id"])
+
+
+async def test_same_bytes_from_the_same_tenant_are_indexed_once(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    data = text("deduplicated minutes of the meeting")
+    first = await api.post(
+        "/v1/documents",
+        files=[("files", ("minutes.txt", data)), ("files", ("copy-of-minutes.txt", data))],
+    )
+    assert first.status_code == 202
+    docs = first.json()["documents"]
+    assert docs[0]["document_id"] == docs[1]["document_id"]
+    assert [d["duplicate"] for d in docs] == [False, True]
+    await wait_for_run(api, first.json()["run_id"])
+
+    again = await api.post("/v1/documents", files={"files": ("renamed.txt", data)})
+    assert again.status_code == 200
+    body = again.json()
+    assert body["run_id"] is None
+    assert body["documents"][0]["document_id"] == docs[0]["document_id"]
+    assert body["documents"][0]["duplicate"] is True
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        copies = await conn.fetchval(
+            "SELECT count(*) FROM documents WHERE sha256 = $1 AND tenant_id = $2",
+            hashlib.sha256(data).hexdigest(),
+            api.tenant,  # type: ignore[attr-defined]
+        )
+    finally:
+        await conn.close()
+    assert copies == 1
+
+
+async def test_idempotency_key_answers_a_repeat_with_the_first_result(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    data = text("idempotent upload")
+    key = str(uuid.uuid4())
+    headers = {"Idempotency-Key": key}
+
+    async def upload(payload: bytes) -> httpx.Response:
+        return await api.post("/v1/documents", files={"files": ("a.txt", payload)}, headers=headers)
+
+    # Two at once (a client retrying a timed-out request): one run between them.
+    first, second = await asyncio.gather(upload(data), upload(data))
+    assert {first.status_code, second.status_code} == {202}
+    assert first.json()["run_id"] == second.json()["run_id"]
+    assert first.json()["replayed"] != second.json()["replayed"]
+    later = await upload(data)
+    assert later.json()["run_id"] == first.json()["run_id"] and later.json()["replayed"]
+    assert later.json()["documents"] == first.json()["documents"]
+
+    different = await upload(text("something else"))
+    assert different.status_code == 422
+    assert "different upload" in different.json()["detail"]
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        runs = await conn.fetchval(
+            "SELECT count(*) FROM runs WHERE tenant_id = $1 AND idempotency_key = $2",
+            api.tenant,  # type: ignore[attr-defined]
+            key,
+        )
+    finally:
+        await conn.close()
+    assert runs == 1
+    await wait_for_run(api, first.json()["run_id"])
+
+
+async def test_each_key_has_its_own_rate_limit(settings: Settings, client: Client) -> None:
+    async with app_with(settings, client, rate_limit="3/minute") as (app, http):
+        for _ in range(3):
+            assert (await http.post("/v1/search", json={"query": "q"})).status_code == 200
+        refused = await http.post("/v1/search", json={"query": "q"})
+        assert refused.status_code == 429
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        other = await create_api_key(app.state.resources.pool, f"t-{uuid.uuid4().hex[:8]}")
+        response = await http.post(
+            "/v1/search", json={"query": "q"}, headers={"Authorization": f"Bearer {other}"}
+        )
+        assert response.status_code == 200
+
+
+async def test_a_tenant_over_its_active_run_limit_is_told_to_wait(
+    settings: Settings, client: Client, tenant_client: TenantClient
+) -> None:
+    # Runs go to a queue no worker polls, so the first one stays active.
+    async with app_with(
+        settings,
+        client,
+        tenant_max_active_runs=1,
+        workflow_task_queue=f"nobody-{uuid.uuid4().hex[:6]}",
+    ) as (_, http):
+        first = await http.post("/v1/documents", files={"files": ("1.txt", text("one"))})
+        assert first.status_code == 202
+        second = await http.post("/v1/documents", files={"files": ("2.txt", text("two"))})
+        assert second.status_code == 429
+        assert second.headers["retry-after"] == "30"
+        assert "runs queued or running" in second.json()["detail"]
+        # Other tenants are not held back by this one.
+        other = await tenant_client()
+        elsewhere = await other.post("/v1/documents", files={"files": ("3.txt", text("three"))})
+        assert elsewhere.status_code == 202
+        await wait_for_run(other, elsewhere.json()["run_id"])
+        await client.get_workflow_handle(first.json()["workflow_id"]).terminate("test over")
