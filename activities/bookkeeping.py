@@ -65,6 +65,7 @@ class Bookkeeping:
             completed=counts.get("completed", 0),
             failed=counts.get("failed", 0),
             cancelled=counts.get("cancelled", 0),
+            quarantined=counts.get("quarantined", 0),
         )
 
     @activity.defn(name=names.CANCEL_QUEUED_DOCUMENTS)

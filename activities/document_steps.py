@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,7 @@ from workflows import names
 
 from .embedding import load_contexts
 from .errors import document_errors_are_final
-from .heartbeat import run_blocking
+from .heartbeat import heartbeat_while, run_blocking
 
 
 class DocumentSteps:
@@ -59,13 +61,22 @@ class DocumentSteps:
         chunker: DocumentChunker,
         checkpoint_pages: int = 5,
         prices: dict[str, dict[str, float]] | None = None,
+        crash_on_sha256: str | None = None,
     ) -> None:
         self.checkpoint_pages = checkpoint_pages
+        # Test hook (DOCINDEX_TEST_CRASH_ON_SHA256), off unless set: simulates a document
+        # that crashes the parser hard enough to take the whole worker process down.
+        self.crash_on_sha256 = crash_on_sha256
         self.prices = prices or {}
         self.blobs = blobs
         self.pool = pool
         self.parser = parser
         self.chunker = chunker
+
+    def _crash_if_poison(self, sha256: str) -> None:
+        if self.crash_on_sha256 and sha256 == self.crash_on_sha256:
+            activity.logger.warning("TEST HOOK: killing this worker on %s", sha256)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     async def _password(self, key: str | None) -> str | None:
         return (await self.blobs.get(key)).decode() if key else None
@@ -82,6 +93,7 @@ class DocumentSteps:
     @activity.defn(name=names.PARSE_DOCUMENT)
     @document_errors_are_final
     async def parse_document(self, inp: ParseInput) -> ParseResult:
+        self._crash_if_poison(inp.sha256)
         data = await self.blobs.get(inp.blob_key)
         kind = detect_kind(data, inp.filename)
         pipeline = self.parser.pdf_pipeline if kind is DocumentKind.PDF else "simple"
@@ -132,6 +144,7 @@ class DocumentSteps:
     async def parse_page_range(self, inp: PageRangeInput) -> PageRangeResult:
         """Parse pages first..last, saving every few pages, so a retry after a crash or a
         heartbeat timeout resumes where the last attempt stopped, not at the first page."""
+        self._crash_if_poison(inp.sha256)
         total = inp.last_page - inp.first_page + 1
         previous = activity.info().heartbeat_details
         if previous:
@@ -240,19 +253,23 @@ class DocumentSteps:
             **(inp.summary.model_dump() if inp.summary else {}),
         }
         usage = combine(inp.usage)
-        count = await repository.store_document(
-            self.pool,
-            inp.document_id,
-            rows,
-            vectors,
-            inp.model,
-            inp.pages,
-            metadata,
-            tokens={
-                key: {**u.model_dump(), "cost_usd": cost_usd(u, self.prices)}
-                for key, u in usage.items()
-            },
-            cost_usd=sum(cost_usd(u, self.prices) for u in usage.values()),
+        # Heartbeats let a dead worker be noticed within the heartbeat timeout, not after
+        # the step's whole start-to-close timeout.
+        count = await heartbeat_while(
+            repository.store_document(
+                self.pool,
+                inp.document_id,
+                rows,
+                vectors,
+                inp.model,
+                inp.pages,
+                metadata,
+                tokens={
+                    key: {**u.model_dump(), "cost_usd": cost_usd(u, self.prices)}
+                    for key, u in usage.items()
+                },
+                cost_usd=sum(cost_usd(u, self.prices) for u in usage.values()),
+            )
         )
         return StoreResult(chunk_count=count)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -12,6 +13,26 @@ T = TypeVar("T")
 
 # Upper bound; an activity with a short heartbeat timeout beats faster (see interval()).
 HEARTBEAT_EVERY_S = 5.0
+
+# Threads running blocking work right now. A worker shutting down checks it: a thread whose
+# activity was cancelled cannot be interrupted, and is not worth waiting for.
+_busy = 0
+_busy_lock = threading.Lock()
+
+
+def busy_threads() -> int:
+    return _busy
+
+
+def _counted(func: Callable[..., T], *args: Any) -> T:
+    global _busy
+    with _busy_lock:
+        _busy += 1
+    try:
+        return func(*args)
+    finally:
+        with _busy_lock:
+            _busy -= 1
 
 
 def interval() -> float:
@@ -30,7 +51,7 @@ async def run_blocking(
     Heartbeats are what let Temporal notice a dead worker within the heartbeat timeout,
     and what carries cancellation to a running activity.
     """
-    return await heartbeat_while(asyncio.to_thread(func, *args), details=details)
+    return await heartbeat_while(asyncio.to_thread(_counted, func, *args), details=details)
 
 
 async def heartbeat_while(work: Awaitable[T], details: Callable[[], Any] | None = None) -> T:

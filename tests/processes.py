@@ -3,6 +3,8 @@ them or need several."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -50,3 +52,65 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
             p.wait(timeout=20)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+# Async variants, for async tests: in-process workers share the test's event loop, so a test
+# must never block it waiting for a process.
+
+
+async def spawn_worker(queue: str, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "docindex",
+            "worker",
+            "--queue",
+            queue,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def stop_async(processes: list[asyncio.subprocess.Process], grace_s: float = 30) -> None:
+    """SIGTERM, then SIGKILL whatever is still running after ``grace_s``."""
+    for p in processes:
+        if p.returncode is None:
+            p.terminate()
+    for p in processes:
+        try:
+            await asyncio.wait_for(p.wait(), grace_s)
+        except TimeoutError:
+            p.kill()
+            await p.wait()
+
+
+class KeptAlive:
+    """One worker process restarted whenever it dies, like a supervisor or an orchestrator
+    would; ``exits`` records how each incarnation ended."""
+
+    def __init__(self, queue: str, env: dict[str, str], log: Path) -> None:
+        self.queue, self.env, self.log = queue, env, log
+        self.exits: list[int] = []
+        self.process: asyncio.subprocess.Process | None = None
+        self._loop: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> KeptAlive:
+        self.process = await spawn_worker(self.queue, self.env, self.log)
+        self._loop = asyncio.create_task(self._keep())
+        return self
+
+    async def _keep(self) -> None:
+        while True:
+            assert self.process is not None
+            self.exits.append(await self.process.wait())
+            self.process = await spawn_worker(self.queue, self.env, self.log)
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._loop is not None
+        self._loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._loop
+        if self.process is not None:
+            await stop_async([self.process])

@@ -1,11 +1,20 @@
-"""``docindex worker --queue X``: run one worker until SIGINT/SIGTERM, then drain."""
+"""``docindex worker --queue X``: run one worker until SIGINT/SIGTERM, then drain.
+
+Shutdown is graceful: the worker stops polling, running activities get
+``DOCINDEX_WORKER_GRACEFUL_SHUTDOWN_S`` to finish, and those still running then are
+cancelled and handed back to Temporal, which retries them on another worker at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
+
+from opentelemetry import trace
 
 from docindex.config import Settings
 from docindex.metrics import worker_runtime
@@ -18,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 async def run_worker(queue: Queue, settings: Settings) -> None:
-    if settings.database_url is None and queue in (Queue.WORKFLOW, Queue.CPU):
+    if settings.database_url is None and queue in (Queue.WORKFLOW, Queue.CPU, Queue.LARGE):
         raise SystemExit("DOCINDEX_DATABASE_URL is required for a worker")
     setup_tracing(f"docindex-worker-{queue.value}")
     # Prometheus: the SDK's metrics and ours, on DOCINDEX_METRICS_PORT when set.
@@ -32,4 +41,31 @@ async def run_worker(queue: Queue, settings: Settings) -> None:
             for worker in workers:
                 await running.enter_async_context(worker)
             await stop.wait()
-            log.info("shutting down %s worker", queue.value)
+            log.info(
+                "shutting down %s worker: no new tasks; running ones get %ss to finish",
+                queue.value,
+                settings.worker_graceful_shutdown_s,
+            )
+        # Leaving the stack ran Worker.shutdown() on each: every activity has completed,
+        # failed or been handed back by now.
+    log.info("%s worker stopped", queue.value)
+    _exit_if_threads_abandoned()
+
+
+def _exit_if_threads_abandoned() -> None:
+    """A parse cancelled at shutdown keeps its thread busy (Docling cannot be interrupted),
+    and Python would wait for it before exiting. Its activity was already handed back and
+    its result would be thrown away, so exit now instead of minutes later."""
+    from activities.heartbeat import busy_threads
+
+    busy = busy_threads()
+    if not busy:
+        return
+    log.info("exiting without waiting for %d abandoned thread(s)", busy)
+    provider = trace.get_tracer_provider()
+    if hasattr(provider, "shutdown"):
+        provider.shutdown()  # flush spans: atexit handlers do not run after os._exit
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    TimeoutError,
+    TimeoutType,
+)
 
 with workflow.unsafe.imports_passed_through():
     from docindex import search_attributes as sa
-    from docindex.errors import DOCUMENT_ERROR_TYPES, PROVIDER_FINAL_ERROR_TYPES
+    from docindex.errors import DOCUMENT_ERROR_TYPES, PROVIDER_FINAL_ERROR_TYPES, WORKER_LOST
     from docindex.metrics import count_in_workflow
     from docindex.models import (
         ChunkInput,
@@ -77,11 +84,29 @@ STEP_RETRY = RetryPolicy(
 )
 
 
+def poison_retry(max_attempts: int) -> RetryPolicy:
+    """Steps that run Docling on untrusted bytes. A document that kills or hangs its worker
+    (segfault, out-of-memory kill) times out on every attempt; after ``max_attempts`` it is
+    quarantined instead of crash-looping the fleet."""
+    return dataclasses.replace(STEP_RETRY, maximum_attempts=max_attempts)
+
+
+# Storing needs Postgres: an outage of up to about half an hour is waited out (the run's own
+# bookkeeping waits for Postgres indefinitely), rather than failing every document that
+# reached this step meanwhile.
+STORE_RETRY = dataclasses.replace(STEP_RETRY, maximum_attempts=30)
+
+
 @workflow.defn(name="DocumentWorkflow")
 class DocumentWorkflow:
     def __init__(self) -> None:
         self._progress: DocumentProgress | None = None
         self._context_usage: list[Usage] = []
+        # The queue of this document's CPU steps: the CPU queue, or the large queue for a big
+        # document or one whose parse lost its CPU worker too often.
+        self._cpu_queue = ""
+        # Queues where the parse lost its worker on every attempt, for the quarantine reason.
+        self._lost_on: list[str] = []
 
     @workflow.query(name=names.STATUS_QUERY)
     def status(self) -> DocumentProgress | None:
@@ -92,6 +117,10 @@ class DocumentWorkflow:
         task, opts = inp.task, inp.options
         self._progress = DocumentProgress(
             document_id=task.document_id, filename=task.filename, status=DocStatus.RUNNING
+        )
+        big = 0 < opts.large_document_bytes <= task.size_bytes
+        self._cpu_queue = (
+            opts.large_task_queue if big and opts.large_task_queue else opts.cpu_task_queue
         )
         try:
             await self._enter(Step.PARSE)
@@ -108,7 +137,7 @@ class DocumentWorkflow:
                     pipeline=parsed.pipeline,
                 ),
                 result_type=DocumentMetadata,
-                task_queue=opts.cpu_task_queue,
+                task_queue=self._cpu_queue,
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
                 summary=task.filename,
@@ -125,7 +154,7 @@ class DocumentWorkflow:
                     max_tokens=opts.chunk_max_tokens,
                 ),
                 result_type=ChunkResult,
-                task_queue=opts.cpu_task_queue,
+                task_queue=self._cpu_queue,
                 start_to_close_timeout=timedelta(minutes=30),
                 heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
                 summary=task.filename,
@@ -179,12 +208,19 @@ class DocumentWorkflow:
                     ],
                 ),
                 result_type=StoreResult,
-                task_queue=opts.cpu_task_queue,
+                task_queue=self._cpu_queue,
                 start_to_close_timeout=timedelta(minutes=10),
-                retry_policy=STEP_RETRY,
+                heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
+                retry_policy=STORE_RETRY,
             )
             self._progress.chunk_count = stored.chunk_count
         except ActivityError as err:
+            if _worker_lost(err):
+                message = self._quarantine_reason(err)
+                await self._finish(
+                    DocStatus.QUARANTINED, WORKER_LOST, message, opts.workflow_task_queue
+                )
+                raise ApplicationError(message, type=WORKER_LOST, non_retryable=True) from err
             if isinstance(err.cause, CancelledError):
                 await self._finish(
                     DocStatus.CANCELLED,
@@ -271,8 +307,39 @@ class DocumentWorkflow:
         return enriched, [r.contexts_key for r in results]
 
     async def _parse(self, task: DocumentTask, opts: PipelineOptions) -> ParseResult:
+        """Parse on this document's queue; a parse that lost its CPU worker on every attempt
+        gets another chance on the large queue (more memory, one document at a time), when
+        one is configured. Page ranges already saved are not parsed again there."""
+        try:
+            return await self._parse_on(task, opts, self._cpu_queue)
+        except ActivityError as err:
+            if not _worker_lost(err):
+                raise
+            self._lost_on.append(self._cpu_queue)
+            if not opts.large_task_queue or self._cpu_queue == opts.large_task_queue:
+                raise
+        workflow.logger.warning(
+            "%s lost its worker on every attempt on %s; moving it to %s",
+            task.filename,
+            self._cpu_queue,
+            opts.large_task_queue,
+        )
+        self._cpu_queue = opts.large_task_queue
+        return await self._parse_on(task, opts, self._cpu_queue)
+
+    def _quarantine_reason(self, err: ActivityError) -> str:
+        where = self._lost_on or [self._cpu_queue]
+        return (
+            f"quarantined: {err.activity_type} lost its worker on every attempt "
+            f"(on {' then on '.join(where)}): each attempt timed out ({_timeout_kind(err)}), "
+            "so the worker running it died (crash, out-of-memory kill) or hung on this "
+            "document. Not retried further."
+        )
+
+    async def _parse_on(self, task: DocumentTask, opts: PipelineOptions, queue: str) -> ParseResult:
         """Small documents in one activity; big PDFs as page ranges on any CPU worker."""
         heartbeat = timedelta(seconds=opts.heartbeat_timeout_s)
+        poison = poison_retry(opts.poison_max_attempts)
         inspected = await workflow.execute_activity(
             names.INSPECT_DOCUMENT,
             InspectInput(
@@ -282,10 +349,11 @@ class DocumentWorkflow:
                 password_key=task.password_key,
             ),
             result_type=InspectResult,
-            task_queue=opts.cpu_task_queue,
+            task_queue=queue,
             start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=heartbeat,
             summary=task.filename,
-            retry_policy=STEP_RETRY,
+            retry_policy=poison,
         )
         assert self._progress is not None
         self._progress.pages = inspected.pages
@@ -300,11 +368,11 @@ class DocumentWorkflow:
                     password_key=task.password_key,
                 ),
                 result_type=ParseResult,
-                task_queue=opts.cpu_task_queue,
+                task_queue=queue,
                 start_to_close_timeout=timedelta(hours=2),
                 heartbeat_timeout=heartbeat,
                 summary=task.filename,
-                retry_policy=STEP_RETRY,
+                retry_policy=poison,
             )
 
         self._progress.pages_parsed = 0
@@ -325,10 +393,10 @@ class DocumentWorkflow:
                         password_key=task.password_key,
                     ),
                     result_type=PageRangeResult,
-                    task_queue=opts.cpu_task_queue,
+                    task_queue=queue,
                     start_to_close_timeout=timedelta(hours=2),
                     heartbeat_timeout=heartbeat,
-                    retry_policy=STEP_RETRY,
+                    retry_policy=poison,
                     summary=f"{task.filename}: pages {first}-{last}",
                 )
             assert self._progress is not None
@@ -348,11 +416,11 @@ class DocumentWorkflow:
                 part_keys=[key for r in results for key in r.part_keys],
             ),
             result_type=ParseResult,
-            task_queue=opts.cpu_task_queue,
+            task_queue=queue,
             start_to_close_timeout=timedelta(minutes=30),
             heartbeat_timeout=heartbeat,
             summary=task.filename,
-            retry_policy=STEP_RETRY,
+            retry_policy=poison,
         )
 
     async def _enter(self, step: Step) -> None:
@@ -406,6 +474,24 @@ class DocumentWorkflow:
             # The run may already have closed (it was terminated); our own state still
             # holds, and Postgres has the outcome.
             workflow.logger.warning("could not signal run %s", parent.workflow_id)
+
+
+def _worker_lost(err: ActivityError) -> bool:
+    """Retries ran out and the last attempt timed out: its worker went silent (died or hung).
+    Bad input fails fast with a typed error instead, and an outage of Postgres or a provider
+    fails with the error it raised, so neither is mistaken for a poison document."""
+    cause = err.cause
+    return isinstance(cause, TimeoutError) and cause.type in (
+        TimeoutType.HEARTBEAT,
+        TimeoutType.START_TO_CLOSE,
+    )
+
+
+def _timeout_kind(err: ActivityError) -> str:
+    cause = err.cause
+    if isinstance(cause, TimeoutError) and cause.type is TimeoutType.START_TO_CLOSE:
+        return "start-to-close timeout"
+    return "no heartbeat within the heartbeat timeout"
 
 
 def _describe(err: ActivityError) -> tuple[str, str]:

@@ -22,6 +22,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from docindex import search_attributes as sa
+    from docindex.errors import WORKER_LOST
     from docindex.ids import document_workflow_id
     from docindex.models import (
         DocStatus,
@@ -56,7 +57,7 @@ class IndexingWorkflow:
         self._input: RunInput | None = inp
         self._documents: dict[str, DocumentProgress] = {}
         self._in_flight: set[str] = set()
-        self._completed = self._failed = self._cancelled = 0
+        self._completed = self._failed = self._cancelled = self._quarantined = 0
         self._state = RunState.RUNNING
         self._waiters: set[asyncio.Task[None]] = set()
         self._handles: dict[str, workflow.ChildWorkflowHandle] = {}
@@ -83,6 +84,7 @@ class IndexingWorkflow:
             cancelled=self._cancelled,
             running=len(self._in_flight),
             documents=list(self._documents.values()),
+            quarantined=self._quarantined,
         )
 
     @workflow.update(name=names.RETRY_UPDATE)
@@ -117,6 +119,8 @@ class IndexingWorkflow:
                 self._cancelled -= 1
             elif doc.previous_status == DocStatus.COMPLETED:
                 self._completed -= 1
+            elif doc.previous_status == DocStatus.QUARANTINED:
+                self._quarantined -= 1
             self._cancel_requested.discard(doc.task.document_id)
             self._documents[doc.task.document_id] = DocumentProgress(
                 document_id=doc.task.document_id,
@@ -141,6 +145,7 @@ class IndexingWorkflow:
     async def run(self, inp: RunInput) -> RunSummary:
         self._input = inp
         self._completed, self._failed, self._cancelled = inp.completed, inp.failed, inp.cancelled
+        self._quarantined = inp.quarantined
         try:
             return await self._index(inp)
         except asyncio.CancelledError:
@@ -179,6 +184,7 @@ class IndexingWorkflow:
                             "completed": self._completed,
                             "failed": self._failed,
                             "cancelled": self._cancelled,
+                            "quarantined": self._quarantined,
                         }
                     )
                 )
@@ -224,6 +230,7 @@ class IndexingWorkflow:
             completed=self._completed,
             failed=self._failed,
             cancelled=self._cancelled,
+            quarantined=self._quarantined,
         )
 
     async def _record_end(self) -> RunState:
@@ -238,14 +245,17 @@ class IndexingWorkflow:
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=BOOKKEEPING_RETRY,
         )
-        self._completed, self._failed, self._cancelled = (
+        self._completed, self._failed, self._cancelled, self._quarantined = (
             counts.completed,
             counts.failed,
             counts.cancelled,
+            counts.quarantined,
         )
-        if self._failed == 0 and self._cancelled == 0:
+        # A quarantined document is an error of the run like a failed one.
+        not_indexed = self._failed + self._quarantined
+        if not_indexed == 0 and self._cancelled == 0:
             final = RunState.COMPLETED
-        elif self._completed == 0 and self._failed > 0:
+        elif self._completed == 0 and not_indexed > 0:
             final = RunState.FAILED
         else:
             final = RunState.COMPLETED_WITH_ERRORS
@@ -339,6 +349,12 @@ class IndexingWorkflow:
                 ):
                     progress.status = DocStatus.CANCELLED
                     self._cancelled += 1
+                elif getattr(err.cause, "type", None) == WORKER_LOST:
+                    # The child recorded it quarantined (see DocumentWorkflow).
+                    progress.status = DocStatus.QUARANTINED
+                    progress.error_type = WORKER_LOST
+                    progress.error = progress.error or str(err.cause)
+                    self._quarantined += 1
                 else:
                     progress.status = DocStatus.FAILED
                     cause = err.cause
