@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint format quality clean
+.PHONY: install run test lint format quality bench load clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ format: install
 quality: install
 	mkdir -p .docindex
 	$(PY) -m bench.parse_quality --json .docindex/parse-quality.json
+
+# Benchmarks of issue #7 (a report, not a test; docs/benchmarks.md): table + .docindex/bench.json.
+# BENCH_ARGS="--quick" for a few minutes, "--only search,embed" for some figures.
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
+
+# Load script of issue #6: 50 concurrent 1 MB uploads, a 500-document run; exits 1 on errors.
+load: install
+	$(PY) -m bench.load $(LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) .docindex .pytest_cache .ruff_cache

@@ -130,7 +130,11 @@ class LocalEmbedder(Embedder):
         return np.asarray(vectors, dtype=np.float32)
 
     def count_tokens(self, texts: list[str]) -> int:
-        encoded = self._model.tokenizer(texts, add_special_tokens=True, truncation=True)
+        # Under the model's lock: a fast tokenizer's padding/truncation state is shared, and
+        # counting while encode() pads a batch in another thread fails ("Unable to create
+        # tensor"), as concurrent activities did in bench figure 6.
+        with self._lock:
+            encoded = self._model.tokenizer(texts, add_special_tokens=True, truncation=True)
         return sum(len(ids) for ids in encoded["input_ids"])
 
     async def _embed(self, texts: list[str], input_type: str) -> tuple[np.ndarray, int]:

@@ -1,0 +1,213 @@
+"""What every figure shares: the corpus, synthetic inputs, percentiles, uploads, RSS."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.parse_quality import default_corpus
+from docindex.filetypes import DocumentKind, detect_kind
+
+__all__ = ["default_corpus"]
+
+# Inputs the service is meant to index; broken/ holds inputs it must refuse, and the
+# reference texts are not documents.
+CORPUS_DIRS = ("pdf", "office", "olmocr_bench/pdfs")
+BIG_PDF = "pdf/pypdf_samples/GeoTopo-komprimiert.pdf"
+ONE_PAGE_PDF = "pdf/docling/2305.03393v1-pg9.pdf"
+
+
+def corpus_files(corpus: Path) -> list[Path]:
+    files: list[Path] = []
+    for sub in CORPUS_DIRS:
+        files.extend(p for p in sorted((corpus / sub).rglob("*")) if p.is_file())
+    return files
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), linear between closest ranks; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def unique_bytes(data: bytes, name: str) -> bytes:
+    """The same document with different bytes, so nothing earlier is reused or deduplicated.
+    PDFs take a trailing comment; other formats are used as they are (give them a fresh
+    tenant and an empty artifact cache instead)."""
+    if detect_kind(data, name) is DocumentKind.PDF:
+        return data + f"\n% bench {uuid.uuid4()}\n".encode()
+    return data
+
+
+_WORDS = (
+    "orchestration durable workflow document index vector search chunk embedding parse "
+    "temporal postgres latency throughput worker queue activity retry history signal page "
+    "table figure heading section summary model token batch memory cluster recall"
+).split()
+
+
+def synthetic_text(seed: int, lines: int = 40) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        " ".join(rng.choice(_WORDS) for _ in range(rng.randint(8, 14))) + f" {seed}-{i}."
+        for i in range(lines)
+    ]
+
+
+def synthetic_pdf(seed: int, pad_to: int = 0) -> bytes:
+    """A valid one-page text PDF; ``pad_to`` bytes in all with an unreferenced stream (the
+    page stays cheap to parse, the upload is as big as asked)."""
+
+    def esc(s: str) -> str:
+        return s.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+    content = "BT /F1 10 Tf 50 760 Td 13 TL\n"
+    content += "\n".join(f"({esc(line)}) '" for line in synthetic_text(seed)) + "\nET"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(content)} >>\nstream\n{content}\nendstream".encode(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets: list[int] = []
+
+    def add(body: bytes) -> None:
+        offsets.append(len(out))
+        out.extend(f"{len(offsets)} 0 obj\n".encode() + body + b"\nendobj\n")
+
+    for body in objects:
+        add(body)
+    pad = max(0, pad_to - len(out) - 400)
+    if pad:
+        filler = random.Random(seed).randbytes(pad // 2).hex().encode()[:pad]
+        add(f"<< /Length {len(filler)} >>\nstream\n".encode() + filler + b"\nendstream")
+    xref = len(out)
+    out.extend(f"xref\n0 {len(offsets) + 1}\n0000000000 65535 f \n".encode())
+    for off in offsets:
+        out.extend(f"{off:010d} 00000 n \n".encode())
+    out.extend(
+        f"trailer\n<< /Size {len(offsets) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    )
+    return bytes(out)
+
+
+def tiny_markdown(seed: int) -> bytes:
+    lines = synthetic_text(seed, lines=3)
+    return (f"# Note {seed}\n\n" + "\n".join(lines) + "\n").encode()
+
+
+async def upload(
+    http: httpx.AsyncClient,
+    files: Sequence[tuple[str, bytes]],
+    headers: dict[str, str],
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    response = await http.post(
+        "/v1/documents",
+        files=[("files", (name, data, "application/octet-stream")) for name, data in files],
+        headers=headers,
+        timeout=timeout_s,
+    )
+    if response.status_code not in (200, 202):
+        raise UploadRefused(response.status_code, response.text[:500])
+    return response.json()
+
+
+class UploadRefused(Exception):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"{status}: {body}")
+        self.status = status
+
+
+# ---------------------------------------------------------------------- memory
+
+
+@dataclass
+class RssSampler:
+    """Samples the resident memory of processes (each with its children) in a thread;
+    ``peaks`` is the highest total seen per name."""
+
+    pids: dict[str, int]
+    every_s: float = 0.1
+    peaks: dict[str, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> RssSampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, pid in self.pids.items():
+                rss = rss_tree(pid)
+                if rss > self.peaks.get(name, 0):
+                    self.peaks[name] = rss
+            time.sleep(self.every_s)
+
+
+def rss_tree(pid: int) -> int:
+    """RSS in bytes of a process and its descendants (psutil if present, else /proc)."""
+    try:
+        import psutil
+    except ImportError:
+        return _proc_rss(pid)
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _proc_rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+async def gather_limited(n: int, coros: Sequence[Any]) -> list[Any]:
+    window = asyncio.Semaphore(n)
+
+    async def one(c: Any) -> Any:
+        async with window:
+            return await c
+
+    return await asyncio.gather(*(one(c) for c in coros))

@@ -1,0 +1,132 @@
+"""Reading Temporal history: where a document's time went, and a run's executions."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+# Activity → the pipeline step it belongs to (as the local path times them).
+STEP_OF = {
+    "inspect_document": "parse",
+    "parse_document": "parse",
+    "parse_page_range": "parse",
+    "merge_parsed_parts": "parse",
+    "extract_metadata": "metadata",
+    "chunk_document": "chunk",
+    "enrich_document": "enrich",
+    "contextualize_chunks": "enrich",
+    "embed_chunks": "embed",
+    "store_document": "store",
+}
+
+
+@dataclass
+class Breakdown:
+    """Seconds summed over documents: per step, time in activities (``run``) and waiting
+    in task queues (``queue``); ``wall`` is each workflow's first to last event."""
+
+    run: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    queue: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    activities: int = 0
+    wall: float = 0.0
+    events: int = 0
+
+    def add(self, other: Breakdown) -> None:
+        for k, v in other.run.items():
+            self.run[k] += v
+        for k, v in other.queue.items():
+            self.queue[k] += v
+        self.activities += other.activities
+        self.wall += other.wall
+        self.events += other.events
+
+
+async def document_breakdown(client: Client, workflow_id: str) -> Breakdown:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    events = list(history.events)
+    out = Breakdown(events=len(events))
+    if not events:
+        return out
+    out.wall = (
+        events[-1].event_time.ToDatetime() - events[0].event_time.ToDatetime()
+    ).total_seconds()
+    scheduled: dict[int, tuple[str, float]] = {}
+    started: dict[int, float] = {}
+    for e in events:
+        t = e.event_time.ToDatetime().timestamp()
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            name = e.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled[e.event_id] = (name, t)
+        elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            sid = e.activity_task_started_event_attributes.scheduled_event_id
+            started[sid] = t
+        elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            sid = e.activity_task_completed_event_attributes.scheduled_event_id
+            name, t_sched = scheduled[sid]
+            step = STEP_OF.get(name, "bookkeeping")
+            t_start = started.get(sid, t_sched)
+            out.queue[step] += t_start - t_sched
+            out.run[step] += t - t_start
+            out.activities += 1
+    return out
+
+
+@dataclass
+class Execution:
+    run_id: str
+    events: int
+    size_bytes: int
+    closed_by: str
+    workflow_task_failures: int
+
+
+async def executions(client: Client, workflow_id: str) -> list[Execution]:
+    """Every execution of a workflow id, first to last, following continue-as-new back from
+    the latest execution."""
+    found: list[Execution] = []
+    run_id: str | None = None
+    while True:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        history = await handle.fetch_history()
+        events = list(history.events)
+        first, last = events[0], events[-1]
+        found.append(
+            Execution(
+                run_id=history.run_id,
+                events=len(events),
+                size_bytes=sum(e.ByteSize() for e in events),
+                closed_by=EventType.Name(last.event_type).removeprefix("EVENT_TYPE_"),
+                workflow_task_failures=sum(
+                    e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED for e in events
+                ),
+            )
+        )
+        previous = first.workflow_execution_started_event_attributes.continued_execution_run_id
+        if not previous:
+            break
+        run_id = previous
+    return list(reversed(found))
+
+
+async def parse_span(client: Client, workflow_id: str) -> float:
+    """Seconds from the first parse activity scheduled to the last one completed (page
+    ranges and their merge included)."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    names: dict[int, str] = {}
+    first = last = None
+    for e in history.events:
+        t = e.event_time.ToDatetime().timestamp()
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            names[e.event_id] = e.activity_task_scheduled_event_attributes.activity_type.name
+            if STEP_OF.get(names[e.event_id]) == "parse" and first is None:
+                first = t
+        elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            sid = e.activity_task_completed_event_attributes.scheduled_event_id
+            if STEP_OF.get(names.get(sid, "")) == "parse":
+                last = t
+    if first is None or last is None:
+        raise RuntimeError(f"{workflow_id} has no completed parse activity")
+    return last - first

@@ -1,0 +1,95 @@
+"""Figure 3: the upload API alone, 1 MB files at 1, 10 and 50 concurrent requests.
+
+The API under test starts its runs on a task queue no worker polls, so indexing does not
+compete with it for the CPU; the runs are terminated and deleted afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from bench.common import UploadRefused, gather_limited, pct, synthetic_pdf, upload
+from bench.context import Ctx
+from docindex.ids import run_workflow_id
+
+CONCURRENCY = (1, 10, 50)
+SIZE = 1024 * 1024
+
+
+async def measure(ctx: Ctx) -> dict[str, Any]:
+    url = await ctx.api(DOCINDEX_WORKFLOW_TASK_QUEUE=f"bench-idle-{uuid.uuid4().hex[:6]}")
+    headers = await ctx.stack.api_headers("bench-uploads")
+    levels: dict[str, Any] = {}
+    runs: list[str] = []
+    seed = 10_000
+    limits = httpx.Limits(max_connections=max(CONCURRENCY), max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=url, limits=limits) as http:
+        # Warm-up: first request pays imports and connection set-up.
+        await upload(http, [("warmup.pdf", synthetic_pdf(seed, SIZE))], headers)
+        for c in CONCURRENCY:
+            n = max(c, 5) if ctx.quick else max(3 * c, 30) * ctx.repeat
+            files = [synthetic_pdf(seed + i, SIZE) for i in range(1, n + 1)]
+            seed += n + 1
+            latencies: list[float] = []
+            errors: dict[str, int] = {}
+
+            async def one(data: bytes, latencies: list[float] = latencies, errors=errors) -> None:
+                started = time.perf_counter()
+                try:
+                    body = await upload(http, [("upload.pdf", data)], headers, timeout_s=120)
+                    latencies.append(time.perf_counter() - started)
+                    if body.get("run_id"):
+                        runs.append(body["run_id"])
+                except UploadRefused as exc:
+                    errors[str(exc.status)] = errors.get(str(exc.status), 0) + 1
+                except httpx.HTTPError as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+
+            started = time.perf_counter()
+            await gather_limited(c, [one(d) for d in files])
+            wall = time.perf_counter() - started
+            levels[str(c)] = {
+                "requests": n,
+                "p50_ms": pct(latencies, 50) * 1000,
+                "p95_ms": pct(latencies, 95) * 1000,
+                "p99_ms": pct(latencies, 99) * 1000,
+                "errors": sum(errors.values()),
+                "error_kinds": errors,
+                "uploads_per_s": n / wall,
+                "mb_per_s": n * SIZE / wall / 2**20,
+            }
+    await _clean_up(ctx, runs)
+    return {
+        "file_bytes": SIZE,
+        "levels": levels,
+        "rows": [
+            (
+                f"{c} concurrent: p50/p95/p99",
+                f"{v['p50_ms']:.0f}/{v['p95_ms']:.0f}/{v['p99_ms']:.0f} ms, "
+                f"{v['errors']} errors, {v['mb_per_s']:.1f} MB/s",
+                "0 errors",
+            )
+            for c, v in levels.items()
+        ],
+    }
+
+
+async def _clean_up(ctx: Ctx, runs: list[str]) -> None:
+    """Nothing polls those runs' queue: terminate them, and forget them in Postgres so the
+    API's reconciler leaves them alone."""
+
+    async def terminate(run_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await ctx.stack.client.get_workflow_handle(run_workflow_id(run_id)).terminate(
+                reason="benchmark clean-up"
+            )
+
+    await asyncio.gather(*(terminate(r) for r in runs))
+    await ctx.stack.pool.execute(
+        "DELETE FROM runs WHERE run_id = ANY($1::uuid[])", [uuid.UUID(r) for r in runs]
+    )

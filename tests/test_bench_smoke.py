@@ -1,0 +1,71 @@
+"""The benchmark harness and ``index-local`` work (outcomes only: no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from docindex import repository
+from docindex.config import Settings
+from docindex.database import create_pool
+from docindex.local_index import LocalIndexer
+
+from .helpers import unique
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def test_index_local_makes_a_document_searchable(
+    settings: Settings, corpus: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "multi_page.pdf"
+    source.write_bytes(unique((corpus / "pdf/docling/multi_page.pdf").read_bytes()))
+    pool = await create_pool(settings.database_url or "", max_size=2)
+    try:
+        indexer = LocalIndexer(settings, pool)
+        run = await indexer.index([source])
+        [doc] = run.documents
+        assert doc.status == "completed", doc.error
+        assert doc.pages == 5 and doc.chunks > 0
+        assert {"parse", "chunk", "embed", "store"} <= doc.seconds.keys()
+
+        stored = await repository.get_run(pool, run.run_id)
+        assert stored is not None and stored["status"] == "completed"
+        count = await pool.fetchval(
+            "SELECT count(*) FROM chunks WHERE document_id = $1::uuid", doc.document_id
+        )
+        assert count == doc.chunks
+
+        query = await indexer.embedder.embed_query("the evolution of the word processor")
+        hits = await repository.search_chunks(pool, query, indexer.embedder.model, 20)
+        assert doc.document_id in {str(h["document_id"]) for h in hits}
+    finally:
+        await pool.close()
+
+
+@pytest.mark.timeout(180)
+def test_bench_quick_writes_the_figures(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    argv = ["--quick", "--repeat", "1", "--only", "search", "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["machine"]["cpus"] and result["command"].startswith("python -m bench")
+    search = result["figures"]["search"]
+    assert "error" not in search
+    assert search["chunks"] == 10_000 and search["uses_hnsw"]
+    assert 0.0 < search["recall_at_10"] <= 1.0
+    assert search["p50_ms"] > 0 and search["p95_ms"] >= search["p50_ms"]
