@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
 import signal
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,9 @@ from .embedding import load_contexts
 from .errors import document_errors_are_final
 from .heartbeat import heartbeat_while, run_blocking
 
+# Parsed documents a CPU worker keeps in memory (a big PDF can take hundreds of MB).
+_PARSED_CACHE_SIZE = 4
+
 
 class DocumentSteps:
     def __init__(
@@ -62,16 +67,24 @@ class DocumentSteps:
         checkpoint_pages: int = 5,
         prices: dict[str, dict[str, float]] | None = None,
         crash_on_sha256: str | None = None,
+        checkpoint_delay_s: float = 0.0,
     ) -> None:
         self.checkpoint_pages = checkpoint_pages
         # Test hook (DOCINDEX_TEST_CRASH_ON_SHA256), off unless set: simulates a document
         # that crashes the parser hard enough to take the whole worker process down.
         self.crash_on_sha256 = crash_on_sha256
+        # Test hook (DOCINDEX_TEST_CHECKPOINT_DELAY_S), 0 unless set: parsing is fast enough
+        # that a test could not otherwise see (and kill) a page range half-way.
+        self.checkpoint_delay_s = checkpoint_delay_s
         self.prices = prices or {}
         self.blobs = blobs
         self.pool = pool
         self.parser = parser
         self.chunker = chunker
+        # The last few parsed documents, by their content-addressed key: the metadata and
+        # chunk steps usually run on the worker that parsed, and reloading the JSON cost
+        # them seconds per document in the benchmark. Keys never change content.
+        self._parsed: OrderedDict[str, DoclingDocument] = OrderedDict()
 
     def _crash_if_poison(self, sha256: str) -> None:
         if self.crash_on_sha256 and sha256 == self.crash_on_sha256:
@@ -106,7 +119,10 @@ class DocumentSteps:
             pages["done"], pages["total"] = done, total
 
         parsed = await run_blocking(
-            lambda: self.parser.parse(data, inp.filename, on_page, password=password),
+            # The workflow inspected these bytes (damage included) in its previous step.
+            lambda: self.parser.parse(
+                data, inp.filename, on_page, password=password, damage_checked=True
+            ),
             details=lambda: {"pages_done": pages["done"], "pages_total": pages["total"]},
         )
         result = ParseResult(
@@ -133,6 +149,7 @@ class DocumentSteps:
         self, sha256: str, result: ParseResult, document: DoclingDocument
     ) -> None:
         await self.blobs.put(result.parsed_key, await run_blocking(_to_json, document))
+        self._remember(result.parsed_key, document)
         # Written last: its presence means the parsed document is complete.
         await self.blobs.put(
             parsed_meta_key(sha256, result.pipeline),
@@ -178,6 +195,8 @@ class DocumentSteps:
             parsed += last - first + 1
             # Checkpoint: a retry skips every part already in the blob store.
             activity.heartbeat(_range_progress(inp, parsed + reused, total))
+            if self.checkpoint_delay_s:
+                await asyncio.sleep(self.checkpoint_delay_s)
         count_in_activity("docindex_pages_parsed", parsed, "Pages parsed", pipeline=inp.pipeline)
         count_in_activity(
             "docindex_pages_resumed",
@@ -207,9 +226,23 @@ class DocumentSteps:
         raw = await self.blobs.get(key)
         return await run_blocking(DoclingDocument.model_validate_json, raw)
 
+    async def _load_parsed(self, key: str) -> DoclingDocument:
+        if (document := self._parsed.get(key)) is not None:
+            self._parsed.move_to_end(key)
+            return document
+        document = await self._load(key)
+        self._remember(key, document)
+        return document
+
+    def _remember(self, key: str, document: DoclingDocument) -> None:
+        self._parsed[key] = document
+        self._parsed.move_to_end(key)
+        while len(self._parsed) > _PARSED_CACHE_SIZE:
+            self._parsed.popitem(last=False)
+
     @activity.defn(name=names.EXTRACT_METADATA)
     async def extract_metadata(self, inp: MetadataInput) -> DocumentMetadata:
-        document = await self._load(inp.parsed_key)
+        document = await self._load_parsed(inp.parsed_key)
         return extract_metadata(document, inp.kind, inp.pipeline)
 
     @activity.defn(name=names.CHUNK_DOCUMENT)
@@ -219,7 +252,7 @@ class DocumentSteps:
         if await self.blobs.exists(key):  # same parse, same chunker: same chunks
             count = len(json.loads(await self.blobs.get(key)))
             return ChunkResult(chunks_key=key, chunk_count=count, chunk_config=config, reused=True)
-        document = await self._load(inp.parsed_key)
+        document = await self._load_parsed(inp.parsed_key)
         chunks = await run_blocking(self.chunker.chunk, document, inp.max_tokens)
         await self.blobs.put(key, json.dumps([c.to_dict() for c in chunks]).encode())
         return ChunkResult(chunks_key=key, chunk_count=len(chunks), chunk_config=config)
