@@ -71,7 +71,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Largest upload request; counted while it streams in, refused past it",
     )
-    max_files_per_request: int = Field(default=1000, ge=1)
+    max_files_per_request: int = Field(
+        default=1000,
+        ge=1,
+        le=1000,
+        description="Files in one upload (at most 1000: the multipart parser's own limit, "
+        "which answers 400 past it); bigger sets go in several uploads",
+    )
     allowed_types: list[str] = Field(
         default_factory=lambda: ["pdf", "docx", "pptx", "xlsx", "html", "md", "txt"],
         description="Formats accepted at upload (JSON list); files recognised by their bytes "
@@ -169,6 +175,12 @@ class Settings(BaseSettings):
         ge=0,
         description="On SIGTERM a worker stops polling and lets running activities finish this "
         "long; then it cancels them and Temporal retries them on another worker at once",
+    )
+    test_checkpoint_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="TEST ONLY, never set in production: a CPU worker waits this long after "
+        "saving each checkpoint of a page range, so a test can catch a range half-way",
     )
     test_crash_on_sha256: str | None = Field(
         default=None,

@@ -73,6 +73,9 @@ async def test_killed_worker_loses_only_unsaved_pages(
         DOCINDEX_CPU_TASK_QUEUE=cpu_queue,
         DOCINDEX_PARSE_CHECKPOINT_PAGES="5",
         DOCINDEX_CPU_WORKER_CONCURRENCY="2",
+        # Parsing 5 pages takes a fraction of a second: slow each range down enough to be
+        # seen half-way through the heartbeats Temporal lets through (one per 0.8 timeout).
+        DOCINDEX_TEST_CHECKPOINT_DELAY_S="1.0",
     )
     workers = [start_worker("cpu", env, tmp_path / f"cpu-{i}.log") for i in range(2)]
     try:

@@ -102,6 +102,7 @@ async def build_workers(
             checkpoint_pages=settings.parse_checkpoint_pages,
             prices=settings.prices,
             crash_on_sha256=settings.test_crash_on_sha256,
+            checkpoint_delay_s=settings.test_checkpoint_delay_s,
         )
         workers.append(
             Worker(
