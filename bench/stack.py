@@ -41,7 +41,7 @@ from docindex.database import create_pool
 BENCH_API_LIMITS = {
     "DOCINDEX_RATE_LIMIT": "1000000/minute",
     "DOCINDEX_TENANT_MAX_ACTIVE_RUNS": "100000",
-    "DOCINDEX_MAX_FILES_PER_REQUEST": "5000",
+    "DOCINDEX_MAX_FILES_PER_REQUEST": "1000",  # the most there can be (multipart limit)
 }
 TERMINAL_DOC = ("completed", "failed", "cancelled", "quarantined")
 TERMINAL_RUN = ("completed", "completed_with_errors", "failed", "cancelled", "terminated")
