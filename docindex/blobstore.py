@@ -70,20 +70,33 @@ class BlobStore:
             await obstore.delete_async(self._store, paths)
         return len(paths)
 
-    async def put_upload(self, file: IO[bytes]) -> tuple[str, str, int]:
-        """Store an uploaded file under its sha256; return (key, sha256, size)."""
-        digest = hashlib.sha256()
-        size = 0
-        file.seek(0)
-        while block := file.read(_HASH_BLOCK):
-            digest.update(block)
-            size += len(block)
-        sha = digest.hexdigest()
+    async def put_upload(self, file: IO[bytes], sha256: str | None = None) -> tuple[str, str, int]:
+        """Store an uploaded file under its sha256; return (key, sha256, size).
+
+        Pass ``sha256`` when it is known: hashing a big file here would block the event
+        loop of the API for as long as it takes."""
+        sha, size = (sha256, _size(file)) if sha256 else _digest(file)
         key = upload_key(sha)
         if not await self.exists(key):
             file.seek(0)
             await self.put(key, file)
         return key, sha, size
+
+
+def _digest(file: IO[bytes]) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    file.seek(0)
+    while block := file.read(_HASH_BLOCK):
+        digest.update(block)
+        size += len(block)
+    return digest.hexdigest(), size
+
+
+def _size(file: IO[bytes]) -> int:
+    size = file.seek(0, 2)
+    file.seek(0)
+    return size
 
 
 def upload_key(sha256: str) -> str:

@@ -117,7 +117,7 @@ async def upload_documents(
             # In the blob store, not in Postgres rows or workflow history (the UI shows those).
             secret_key = password_key(run_id)
             await res.blobs.put(secret_key, password.encode())
-        key, sha256, size = await res.blobs.put_upload(upload.file)
+        key, sha256, size = await res.blobs.put_upload(upload.file, digest)
         new[digest] = repository.NewDocument(
             document_id=str(uuid.uuid4()),
             filename=clean_filename(upload.filename),
