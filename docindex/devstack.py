@@ -126,21 +126,14 @@ async def ensure_dev_key(database_url: str, settings: Settings) -> None:
     """Give local tools a key of the dev tenant: kept in data_dir, made once."""
     import asyncpg
 
-    from docindex.auth import create_api_key, hash_key
+    from docindex.auth import KeyVerifier, create_api_key
 
     path = settings.dev_api_key_file
-    conn = await asyncpg.connect(database_url)
-    try:
-        if path.is_file() and await conn.fetchval(
-            "SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-            hash_key(path.read_text().strip()),
-        ):
-            say(f"dev API key of tenant {settings.dev_tenant}: {path}")
-            return
-    finally:
-        await conn.close()
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
     try:
+        if path.is_file() and await KeyVerifier(pool).verify(path.read_text().strip()):
+            say(f"dev API key of tenant {settings.dev_tenant}: {path}")
+            return
         key = await create_api_key(pool, settings.dev_tenant, name="docindex dev")
     finally:
         await pool.close()

@@ -69,10 +69,18 @@ def _ooxml_kind(data: bytes) -> DocumentKind:
         names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     except zipfile.BadZipFile as exc:
         raise UnsupportedFormat(f"damaged ZIP container: {exc}") from exc
+    kind = ooxml_kind(names)
+    if kind is None:
+        raise UnsupportedFormat("ZIP archive that is not a Word, PowerPoint or Excel document")
+    return kind
+
+
+def ooxml_kind(names: list[str]) -> DocumentKind | None:
+    """Word, PowerPoint or Excel, from the member names of a ZIP; None for another ZIP."""
     for prefix, kind in _OOXML_PARTS.items():
         if any(n.startswith(prefix) for n in names):
             return kind
-    raise UnsupportedFormat("ZIP archive that is not a Word, PowerPoint or Excel document")
+    return None
 
 
 def _as_text(head: bytes) -> str | None:

@@ -28,7 +28,7 @@ from docindex.ids import chunk_id, run_workflow_id
 from docindex.models import DocStatus, RunState
 from docindex.pipeline.chunking import DocumentChunker
 from docindex.pipeline.embedders import Embedder, build_embedder
-from docindex.pipeline.enrichment import AnthropicEnricher
+from docindex.pipeline.enrichment import build_enricher
 from docindex.pipeline.metadata import extract_metadata
 from docindex.pipeline.parsing import DocumentParser, ParseLimits
 from docindex.usage import Usage, combine, cost_usd
@@ -81,17 +81,7 @@ class LocalIndexer:
         )
         self.chunker = DocumentChunker(settings.chunk_max_tokens)
         self.embedder: Embedder = build_embedder(settings)
-        key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
-        self.enricher = (
-            AnthropicEnricher(
-                key,
-                settings.enrich_model,
-                settings.anthropic_base_url,
-                max_document_chars=settings.enrich_document_chars,
-            )
-            if settings.enricher == "anthropic" and key
-            else None
-        )
+        self.enricher = build_enricher(settings)
         self.load_s = time.perf_counter() - started
 
     async def index(

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from typing import IO
 
 from docindex.errors import DocumentError
-from docindex.filetypes import SNIFF_BYTES, detect_kind
+from docindex.filetypes import SNIFF_BYTES, detect_kind, ooxml_kind
 
 _FOREIGN: tuple[tuple[bytes, str], ...] = (
     (b"\x7fELF", "an ELF executable"),
@@ -38,7 +38,6 @@ _FOREIGN: tuple[tuple[bytes, str], ...] = (
     (b"ID3", "an MP3 file"),
     (b"\x1aE\xdf\xa3", "a Matroska/WebM video"),
 )
-_OOXML = {"word/": "docx", "ppt/": "pptx", "xl/": "xlsx"}
 
 
 class RefusedUpload(ValueError):
@@ -67,10 +66,9 @@ def _kind(file: IO[bytes], head: bytes, filename: str) -> str | None:
             names = zipfile.ZipFile(file).namelist()
         except (zipfile.BadZipFile, OSError, ValueError):
             return None  # damaged: the parse step reports it as a typed error
-        for prefix, kind in _OOXML.items():
-            if any(n.startswith(prefix) for n in names):
-                return kind
-        raise RefusedUpload("this is a ZIP archive, not a Word, PowerPoint or Excel document")
+        if (kind := ooxml_kind(names)) is None:
+            raise RefusedUpload("this is a ZIP archive, not a Word, PowerPoint or Excel document")
+        return kind.value
     try:
         return detect_kind(head, filename).value  # text formats are told apart by the head
     except DocumentError:

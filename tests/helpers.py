@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -75,3 +78,20 @@ async def app_with(
             headers={"Authorization": f"Bearer {key}"},
         ) as http:
             yield app, http
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def first_pages(pdf: Path, pages: int) -> bytes:
+    """A new PDF of the first ``pages`` pages of ``pdf``."""
+    import pypdfium2
+
+    source, out = pypdfium2.PdfDocument(pdf), pypdfium2.PdfDocument.new()
+    out.import_pages(source, list(range(pages)))
+    buffer = io.BytesIO()
+    out.save(buffer)
+    return buffer.getvalue()

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import re
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -32,29 +30,13 @@ from docindex.config import Settings
 from docindex.ids import document_workflow_id
 from docindex.temporal_client import connect
 
-from .helpers import TERMINAL_RUN_STATES, unique
+from .helpers import TERMINAL_RUN_STATES, first_pages, free_port, unique
 
 UP_BANNER = "docindex is up"
 BIG_PDF = "pdf/pypdf_samples/GeoTopo-komprimiert.pdf"
 SMALL = ["office/docling/word_sample.docx"]
 PARSE_STEPS = {"parse_document", "parse_page_range"}
 EMBED_STEPS = {"embed_chunks"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def first_pages(pdf: Path, pages: int) -> bytes:
-    import pypdfium2
-
-    source, out = pypdfium2.PdfDocument(pdf), pypdfium2.PdfDocument.new()
-    out.import_pages(source, list(range(pages)))
-    buffer = io.BytesIO()
-    out.save(buffer)
-    return buffer.getvalue()
 
 
 @dataclass

@@ -8,7 +8,6 @@ fuzzed uploads are recorded and started but cost no parsing.
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import threading
@@ -28,13 +27,8 @@ from docindex.auth import create_api_key
 from docindex.config import Settings
 from docindex.database import create_pool
 
+from .helpers import free_port
 from .processes import worker_env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def new_key(database_url: str, tenant: str) -> str:

@@ -9,7 +9,6 @@ instead of waiting out the heartbeat timeout. Either way the run completes and n
 from __future__ import annotations
 
 import asyncio
-import io
 import signal
 import time
 import uuid
@@ -24,7 +23,7 @@ from docindex.ids import document_workflow_id, run_workflow_id
 from docindex.models import RunSummary
 from docindex.search_attributes import ensure_registered
 
-from .helpers import chunk_rows, unique
+from .helpers import chunk_rows, first_pages, unique
 from .processes import spawn_worker, stop_async, worker_env
 from .test_cancel import start_run
 
@@ -32,16 +31,6 @@ BIG_PDF = "pdf/pypdf_samples/GeoTopo-komprimiert.pdf"
 PAGES = 60  # seconds of parsing: long enough to be caught running, short enough for CI
 # Far longer than the test may take: a retry can only have come from the hand-back.
 HEARTBEAT_S = 300.0
-
-
-def first_pages(pdf: Path, pages: int) -> bytes:
-    import pypdfium2
-
-    source, out = pypdfium2.PdfDocument(pdf), pypdfium2.PdfDocument.new()
-    out.import_pages(source, list(range(pages)))
-    buffer = io.BytesIO()
-    out.save(buffer)
-    return buffer.getvalue()
 
 
 async def parse_started_on(client: Client, run_id: str, document_id: str) -> int:

@@ -4,7 +4,6 @@ worker as separate processes index one run together, and each serves its metrics
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +16,7 @@ from docindex.config import Settings
 from docindex.ids import document_workflow_id
 from docindex.models import RunSummary
 
-from .helpers import unique
+from .helpers import free_port, unique
 from .processes import start_worker, stop, worker_env
 from .test_cancel import start_run
 
@@ -29,12 +28,6 @@ DOCS = [
     "office/docling/word_sample.docx",
     "office/docling/powerpoint_sample.pptx",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def scrape(port: int, limit_s: float = 60) -> str:

@@ -132,19 +132,9 @@ async def build_workers(
         from activities.embedding import EmbeddingSteps
         from activities.enrichment import Enrichment
         from docindex.pipeline.embedders import build_embedder
-        from docindex.pipeline.enrichment import AnthropicEnricher
+        from docindex.pipeline.enrichment import build_enricher
 
-        key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
-        enricher = (
-            AnthropicEnricher(
-                key,
-                settings.enrich_model,
-                settings.anthropic_base_url,
-                max_document_chars=settings.enrich_document_chars,
-            )
-            if settings.enricher == "anthropic" and key
-            else None
-        )
+        enricher = build_enricher(settings)
         workers.append(
             Worker(
                 client,

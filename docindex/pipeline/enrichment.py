@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from docindex.errors import (
     ProviderAuthError,
@@ -19,6 +19,9 @@ from docindex.errors import (
 )
 from docindex.models import DocumentSummary
 from docindex.usage import Usage
+
+if TYPE_CHECKING:
+    from docindex.config import Settings
 
 DOCUMENT_PROMPT = (
     "Read the document above and describe it for a search index. Reply with one JSON "
@@ -104,6 +107,20 @@ class AnthropicEnricher:
             cache_read_tokens=getattr(u, "cache_read_input_tokens", None) or 0,
         )
         return text, usage
+
+
+def build_enricher(settings: Settings) -> AnthropicEnricher | None:
+    """The configured enricher; None when enrichment is off or has no key (it is then
+    recorded as skipped, not failed)."""
+    key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
+    if settings.enricher != "anthropic" or not key:
+        return None
+    return AnthropicEnricher(
+        key,
+        settings.enrich_model,
+        settings.anthropic_base_url,
+        max_document_chars=settings.enrich_document_chars,
+    )
 
 
 def parse_summary(reply: str) -> DocumentSummary:
