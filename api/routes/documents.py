@@ -128,6 +128,12 @@ async def upload_documents(
         )
     trace_id = current_trace_id()
     if not new:
+        if idempotency_key is not None:
+            # The same key's first request may have committed since we looked: its
+            # documents are what made these duplicates, and its answer is the one owed.
+            prior = await repository.run_by_idempotency_key(res.pool, tenant, idempotency_key)
+            if prior is not None:
+                return await _replay(res, prior, fingerprint, files, digests, tenant)
         response.status_code = status.HTTP_200_OK
         return _answer(None, files, digests, new, existing, trace_id)
     if await repository.active_runs(res.pool, tenant) >= settings.tenant_max_active_runs:
