@@ -1,4 +1,5 @@
-"""CPU-queue activities: parse, metadata, enrich, chunk, store."""
+"""CPU-queue activities: inspect, parse, metadata, chunk (one at a time, or prepared in one
+activity), store."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ from docindex.models import (
     PageRangeResult,
     ParseInput,
     ParseResult,
+    PrepareInput,
+    PrepareResult,
     StoreInput,
     StoreResult,
 )
@@ -106,6 +109,8 @@ class DocumentSteps:
     @activity.defn(name=names.PARSE_DOCUMENT)
     @document_errors_are_final
     async def parse_document(self, inp: ParseInput) -> ParseResult:
+        """Whole-document parse, after inspect_document (histories from before
+        prepare_document)."""
         self._crash_if_poison(inp.sha256)
         data = await self.blobs.get(inp.blob_key)
         kind = detect_kind(data, inp.filename)
@@ -113,29 +118,61 @@ class DocumentSteps:
         if (earlier := await self._parsed_before(inp.sha256, pipeline)) is not None:
             return earlier
         password = await self._password(inp.password_key)
+        result, _ = await self._parse_whole(inp.filename, inp.sha256, data, password)
+        return result
+
+    @activity.defn(name=names.PREPARE_DOCUMENT)
+    @document_errors_are_final
+    async def prepare_document(self, inp: PrepareInput) -> PrepareResult:
+        """Inspect, parse, describe and chunk a document in one dispatch. A PDF over the
+        split threshold comes back inspected only: its page ranges are parsed in parallel."""
+        self._crash_if_poison(inp.sha256)
+        data = await self.blobs.get(inp.blob_key)
+        password = await self._password(inp.password_key)
+        found = await run_blocking(self.parser.inspect, data, inp.filename, password)
+        inspected = InspectResult(
+            kind=found.kind.value,
+            pages=found.pages,
+            pipeline=self.parser.pdf_pipeline if found.kind is DocumentKind.PDF else "simple",
+        )
+        if found.kind is DocumentKind.PDF and (found.pages or 0) > inp.split_pdf_pages:
+            return PrepareResult(inspected=inspected)
+
+        if (result := await self._parsed_before(inp.sha256, inspected.pipeline)) is not None:
+            document = await self._load_parsed(result.parsed_key)
+        else:
+            result, document = await self._parse_whole(inp.filename, inp.sha256, data, password)
+        metadata = extract_metadata(document, result.kind, result.pipeline)
+        chunked = await self._chunk(inp.sha256, result.parsed_key, inp.max_tokens, document)
+        return PrepareResult(inspected=inspected, parsed=result, metadata=metadata, chunked=chunked)
+
+    async def _parse_whole(
+        self, filename: str, sha256: str, data: bytes, password: str | None
+    ) -> tuple[ParseResult, DoclingDocument]:
+        """Parse bytes the calling step has just inspected (damage included)."""
         pages = {"done": 0, "total": None}
 
         def on_page(done: int, total: int) -> None:
             pages["done"], pages["total"] = done, total
 
         parsed = await run_blocking(
-            # The workflow inspected these bytes (damage included) in its previous step.
             lambda: self.parser.parse(
-                data, inp.filename, on_page, password=password, damage_checked=True
+                data, filename, on_page, password=password, damage_checked=True
             ),
             details=lambda: {"pages_done": pages["done"], "pages_total": pages["total"]},
         )
+        count_in_activity(
+            "docindex_pages_parsed", parsed.pages or 0, "Pages parsed", pipeline=parsed.pipeline
+        )
         result = ParseResult(
-            parsed_key=parsed_key(inp.sha256, parsed.pipeline),
+            parsed_key=parsed_key(sha256, parsed.pipeline),
             kind=parsed.kind.value,
             pages=parsed.pages,
             pipeline=parsed.pipeline,
         )
-        await self._save_parsed(inp.sha256, result, parsed.document)
-        count_in_activity(
-            "docindex_pages_parsed", parsed.pages or 0, "Pages parsed", pipeline=parsed.pipeline
-        )
-        return result
+        # Saved for a retry or a re-index of the same bytes, and for the enrichment step.
+        await self._save_parsed(sha256, result, parsed.document)
+        return result, parsed.document
 
     async def _parsed_before(self, sha256: str, pipeline: str) -> ParseResult | None:
         """An earlier parse of the same bytes with the same pipeline, if one was saved."""
@@ -247,13 +284,23 @@ class DocumentSteps:
 
     @activity.defn(name=names.CHUNK_DOCUMENT)
     async def chunk_document(self, inp: ChunkInput) -> ChunkResult:
-        config = self.chunker.config_digest(inp.parsed_key, inp.max_tokens)
-        key = chunks_key(inp.sha256, config)
+        return await self._chunk(inp.sha256, inp.parsed_key, inp.max_tokens)
+
+    async def _chunk(
+        self,
+        sha256: str,
+        parsed: str,
+        max_tokens: int,
+        document: DoclingDocument | None = None,
+    ) -> ChunkResult:
+        config = self.chunker.config_digest(parsed, max_tokens)
+        key = chunks_key(sha256, config)
         if await self.blobs.exists(key):  # same parse, same chunker: same chunks
             count = len(json.loads(await self.blobs.get(key)))
             return ChunkResult(chunks_key=key, chunk_count=count, chunk_config=config, reused=True)
-        document = await self._load_parsed(inp.parsed_key)
-        chunks = await run_blocking(self.chunker.chunk, document, inp.max_tokens)
+        if document is None:
+            document = await self._load_parsed(parsed)
+        chunks = await run_blocking(self.chunker.chunk, document, max_tokens)
         await self.blobs.put(key, json.dumps([c.to_dict() for c in chunks]).encode())
         return ChunkResult(chunks_key=key, chunk_count=len(chunks), chunk_config=config)
 
@@ -309,6 +356,7 @@ class DocumentSteps:
     def all(self) -> list:
         return [
             self.inspect_document,
+            self.prepare_document,
             self.parse_document,
             self.parse_page_range,
             self.merge_parsed_parts,

@@ -11,6 +11,8 @@ from temporalio.client import Client
 # Activity → the pipeline step it belongs to (as the local path times them).
 STEP_OF = {
     "inspect_document": "parse",
+    # Inspect, parse, metadata and chunk in one activity: its time counts as parse.
+    "prepare_document": "parse",
     "parse_document": "parse",
     "parse_page_range": "parse",
     "merge_parsed_parts": "parse",

@@ -35,7 +35,7 @@ from .helpers import TERMINAL_RUN_STATES, first_pages, free_port, unique
 UP_BANNER = "docindex is up"
 BIG_PDF = "pdf/pypdf_samples/GeoTopo-komprimiert.pdf"
 SMALL = ["office/docling/word_sample.docx"]
-PARSE_STEPS = {"parse_document", "parse_page_range"}
+PARSE_STEPS = {"prepare_document", "parse_page_range"}
 EMBED_STEPS = {"embed_chunks"}
 
 

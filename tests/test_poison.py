@@ -129,7 +129,7 @@ async def test_poison_document_is_quarantined_and_the_run_goes_on(
 
     row = await document_row(settings, poison_id)
     assert (row["status"], row["error_type"]) == ("quarantined", "WorkerLost")
-    assert "quarantined: parse_document lost its worker on every attempt" in row["error"]
+    assert "quarantined: prepare_document lost its worker on every attempt" in row["error"]
     assert cpu_queue in row["error"]
     assert await chunk_rows(settings.database_url or "", poison_id) == 0
     good_row = await document_row(settings, good_id)
@@ -139,8 +139,8 @@ async def test_poison_document_is_quarantined_and_the_run_goes_on(
     # Two attempts, each ended by the heartbeat timeout; then the child failed as WorkerLost
     # with its DocStatus search attribute saying quarantined.
     child_id = document_workflow_id(run_id, poison_id)
-    parses = [a for a in await activity_attempts(client, child_id) if a[0] == "parse_document"]
-    assert parses == [("parse_document", cpu_queue, 2, "timed_out")]
+    parses = [a for a in await activity_attempts(client, child_id) if a[0] == "prepare_document"]
+    assert parses == [("prepare_document", cpu_queue, 2, "timed_out")]
     child = await client.get_workflow_handle(child_id).describe()
     assert child.status == WorkflowExecutionStatus.FAILED
     assert child.typed_search_attributes.get(sa.DOC_STATUS) == "quarantined"
@@ -208,9 +208,9 @@ async def test_poison_and_big_documents_go_to_the_large_queue(
 
     # The poison lost its CPU worker twice, then every CPU step ran on the large queue.
     steps = await activity_attempts(client, document_workflow_id(run_id, poison_id))
-    parses = [(q, attempt, how) for name, q, attempt, how in steps if name == "parse_document"]
+    parses = [(q, attempt, how) for name, q, attempt, how in steps if name == "prepare_document"]
     assert parses == [(cpu_queue, 2, "timed_out"), (large_queue, 1, "completed")]
-    after = {q for name, q, _, _ in steps if name in ("extract_metadata", "chunk_document")}
+    after = {q for name, q, _, _ in steps if name == "store_document"}
     assert after == {large_queue}
 
     # The big document went to the large queue from its first step; the small one did not.
@@ -223,7 +223,7 @@ async def test_poison_and_big_documents_go_to_the_large_queue(
     good_queues = {
         q
         for name, q, _, _ in await activity_attempts(client, document_workflow_id(run_id, good_id))
-        if name == "parse_document"
+        if name == "prepare_document"
     }
     assert good_queues == {cpu_queue}
     for document_id in (poison_id, big_id, good_id):

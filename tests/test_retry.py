@@ -15,7 +15,7 @@ from temporalio.client import Client
 from docindex.blobstore import BlobStore
 from docindex.config import Settings
 from docindex.ids import document_workflow_id, run_workflow_id
-from docindex.models import ChunkResult, EmbedResult, ParseResult, RetryRequest
+from docindex.models import EmbedResult, PrepareResult, RetryRequest
 from docindex.runs import retry_run
 
 from .conftest import TenantClient
@@ -30,8 +30,7 @@ async def step_results(client: Client, workflow_id: str) -> dict[str, object]:
     """Results of the latest execution's activities, decoded, by activity name."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     types = {
-        ParseResult: "parse_document",
-        ChunkResult: "chunk_document",
+        PrepareResult: "prepare_document",
         EmbedResult: "embed_chunks",
     }
     names = {
@@ -83,7 +82,8 @@ async def test_after_a_provider_outage_retry_reembeds_without_reparsing(
 
     assert (run["status"], run["completed"], run["failed"]) == ("completed", 1, 0)
     results = await step_results(client, document_workflow_id(run_id, doc["document_id"]))
-    assert results["parse_document"].reused and results["chunk_document"].reused
+    prepared = results["prepare_document"]
+    assert prepared.parsed.reused and prepared.chunked.reused
     assert not results["embed_chunks"].reused  # only the failed step really ran
     assert await executions(client, run_workflow_id(run_id)) == 2  # the closed run reopened
 
@@ -114,7 +114,8 @@ async def test_retry_reindex_and_bulk_retry_through_the_api(
     final = await wait_for_run(api, run_id)
     assert {d["document_id"]: d["status"] for d in final["documents"]}[good] == "completed"
     results = await step_results(client, document_workflow_id(run_id, good))
-    assert all(r.reused for r in results.values()), results
+    prepared, embedded = results["prepare_document"], results["embed_chunks"]
+    assert prepared.parsed.reused and prepared.chunked.reused and embedded.reused, results
     assert await chunk_rows(settings.database_url or "", good) == chunks_before
 
     # Bulk replay by error class, limited to failures since this test started.

@@ -620,7 +620,7 @@ async def test_recipe_7_reset_a_document_to_a_step(
     ]
     (stored_again,) = scheduled(events, "store_document")
     assert int(stored_again["eventId"]) > int(reset_at["eventId"])
-    (parsed,) = scheduled(events, "parse_document")
+    (parsed,) = scheduled(events, "prepare_document")
     assert int(parsed["eventId"]) < int(reset_at["eventId"])
     assert events[-1]["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
     after = await document(api, doc)

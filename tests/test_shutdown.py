@@ -43,14 +43,14 @@ async def parse_started_on(client: Client, run_id: str, document_id: str) -> int
         except Exception:  # the child may not exist yet
             pending = []
         for p in pending:
-            if p.activity_type.name == "parse_document" and p.last_worker_identity:
+            if p.activity_type.name == "prepare_document" and p.last_worker_identity:
                 return int(p.last_worker_identity.split("@")[0])
         await asyncio.sleep(0.2)
     raise AssertionError("the parse never started")
 
 
 async def parse_attempts(client: Client, run_id: str, document_id: str) -> list[tuple]:
-    """(attempt, worker pid, last failure) of each parse_document start, then ("completed",
+    """(attempt, worker pid, last failure) of each prepare_document start, then ("completed",
     when)."""
     history = await client.get_workflow_handle(
         document_workflow_id(run_id, document_id)
@@ -59,7 +59,7 @@ async def parse_attempts(client: Client, run_id: str, document_id: str) -> list[
         e.event_id
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-        and e.activity_task_scheduled_event_attributes.activity_type.name == "parse_document"
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "prepare_document"
     }
     found = []
     for e in history.events:
@@ -98,7 +98,7 @@ async def test_sigterm_finishes_or_hands_back_running_parses(
             settings,
             [("a.pdf", unique(pdf)), ("b.pdf", unique(pdf))],
             cpu_task_queue=cpu_queue,
-            split_pdf_pages=1000,  # one parse_document activity, not page ranges
+            split_pdf_pages=1000,  # one prepare_document activity, not page ranges
             heartbeat_timeout_s=HEARTBEAT_S,
         )
         # One document each (each worker runs one activity at a time).

@@ -35,10 +35,7 @@ async def test_an_upload_is_one_trace_from_request_to_every_activity(
         *(
             f"RunActivity:{step}"
             for step in (
-                "inspect_document",
-                "parse_document",
-                "extract_metadata",
-                "chunk_document",
+                "prepare_document",
                 "embed_chunks",
                 "store_document",
             )

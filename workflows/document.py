@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -44,6 +46,8 @@ with workflow.unsafe.imports_passed_through():
         ParseInput,
         ParseResult,
         PipelineOptions,
+        PrepareInput,
+        PrepareResult,
         RecordOutcomeInput,
         Step,
         StoreInput,
@@ -52,6 +56,14 @@ with workflow.unsafe.imports_passed_through():
     from docindex.pagination import page_ranges
     from docindex.usage import Usage
     from workflows import names
+
+T = TypeVar("T")
+
+# Patches (workflow.patched): histories recorded before a change replay the old path.
+# Inspect, parse, metadata and chunk as one activity for documents not split into ranges.
+PREPARE_IN_ONE_STEP = "prepare-in-one-step"
+# Progress signals to the parent run no longer hold the document up.
+UNAWAITED_PROGRESS = "unawaited-progress-signals"
 
 # DocStatus search attribute while a document is in a step.
 STEP_STATUS = {
@@ -107,6 +119,8 @@ class DocumentWorkflow:
         self._cpu_queue = ""
         # Queues where the parse lost its worker on every attempt, for the quarantine reason.
         self._lost_on: list[str] = []
+        # Progress signals in flight (a reference keeps each task alive).
+        self._signals: set[asyncio.Task[None]] = set()
 
     @workflow.query(name=names.STATUS_QUERY)
     def status(self) -> DocumentProgress | None:
@@ -124,42 +138,20 @@ class DocumentWorkflow:
         )
         try:
             await self._enter(Step.PARSE)
-            parsed = await self._parse(task, opts)
+            if workflow.patched(PREPARE_IN_ONE_STEP):
+                prepared = await self._on_cpu_queue(task, opts, self._prepare_on)
+                parsed, metadata, chunked = prepared.parsed, prepared.metadata, prepared.chunked
+            else:
+                parsed = await self._on_cpu_queue(task, opts, self._parse_on)
+                metadata = chunked = None
+            assert parsed is not None
             self._progress.pages = parsed.pages
-
-            await self._enter(Step.METADATA)
-            metadata = await workflow.execute_activity(
-                names.EXTRACT_METADATA,
-                MetadataInput(
-                    document_id=task.document_id,
-                    parsed_key=parsed.parsed_key,
-                    kind=parsed.kind,
-                    pipeline=parsed.pipeline,
-                ),
-                result_type=DocumentMetadata,
-                task_queue=self._cpu_queue,
-                start_to_close_timeout=timedelta(minutes=10),
-                heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
-                summary=task.filename,
-                retry_policy=STEP_RETRY,
-            )
-
-            await self._enter(Step.CHUNK)
-            chunked = await workflow.execute_activity(
-                names.CHUNK_DOCUMENT,
-                ChunkInput(
-                    document_id=task.document_id,
-                    sha256=task.sha256,
-                    parsed_key=parsed.parsed_key,
-                    max_tokens=opts.chunk_max_tokens,
-                ),
-                result_type=ChunkResult,
-                task_queue=self._cpu_queue,
-                start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
-                summary=task.filename,
-                retry_policy=STEP_RETRY,
-            )
+            if metadata is None:
+                await self._enter(Step.METADATA)
+                metadata = await self._extract_metadata(task, opts, parsed)
+            if chunked is None:
+                await self._enter(Step.CHUNK)
+                chunked = await self._chunk(task, opts, parsed)
             self._progress.chunk_count = chunked.chunk_count
 
             await self._enter(Step.ENRICH)
@@ -245,7 +237,9 @@ class DocumentWorkflow:
             "Documents that ended, by status",
             {"status": "completed", "error_type": ""},
         )
-        await self._report()
+        # The run learns of the completion from this workflow's result.
+        if not workflow.patched(UNAWAITED_PROGRESS):
+            await self._report()
         return DocumentOutcome(document_id=task.document_id, status=DocStatus.COMPLETED)
 
     async def _enrich(
@@ -306,12 +300,17 @@ class DocumentWorkflow:
         self._context_usage = [u for r in results for u in r.usage]
         return enriched, [r.contexts_key for r in results]
 
-    async def _parse(self, task: DocumentTask, opts: PipelineOptions) -> ParseResult:
-        """Parse on this document's queue; a parse that lost its CPU worker on every attempt
-        gets another chance on the large queue (more memory, one document at a time), when
-        one is configured. Page ranges already saved are not parsed again there."""
+    async def _on_cpu_queue(
+        self,
+        task: DocumentTask,
+        opts: PipelineOptions,
+        step: Callable[[DocumentTask, PipelineOptions, str], Awaitable[T]],
+    ) -> T:
+        """Run the parsing step on this document's queue; one that lost its CPU worker on
+        every attempt gets another chance on the large queue (more memory, one document at
+        a time), when one is configured. Page ranges already saved are not parsed again."""
         try:
-            return await self._parse_on(task, opts, self._cpu_queue)
+            return await step(task, opts, self._cpu_queue)
         except ActivityError as err:
             if not _worker_lost(err):
                 raise
@@ -325,7 +324,45 @@ class DocumentWorkflow:
             opts.large_task_queue,
         )
         self._cpu_queue = opts.large_task_queue
-        return await self._parse_on(task, opts, self._cpu_queue)
+        return await step(task, opts, self._cpu_queue)
+
+    async def _extract_metadata(
+        self, task: DocumentTask, opts: PipelineOptions, parsed: ParseResult
+    ) -> DocumentMetadata:
+        return await workflow.execute_activity(
+            names.EXTRACT_METADATA,
+            MetadataInput(
+                document_id=task.document_id,
+                parsed_key=parsed.parsed_key,
+                kind=parsed.kind,
+                pipeline=parsed.pipeline,
+            ),
+            result_type=DocumentMetadata,
+            task_queue=self._cpu_queue,
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
+            summary=task.filename,
+            retry_policy=STEP_RETRY,
+        )
+
+    async def _chunk(
+        self, task: DocumentTask, opts: PipelineOptions, parsed: ParseResult
+    ) -> ChunkResult:
+        return await workflow.execute_activity(
+            names.CHUNK_DOCUMENT,
+            ChunkInput(
+                document_id=task.document_id,
+                sha256=task.sha256,
+                parsed_key=parsed.parsed_key,
+                max_tokens=opts.chunk_max_tokens,
+            ),
+            result_type=ChunkResult,
+            task_queue=self._cpu_queue,
+            start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
+            summary=task.filename,
+            retry_policy=STEP_RETRY,
+        )
 
     def _quarantine_reason(self, err: ActivityError) -> str:
         where = self._lost_on or [self._cpu_queue]
@@ -336,8 +373,40 @@ class DocumentWorkflow:
             "document. Not retried further."
         )
 
+    async def _prepare_on(
+        self, task: DocumentTask, opts: PipelineOptions, queue: str
+    ) -> PrepareResult:
+        """Most documents: inspected, parsed, described and chunked by one activity. A PDF
+        over the split threshold comes back inspected only and is parsed as page ranges
+        (metadata and chunks then follow as steps of their own)."""
+        poison = poison_retry(opts.poison_max_attempts)
+        prepared = await workflow.execute_activity(
+            names.PREPARE_DOCUMENT,
+            PrepareInput(
+                document_id=task.document_id,
+                filename=task.filename,
+                sha256=task.sha256,
+                blob_key=task.blob_key,
+                password_key=task.password_key,
+                split_pdf_pages=opts.split_pdf_pages,
+                max_tokens=opts.chunk_max_tokens,
+            ),
+            result_type=PrepareResult,
+            task_queue=queue,
+            start_to_close_timeout=timedelta(hours=2),
+            heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
+            summary=task.filename,
+            retry_policy=poison,
+        )
+        if prepared.parsed is None:
+            assert self._progress is not None
+            self._progress.pages = prepared.inspected.pages
+            parsed = await self._parse_ranges(task, opts, queue, prepared.inspected)
+            prepared = prepared.model_copy(update={"parsed": parsed})
+        return prepared
+
     async def _parse_on(self, task: DocumentTask, opts: PipelineOptions, queue: str) -> ParseResult:
-        """Small documents in one activity; big PDFs as page ranges on any CPU worker."""
+        """Before PREPARE_IN_ONE_STEP: inspect, then parse whole or as page ranges."""
         heartbeat = timedelta(seconds=opts.heartbeat_timeout_s)
         poison = poison_retry(opts.poison_max_attempts)
         inspected = await workflow.execute_activity(
@@ -374,7 +443,15 @@ class DocumentWorkflow:
                 summary=task.filename,
                 retry_policy=poison,
             )
+        return await self._parse_ranges(task, opts, queue, inspected)
 
+    async def _parse_ranges(
+        self, task: DocumentTask, opts: PipelineOptions, queue: str, inspected: InspectResult
+    ) -> ParseResult:
+        """A big PDF as page ranges on any CPU worker, then merged."""
+        heartbeat = timedelta(seconds=opts.heartbeat_timeout_s)
+        poison = poison_retry(opts.poison_max_attempts)
+        assert self._progress is not None
         self._progress.pages_parsed = 0
         window = asyncio.Semaphore(opts.max_parallel_ranges)
 
@@ -459,21 +536,36 @@ class DocumentWorkflow:
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
             )
         )
-        await self._report()
+        # Delivered before this workflow ends: the error message travels with it.
+        await self._report(wait=True)
 
-    async def _report(self) -> None:
-        """Tell the parent run about our progress; the run's status query reads it."""
+    async def _report(self, *, wait: bool = False) -> None:
+        """Tell the parent run about our progress; the run's status query reads it.
+
+        The signal goes out with this workflow task's other commands and the document goes
+        on without waiting for its delivery: waiting cost a workflow-task round trip per
+        step (most of a small document's orchestration time in the benchmark)."""
         parent = workflow.info().parent
         if parent is None or self._progress is None:
             return
+        # A snapshot: the progress object keeps changing after this returns.
+        sent = self._signal(parent.workflow_id, self._progress.model_copy(deep=True))
+        if workflow.patched(UNAWAITED_PROGRESS) and not wait:
+            signal = asyncio.create_task(sent)
+            self._signals.add(signal)
+            signal.add_done_callback(self._signals.discard)
+        else:
+            await sent
+
+    async def _signal(self, parent_id: str, progress: DocumentProgress) -> None:
         try:
-            await workflow.get_external_workflow_handle(parent.workflow_id).signal(
-                names.DOCUMENT_PROGRESS_SIGNAL, self._progress
+            await workflow.get_external_workflow_handle(parent_id).signal(
+                names.DOCUMENT_PROGRESS_SIGNAL, progress
             )
         except ApplicationError:
             # The run may already have closed (it was terminated); our own state still
             # holds, and Postgres has the outcome.
-            workflow.logger.warning("could not signal run %s", parent.workflow_id)
+            workflow.logger.warning("could not signal run %s", parent_id)
 
 
 def _worker_lost(err: ActivityError) -> bool:

@@ -8,6 +8,7 @@ REQUEUE_DOCUMENTS = "requeue_documents"
 COUNT_RUN_DOCUMENTS = "count_run_documents"
 
 INSPECT_DOCUMENT = "inspect_document"
+PREPARE_DOCUMENT = "prepare_document"
 PARSE_DOCUMENT = "parse_document"
 PARSE_PAGE_RANGE = "parse_page_range"
 MERGE_PARSED_PARTS = "merge_parsed_parts"

@@ -1,0 +1,74 @@
+"""Record workflow histories for the replay test (tests/test_replay.py).
+
+A change to a workflow must replay the histories of runs already in flight when it is
+deployed (``workflow.patched`` keeps the old path for them). Run this at the commit whose
+histories should be kept, before changing the workflows, and commit what it writes:
+
+    python -m tests.histories.record tests/histories/<label>
+
+It starts its own stack (bench.stack: embedded Postgres, a Temporal dev server, one worker
+process per kind and the API) and indexes a few corpus documents that take every path: a
+one-page PDF, a DOCX, a PDF split into page ranges, and a damaged PDF that fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from bench.stack import Stack
+from docindex.ids import document_workflow_id, run_workflow_id
+
+CORPUS = Path(
+    os.environ.get("DOCINDEX_CORPUS") or Path(__file__).resolve().parents[3] / "shared" / "corpus"
+)
+DOCUMENTS = {
+    "one_page_pdf": "pdf/docling/2305.03393v1-pg9.pdf",
+    "docx": "office/docling/word_sample.docx",
+    "split_pdf": "pdf/docling/multi_page.pdf",
+    "damaged_pdf": "broken/zen_of_python_corrupted.pdf",
+}
+
+
+async def record() -> dict[str, str]:
+    """History JSON by label, run.json for the parent run."""
+    files = [("files", (Path(p).name, (CORPUS / p).read_bytes())) for p in DOCUMENTS.values()]
+    histories: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as root:
+        async with Stack(Path(root)) as stack:
+            await stack.start_workers()
+            _, url = await stack.start_api(DOCINDEX_SPLIT_PDF_PAGES="3", DOCINDEX_RANGE_PAGES="2")
+            headers = await stack.api_headers("histories")
+            async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+                accepted = (await http.post("/v1/documents", files=files)).json()
+                run_id = accepted["run_id"]
+                while True:
+                    run = (await http.get(f"/v1/runs/{run_id}")).json()
+                    if run["status"] not in ("queued", "running"):
+                        break
+                    await asyncio.sleep(0.5)
+            ids = {d["filename"]: d["document_id"] for d in accepted["documents"]}
+            parent = stack.client.get_workflow_handle(run_workflow_id(run_id))
+            histories["run"] = (await parent.fetch_history()).to_json()
+            for label, path in DOCUMENTS.items():
+                child_id = document_workflow_id(run_id, ids[Path(path).name])
+                history = await stack.client.get_workflow_handle(child_id).fetch_history()
+                histories[label] = history.to_json()
+            print(f"run {run_id}: {run['status']}")
+    return histories
+
+
+def main(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for label, history in asyncio.run(record()).items():
+        (out / f"{label}.json").write_text(history)
+    print(f"histories in {out}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,41 @@
+"""Workflow changes replay the histories of runs already in flight when they deploy.
+
+``tests/histories/<label>/`` holds histories recorded by ``tests/histories/record.py`` at
+an earlier commit (see record.py there). A workflow change that is not guarded by
+``workflow.patched`` makes one of them fail here with a non-determinism error, before it
+can strand real runs in production.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows.document import DocumentWorkflow
+from workflows.indexing import IndexingWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*/*.json"))
+# Read at collection: the replay itself is async.
+RECORDED = {f"{p.parent.name}/{p.stem}": p.read_text() for p in HISTORIES}
+
+
+def test_there_are_histories_to_replay() -> None:
+    labels = {p.parent.name for p in HISTORIES}
+    assert labels, "no recorded histories"
+    for label in labels:
+        names = {p.stem for p in HISTORIES if p.parent.name == label}
+        assert {"run", "one_page_pdf", "docx", "split_pdf", "damaged_pdf"} <= names, label
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+async def test_recorded_history_replays(name: str) -> None:
+    history = WorkflowHistory.from_json(name, RECORDED[name])
+    replayer = Replayer(
+        workflows=[IndexingWorkflow, DocumentWorkflow], data_converter=pydantic_data_converter
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
