@@ -14,10 +14,12 @@ one-page PDF, a DOCX, a PDF split into page ranges, and a damaged PDF that fails
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -63,10 +65,20 @@ async def record() -> dict[str, str]:
     return histories
 
 
+def without_stack_traces(node: Any) -> Any:
+    """Failures carry the recording machine's stack traces (its paths); replay needs none."""
+    if isinstance(node, dict):
+        return {k: "" if k == "stackTrace" else without_stack_traces(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [without_stack_traces(v) for v in node]
+    return node
+
+
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for label, history in asyncio.run(record()).items():
-        (out / f"{label}.json").write_text(history)
+        cleaned = without_stack_traces(json.loads(history))
+        (out / f"{label}.json").write_text(json.dumps(cleaned, indent=1) + "\n")
     print(f"histories in {out}")
 
 
