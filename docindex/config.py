@@ -193,8 +193,11 @@ class Settings(BaseSettings):
     embed_micro_batch: int = Field(
         default=256, ge=1, description="Local model: most texts coalesced into one forward pass"
     )
-    embed_micro_batch_wait_ms: float = Field(
-        default=20.0, ge=0, description="Local model: how long a request waits for company"
+    embed_micro_batch_wait_ms: float | None = Field(
+        default=None,
+        ge=0,
+        description="Local model: how long a request waits for company; default 20 on CUDA, "
+        "0 on CPU (a CPU is saturated by one request's batch: waiting only adds latency)",
     )
     voyage_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("VOYAGE_API_KEY", "DOCINDEX_VOYAGE_API_KEY")

@@ -292,9 +292,13 @@ async def test_llm_queue_rate_is_shared_by_all_workers(
     assert span >= (len(times) - 3) / 2.0, f"{len(times)} calls in {span:.2f}s"
 
 
-async def test_concurrent_embed_activities_share_forward_passes(tmp_path) -> None:
+@pytest.mark.parametrize("max_wait_s", [0.05, None], ids=["wait-50ms", "cpu-default-no-wait"])
+async def test_concurrent_embed_activities_share_forward_passes(
+    tmp_path, max_wait_s: float | None
+) -> None:
     """Eight embed activities at once, through the real activity code: the local model runs
-    far fewer, larger forward passes than there are activities."""
+    far fewer, larger forward passes than there are activities. On CPU the default is not
+    to wait for company, yet requests queued during a pass still share the next one."""
     from temporalio.testing import ActivityEnvironment
 
     from activities.embedding import EmbeddingSteps
@@ -302,7 +306,8 @@ async def test_concurrent_embed_activities_share_forward_passes(tmp_path) -> Non
     from docindex.models import EmbedInput
     from docindex.pipeline.embedders.local import LocalEmbedder
 
-    embedder = LocalEmbedder(device="cpu", max_wait_s=0.05)
+    embedder = LocalEmbedder(device="cpu", max_wait_s=max_wait_s)
+    assert embedder.batcher.max_wait_s == (0.0 if max_wait_s is None else max_wait_s)
     blobs = BlobStore(None, tmp_path)
     steps = EmbeddingSteps(blobs, embedder)
     inputs = []

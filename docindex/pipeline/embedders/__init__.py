@@ -62,7 +62,11 @@ def _build(settings: Settings) -> Embedder:
         settings.embed_device,
         batch_size=settings.embed_batch_size,
         max_batch=settings.embed_micro_batch,
-        max_wait_s=settings.embed_micro_batch_wait_ms / 1000,
+        max_wait_s=(
+            None
+            if settings.embed_micro_batch_wait_ms is None
+            else settings.embed_micro_batch_wait_ms / 1000
+        ),
     )
 
 
