@@ -1,10 +1,9 @@
 """CPU-queue activities: inspect, parse, metadata, chunk (one at a time, or prepared in one
-activity), store."""
+activity)."""
 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import signal
@@ -13,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import numpy as np
 from docling_core.types.doc import DoclingDocument
 from temporalio import activity
 
-from docindex import repository
 from docindex.blobstore import (
     BlobStore,
     chunks_key,
@@ -26,7 +23,6 @@ from docindex.blobstore import (
     parsed_part_key,
 )
 from docindex.filetypes import DocumentKind, detect_kind
-from docindex.ids import chunk_id
 from docindex.metrics import count_in_activity
 from docindex.models import (
     ChunkInput,
@@ -42,19 +38,16 @@ from docindex.models import (
     ParseResult,
     PrepareInput,
     PrepareResult,
-    StoreInput,
-    StoreResult,
 )
 from docindex.pagination import page_ranges
-from docindex.pipeline.chunking import Chunk, DocumentChunker
+from docindex.pipeline.chunking import DocumentChunker
 from docindex.pipeline.metadata import extract_metadata
 from docindex.pipeline.parsing import DocumentParser, ensure_has_text, merge_parts
-from docindex.usage import combine, cost_usd
 from workflows import names
 
-from .embedding import load_contexts
 from .errors import document_errors_are_final
-from .heartbeat import heartbeat_while, run_blocking
+from .heartbeat import run_blocking
+from .storing import StoreSteps
 
 # Parsed documents a CPU worker keeps in memory (a big PDF can take hundreds of MB).
 _PARSED_CACHE_SIZE = 4
@@ -79,9 +72,8 @@ class DocumentSteps:
         # Test hook (DOCINDEX_TEST_CHECKPOINT_DELAY_S), 0 unless set: parsing is fast enough
         # that a test could not otherwise see (and kill) a page range half-way.
         self.checkpoint_delay_s = checkpoint_delay_s
-        self.prices = prices or {}
         self.blobs = blobs
-        self.pool = pool
+        self.storing = StoreSteps(blobs, pool, prices)
         self.parser = parser
         self.chunker = chunker
         # The last few parsed documents, by their content-addressed key: the metadata and
@@ -304,55 +296,6 @@ class DocumentSteps:
         await self.blobs.put(key, json.dumps([c.to_dict() for c in chunks]).encode())
         return ChunkResult(chunks_key=key, chunk_count=len(chunks), chunk_config=config)
 
-    @activity.defn(name=names.STORE_DOCUMENT)
-    async def store_document(self, inp: StoreInput) -> StoreResult:
-        chunks = [Chunk(**c) for c in json.loads(await self.blobs.get(inp.chunks_key))]
-        vectors = np.load(io.BytesIO(await self.blobs.get(inp.vectors_key)))
-        contexts = await load_contexts(self.blobs, inp.contexts_keys) or [None] * len(chunks)
-        if not (len(vectors) == len(chunks) == len(contexts)):
-            raise RuntimeError(
-                f"{len(vectors)} vectors, {len(contexts)} contexts for {len(chunks)} chunks: "
-                "artifacts out of step"
-            )
-        rows = [
-            repository.ChunkRow(
-                chunk_id=chunk_id(inp.document_id, c.ordinal, inp.chunk_config, inp.model),
-                ordinal=c.ordinal,
-                text=c.text,
-                embed_text=f"{ctx}\n\n{c.embed_text}" if ctx else c.embed_text,
-                headings=c.headings,
-                pages=c.pages,
-                context=ctx,
-            )
-            for c, ctx in zip(chunks, contexts, strict=True)
-        ]
-        metadata = inp.metadata.model_dump()
-        metadata["enrichment"] = {
-            "status": inp.enrichment_status,
-            "reason": inp.enrichment_reason,
-            **(inp.summary.model_dump() if inp.summary else {}),
-        }
-        usage = combine(inp.usage)
-        # Heartbeats let a dead worker be noticed within the heartbeat timeout, not after
-        # the step's whole start-to-close timeout.
-        count = await heartbeat_while(
-            repository.store_document(
-                self.pool,
-                inp.document_id,
-                rows,
-                vectors,
-                inp.model,
-                inp.pages,
-                metadata,
-                tokens={
-                    key: {**u.model_dump(), "cost_usd": cost_usd(u, self.prices)}
-                    for key, u in usage.items()
-                },
-                cost_usd=sum(cost_usd(u, self.prices) for u in usage.values()),
-            )
-        )
-        return StoreResult(chunk_count=count)
-
     def all(self) -> list:
         return [
             self.inspect_document,
@@ -362,7 +305,8 @@ class DocumentSteps:
             self.merge_parsed_parts,
             self.extract_metadata,
             self.chunk_document,
-            self.store_document,
+            # Stores scheduled on the CPU queue by histories from before STORE_ON_WORKFLOW_QUEUE.
+            self.storing.store_document,
         ]
 
 

@@ -19,6 +19,7 @@ from workflows import names
 
 from .errors import provider_errors_are_typed
 from .heartbeat import heartbeat_while
+from .storing import load_contexts
 
 
 class EmbeddingSteps:
@@ -75,15 +76,6 @@ class EmbeddingSteps:
 
     def all(self) -> list:
         return [self.embed_chunks]
-
-
-async def load_contexts(blobs: BlobStore, keys: list[str]) -> list[str] | None:
-    if not keys:
-        return None
-    contexts: list[str] = []
-    for key in keys:  # in chunk order: the workflow lists them that way
-        contexts.extend(json.loads(await blobs.get(key)))
-    return contexts
 
 
 def embed_texts(chunks: list[dict], contexts: list[str] | None) -> list[str]:

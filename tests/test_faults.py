@@ -77,14 +77,13 @@ async def test_store_run_again_writes_each_chunk_once(
     before = await chunk_ids(url, document_id)
     assert len(before) > 1
 
-    from activities.document_steps import DocumentSteps
+    from activities.storing import StoreSteps
     from docindex.database import create_pool
 
     inp = await store_input(client, run_id, document_id)
     pool = await create_pool(url)
     try:
-        # The parser and chunker are not used by the store step.
-        steps = DocumentSteps(BlobStore.from_settings(settings), pool, None, None)  # type: ignore[arg-type]
+        steps = StoreSteps(BlobStore.from_settings(settings), pool)
         results = await asyncio.gather(
             ActivityEnvironment().run(steps.store_document, inp),
             ActivityEnvironment().run(steps.store_document, inp),

@@ -1,6 +1,7 @@
 """Build the workers of one kind, each with exactly the activities its queue serves.
 
-The kinds mirror the hardware they would run on in production: workflow workers are light;
+The kinds mirror the hardware they would run on in production: workflow workers are light
+(orchestration, plus bookkeeping and the store step: Postgres I/O);
 CPU workers parse and chunk; large workers do the same for big or poison documents, one at a
 time with bigger limits (a machine with more memory); GPU workers hold the local embedding
 model; hosted workers call paid APIs (Anthropic, Voyage) on task queues whose rate is limited
@@ -48,16 +49,21 @@ async def build_workers(
     graceful = timedelta(seconds=settings.worker_graceful_shutdown_s)
     if kind is Queue.WORKFLOW:
         from activities.bookkeeping import Bookkeeping
+        from activities.storing import StoreSteps
         from workflows.document import DocumentWorkflow
         from workflows.indexing import IndexingWorkflow
 
-        pool = await create_pool(database_url, max_size=5)
+        pool = await create_pool(database_url, max_size=8)
         workers.append(
             Worker(
                 client,
                 task_queue=settings.workflow_task_queue,
                 workflows=[IndexingWorkflow, DocumentWorkflow],
-                activities=Bookkeeping(pool).all(),
+                # Postgres I/O only: run bookkeeping and the store step, eagerly.
+                activities=[
+                    *Bookkeeping(pool).all(),
+                    *StoreSteps(blobs, pool, settings.prices).all(),
+                ],
                 graceful_shutdown_timeout=graceful,
             )
         )

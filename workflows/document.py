@@ -64,6 +64,8 @@ T = TypeVar("T")
 PREPARE_IN_ONE_STEP = "prepare-in-one-step"
 # Progress signals to the parent run no longer hold the document up.
 UNAWAITED_PROGRESS = "unawaited-progress-signals"
+# The store step runs on the workflow task queue.
+STORE_ON_WORKFLOW_QUEUE = "store-on-workflow-queue"
 
 # DocStatus search attribute while a document is in a step.
 STEP_STATUS = {
@@ -200,7 +202,13 @@ class DocumentWorkflow:
                     ],
                 ),
                 result_type=StoreResult,
-                task_queue=self._cpu_queue,
+                # Postgres I/O: taken eagerly by the workflow worker, not queued behind
+                # parses for a CPU slot.
+                task_queue=(
+                    opts.workflow_task_queue
+                    if workflow.patched(STORE_ON_WORKFLOW_QUEUE)
+                    else self._cpu_queue
+                ),
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=timedelta(seconds=opts.heartbeat_timeout_s),
                 retry_policy=STORE_RETRY,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
@@ -46,6 +47,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows import names
 
 BOOKKEEPING_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
+
+# Patch (workflow.patched): histories recorded before it replay bookkeeping as activities.
+LOCAL_BOOKKEEPING = "bookkeeping-as-local-activities"
 
 
 @workflow.defn(name="IndexingWorkflow")
@@ -95,7 +99,7 @@ class IndexingWorkflow:
         (same workflow id) that indexes only these documents.
         """
         assert self._input is not None
-        requeued = await workflow.execute_activity(
+        requeued = await self._bookkeeping(
             names.REQUEUE_DOCUMENTS,
             RequeueInput(
                 run_id=self._input.run_id,
@@ -104,10 +108,7 @@ class IndexingWorkflow:
                 # behind by the closed execution (it was terminated) and nothing runs them.
                 include_queued=self._input.retry_only,
             ),
-            result_type=list[RequeuedDocument],
-            task_queue=self._input.options.workflow_task_queue,
-            start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=BOOKKEEPING_RETRY,
+            list[RequeuedDocument],
         )
         pending = self._in_flight | {t.document_id for t in self._retry_queue}
         requeued = [d for d in requeued if d.task.document_id not in pending]
@@ -154,13 +155,8 @@ class IndexingWorkflow:
             for handle in self._handles.values():
                 handle.cancel()
             await self._drain()
-            self._cancelled += await workflow.execute_activity(
-                names.CANCEL_QUEUED_DOCUMENTS,
-                inp.run_id,
-                result_type=int,
-                task_queue=inp.options.workflow_task_queue,
-                start_to_close_timeout=timedelta(minutes=1),
-                retry_policy=BOOKKEEPING_RETRY,
+            self._cancelled += await self._bookkeeping(
+                names.CANCEL_QUEUED_DOCUMENTS, inp.run_id, int
             )
             await self._set_status(RunState.CANCELLED)
             raise
@@ -188,7 +184,7 @@ class IndexingWorkflow:
                         }
                     )
                 )
-            page = await workflow.execute_activity(
+            page = await self._bookkeeping(
                 names.FETCH_RUN_DOCUMENTS,
                 FetchDocumentsInput(
                     run_id=inp.run_id,
@@ -198,10 +194,7 @@ class IndexingWorkflow:
                         2 * opts.max_concurrent_documents,
                     ),
                 ),
-                result_type=list[DocumentTask],
-                task_queue=opts.workflow_task_queue,
-                start_to_close_timeout=timedelta(minutes=1),
-                retry_policy=BOOKKEEPING_RETRY,
+                list[DocumentTask],
             )
             if not page:
                 break
@@ -237,14 +230,7 @@ class IndexingWorkflow:
         """Count outcomes in Postgres (right across continue-as-new and retries of a closed
         run) and record the run's final state."""
         assert self._input is not None
-        counts = await workflow.execute_activity(
-            names.COUNT_RUN_DOCUMENTS,
-            self._input.run_id,
-            result_type=RunCounts,
-            task_queue=self._input.options.workflow_task_queue,
-            start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=BOOKKEEPING_RETRY,
-        )
+        counts = await self._bookkeeping(names.COUNT_RUN_DOCUMENTS, self._input.run_id, RunCounts)
         self._completed, self._failed, self._cancelled, self._quarantined = (
             counts.completed,
             counts.failed,
@@ -264,7 +250,7 @@ class IndexingWorkflow:
 
     async def _record(self, task: DocumentTask, progress: DocumentProgress) -> None:
         assert self._input is not None
-        await workflow.execute_activity(
+        await self._bookkeeping(
             names.RECORD_DOCUMENT_OUTCOME,
             RecordOutcomeInput(
                 outcome=DocumentOutcome(
@@ -274,9 +260,6 @@ class IndexingWorkflow:
                     error=progress.error,
                 )
             ),
-            task_queue=self._input.options.workflow_task_queue,
-            start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=BOOKKEEPING_RETRY,
         )
 
     async def _skip_cancelled(self, task: DocumentTask) -> None:
@@ -287,13 +270,7 @@ class IndexingWorkflow:
             error_type="Cancelled",
             error="cancelled by request before it started",
         )
-        await workflow.execute_activity(
-            names.RECORD_DOCUMENT_OUTCOME,
-            RecordOutcomeInput(outcome=outcome),
-            task_queue=self._input.options.workflow_task_queue,
-            start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=BOOKKEEPING_RETRY,
-        )
+        await self._bookkeeping(names.RECORD_DOCUMENT_OUTCOME, RecordOutcomeInput(outcome=outcome))
         self._documents[task.document_id] = DocumentProgress(
             document_id=task.document_id,
             filename=task.filename,
@@ -403,7 +380,7 @@ class IndexingWorkflow:
         """Record the run's state in Postgres, then adopt it: a query that reports a final
         state can rely on the database having it too."""
         assert self._input is not None
-        await workflow.execute_activity(
+        await self._bookkeeping(
             names.SET_RUN_STATUS,
             RunStatusUpdate(
                 run_id=self._input.run_id,
@@ -412,8 +389,29 @@ class IndexingWorkflow:
                 failed=self._failed,
                 cancelled=self._cancelled,
             ),
+        )
+        self._state = state
+
+    async def _bookkeeping(self, activity: str, arg: Any, result_type: type | None = None) -> Any:
+        """A short Postgres call (run status, the next page of documents, an outcome).
+
+        A local activity: run by this workflow worker inside the workflow task, with no
+        round trip through the server to schedule it and another to report its result
+        (the run's preamble alone took three before the first document could start)."""
+        assert self._input is not None
+        if workflow.patched(LOCAL_BOOKKEEPING):
+            return await workflow.execute_local_activity(
+                activity,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=BOOKKEEPING_RETRY,
+            )
+        return await workflow.execute_activity(
+            activity,
+            arg,
+            result_type=result_type,
             task_queue=self._input.options.workflow_task_queue,
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=BOOKKEEPING_RETRY,
         )
-        self._state = state
