@@ -66,6 +66,8 @@ PREPARE_IN_ONE_STEP = "prepare-in-one-step"
 UNAWAITED_PROGRESS = "unawaited-progress-signals"
 # The store step runs on the workflow task queue.
 STORE_ON_WORKFLOW_QUEUE = "store-on-workflow-queue"
+# No progress signal at each step: the parent hears of a document when it fails or ends.
+NO_STEP_SIGNALS = "no-step-signals"
 
 # DocStatus search attribute while a document is in a step.
 STEP_STATUS = {
@@ -548,13 +550,18 @@ class DocumentWorkflow:
         await self._report(wait=True)
 
     async def _report(self, *, wait: bool = False) -> None:
-        """Tell the parent run about our progress; the run's status query reads it.
+        """Tell the parent run about a failure (``wait``: delivered before this workflow
+        ends, with its error message).
 
-        The signal goes out with this workflow task's other commands and the document goes
-        on without waiting for its delivery: waiting cost a workflow-task round trip per
-        step (most of a small document's orchestration time in the benchmark)."""
+        Histories from before NO_STEP_SIGNALS also reported every step, awaited before
+        UNAWAITED_PROGRESS, sent with the step's other commands after it."""
         parent = workflow.info().parent
         if parent is None or self._progress is None:
+            return
+        if not wait and workflow.patched(NO_STEP_SIGNALS):
+            # Who wants a running document's step asks this workflow (the status query;
+            # the API does so for a run's running documents): a signal per step cost the
+            # server two workflow tasks and eight events for every document.
             return
         # A snapshot: the progress object keeps changing after this returns.
         sent = self._signal(parent.workflow_id, self._progress.model_copy(deep=True))

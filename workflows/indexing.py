@@ -1,8 +1,10 @@
 """IndexingWorkflow: a run of many documents, one DocumentWorkflow child each.
 
-A sliding window bounds how many children run at once; children report progress by signal;
-the ``status`` query answers from that state; after a batch of children the run drains its
-window and continues-as-new so history stays small for runs of any size.
+A sliding window bounds how many children run at once; children signal the run when they
+fail (older histories: at every step); the ``status`` query answers from that state and the
+children's results (the API asks running children for their step); after a batch of
+children the run drains its window and continues-as-new so history stays small for runs of
+any size.
 """
 
 from __future__ import annotations

@@ -13,19 +13,19 @@ from typing import IO, Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, File, Form, Header, HTTPException, Response, UploadFile, status
-from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from docindex import repository
 from docindex.blobstore import artifact_prefixes, password_key
-from docindex.ids import document_workflow_id, run_workflow_id
-from docindex.models import DocStatus, DocumentProgress, RetryAccepted, RetryRequest
+from docindex.ids import run_workflow_id
+from docindex.models import DocStatus, RetryAccepted, RetryRequest
 from docindex.runs import retry_run, start_run
 from docindex.telemetry import current_trace_id
 from docindex.upload_check import RefusedUpload, check_upload
 from workflows import names
 
 from ..deps import PrincipalDep, ResourcesDep
+from ..live import query_document
 from ..schemas import AcceptedDocument, DocumentDetail, UploadAccepted, problems
 from .metrics import DOCUMENTS_ACCEPTED, UPLOAD_BYTES, UPLOADS
 
@@ -286,25 +286,13 @@ async def get_document(
         updated_at=row["updated_at"],
     )
     if not detail.status.terminal:
-        live = await _query_document(res, detail.run_id, detail.document_id)
+        live = await query_document(res.temporal, detail.run_id, detail.document_id)
         if live is not None:
             detail.status, detail.step = live.status, live.step
             if live.status.terminal:  # the outcome may not be in Postgres yet
                 detail.error_type, detail.error = live.error_type, live.error
             detail.pages = live.pages if live.pages is not None else detail.pages
     return detail
-
-
-async def _query_document(
-    res: ResourcesDep, run_id: str, document_id: str
-) -> DocumentProgress | None:
-    handle = res.temporal.get_workflow_handle(document_workflow_id(run_id, document_id))
-    try:
-        return await asyncio.wait_for(
-            handle.query(names.STATUS_QUERY, result_type=DocumentProgress), timeout=5
-        )
-    except (RPCError, WorkflowQueryFailedError, TimeoutError):
-        return None  # not started yet (still queued in its run)
 
 
 @router.post("/{document_id}/cancel", status_code=status.HTTP_202_ACCEPTED)

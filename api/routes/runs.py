@@ -16,6 +16,7 @@ from docindex.models import DocStatus, RetryAccepted, RetryRequest, RunProgress,
 from workflows import names
 
 from ..deps import PrincipalDep, ResourcesDep
+from ..live import query_running
 from ..schemas import DocumentStatus, RunStatus, problems
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problems(404, 409))
@@ -58,6 +59,9 @@ async def get_run(run_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep)
             **_summed(documents),
         )
     progress = {p.document_id: p for p in live.documents}
+    # The run knows which documents are running; each knows its own step.
+    running = [d for d, p in progress.items() if p.status == DocStatus.RUNNING]
+    progress |= await query_running(res.temporal, str(run_id), running)
     for doc in documents:
         p = progress.get(doc.document_id)
         # Postgres holds final outcomes; the workflow knows what is happening right now.
