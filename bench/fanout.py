@@ -5,7 +5,6 @@ near Temporal's limits, no workflow task failures)."""
 
 from __future__ import annotations
 
-import io
 import tempfile
 import time
 import uuid
@@ -17,9 +16,9 @@ import httpx
 from bench.common import tiny_markdown, upload
 from bench.context import Ctx
 from bench.history import executions
-from docindex import repository
+from docindex.blobstore import BlobStore
 from docindex.ids import run_workflow_id
-from docindex.runs import start_run
+from docindex.runs import record_files, start_run
 
 # Temporal's defaults: a workflow is terminated at 51,200 events or 50 MB of history, and
 # warned from 10,240 events / 10 MB.
@@ -121,27 +120,11 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
 async def _create_directly(
     ctx: Ctx, files: list[tuple[str, bytes]], tenant: str, per_execution: int, window: int
 ) -> str:
-    from docindex.blobstore import BlobStore
-
     settings = ctx.stack.settings.model_copy(
         update={"documents_per_run_execution": per_execution, "max_concurrent_documents": window}
     )
-    blobs = BlobStore.from_settings(settings)
-    docs = []
-    for name, data in files:
-        key, sha, size = await blobs.put_upload(io.BytesIO(data))
-        docs.append(
-            repository.NewDocument(
-                document_id=str(uuid.uuid4()),
-                filename=name,
-                sha256=sha,
-                size_bytes=size,
-                blob_key=key,
-            )
-        )
-    run_id = str(uuid.uuid4())
-    await repository.create_run(
-        ctx.stack.pool, run_id, run_workflow_id(run_id), docs, tenant_id=tenant
+    run_id, docs = await record_files(
+        ctx.stack.pool, BlobStore.from_settings(settings), files, tenant
     )
     await start_run(ctx.stack.client, settings, run_id, len(docs), tenant)
     return run_id

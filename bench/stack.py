@@ -32,6 +32,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from docindex.auth import create_api_key
 from docindex.config import Settings
 from docindex.database import create_pool
 from docindex.temporal_dev import dynamic_config_args, temporal_cli
@@ -231,11 +232,7 @@ class Stack:
     # ------------------------------------------------------------------ helpers
 
     async def api_headers(self, tenant: str) -> dict[str, str]:
-        """``Authorization: Bearer`` with a new key of ``tenant``, where the API has keys."""
-        try:
-            from docindex.auth import create_api_key
-        except ImportError:
-            return {}
+        """``Authorization: Bearer`` with a new key of ``tenant``."""
         return {"Authorization": f"Bearer {await create_api_key(self.pool, tenant)}"}
 
     def forget_artifacts(self) -> None:

@@ -9,7 +9,6 @@ compares the service with, and a way to debug one document without the whole sta
 from __future__ import annotations
 
 import asyncio
-import inspect
 import io
 import time
 import uuid
@@ -112,7 +111,9 @@ class LocalIndexer:
                 )
             )
             doc.seconds["upload"] = time.perf_counter() - t
-        await _create_run(self.pool, run_id, new, tenant)
+        await repository.create_run(
+            self.pool, run_id, run_workflow_id(run_id), new, tenant_id=tenant
+        )
         await repository.set_run_status(self.pool, run_id, RunState.RUNNING)
         window = asyncio.Semaphore(parallel or self.settings.cpu_worker_concurrency)
 
@@ -236,19 +237,3 @@ class _Timer:
 
     def __exit__(self, *_: object) -> None:
         self.seconds[self._step] = self.seconds.get(self._step, 0.0) + time.perf_counter() - self._t
-
-
-async def _create_run(
-    pool: asyncpg.Pool, run_id: str, documents: list[repository.NewDocument], tenant: str
-) -> None:
-    """``repository.create_run``, with the tenant when this version of it takes one."""
-    params = inspect.signature(repository.create_run).parameters
-    extra: dict[str, Any] = {}
-    for name in ("tenant_id", "tenant"):
-        if name in params:
-            extra[name] = tenant
-            break
-    else:
-        if tenant != "default":
-            raise ValueError("this database schema has no tenants: leave --tenant as default")
-    await repository.create_run(pool, run_id, run_workflow_id(run_id), documents, **extra)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import uuid
+from collections.abc import Iterable
 
 import asyncpg
 from temporalio.client import Client, WithStartWorkflowOperation
@@ -17,6 +20,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from docindex import repository
 from docindex import search_attributes as sa
+from docindex.blobstore import BlobStore
 from docindex.config import Settings
 from docindex.ids import run_workflow_id
 from docindex.models import RetryAccepted, RetryRequest, RunInput
@@ -24,6 +28,32 @@ from docindex.temporal_client import pipeline_options
 from workflows import names
 
 log = logging.getLogger(__name__)
+
+
+async def record_files(
+    pool: asyncpg.Pool,
+    blobs: BlobStore,
+    files: Iterable[tuple[str, bytes]],
+    tenant_id: str = "default",
+) -> tuple[str, list[str]]:
+    """Store the files and record them as one queued run, without an upload's checks and
+    deduplication (benchmarks and tests; the caller starts the run). Returns the run id
+    and the document ids, in order."""
+    docs = []
+    for name, data in files:
+        key, sha, size = await blobs.put_upload(io.BytesIO(data))
+        docs.append(
+            repository.NewDocument(
+                document_id=str(uuid.uuid4()),
+                filename=name,
+                sha256=sha,
+                size_bytes=size,
+                blob_key=key,
+            )
+        )
+    run_id = str(uuid.uuid4())
+    await repository.create_run(pool, run_id, run_workflow_id(run_id), docs, tenant_id=tenant_id)
+    return run_id, [d.document_id for d in docs]
 
 
 def tenant_priority(tenant_id: str) -> Priority:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import socket
 import time
 import uuid
@@ -84,6 +85,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def dev_env(state_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for a `docindex dev` of a test's own: its own state and free ports, and
+    none of this process's DOCINDEX_ settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCINDEX_")}
+    env.update(
+        {
+            "DOCINDEX_DATA_DIR": str(state_dir),
+            "DOCINDEX_TEMPORAL_PORT": str(free_port()),
+            "DOCINDEX_TEMPORAL_UI_PORT": str(free_port()),
+            "DOCINDEX_API_PORT": str(free_port()),
+            "HF_HUB_OFFLINE": "1",
+            **extra,
+        }
+    )
+    return env
 
 
 def first_pages(pdf: Path, pages: int) -> bytes:

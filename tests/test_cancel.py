@@ -4,9 +4,7 @@ partial results are removed, and every unfinished document ends cancelled."""
 from __future__ import annotations
 
 import asyncio
-import io
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -14,12 +12,12 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
-from docindex import repository
 from docindex.blobstore import BlobStore
 from docindex.config import Settings
 from docindex.database import create_pool
 from docindex.ids import document_workflow_id, run_workflow_id
 from docindex.models import RunInput
+from docindex.runs import record_files
 from docindex.temporal_client import pipeline_options
 
 from .helpers import chunk_rows, unique, wait_for_run
@@ -30,35 +28,22 @@ BIG_PDF = "pdf/pypdf_samples/GeoTopo-komprimiert.pdf"
 async def start_run(
     client: Client, settings: Settings, files: list[tuple[str, bytes]], **options: object
 ) -> tuple[str, list[str]]:
-    blobs = BlobStore.from_settings(settings)
     pool = await create_pool(settings.database_url or "")
-    run_id, docs = str(uuid.uuid4()), []
     try:
-        for name, data in files:
-            key, sha, size = await blobs.put_upload(io.BytesIO(data))
-            docs.append(
-                repository.NewDocument(
-                    document_id=str(uuid.uuid4()),
-                    filename=name,
-                    sha256=sha,
-                    size_bytes=size,
-                    blob_key=key,
-                )
-            )
-        await repository.create_run(pool, run_id, run_workflow_id(run_id), docs)
+        run_id, document_ids = await record_files(pool, BlobStore.from_settings(settings), files)
     finally:
         await pool.close()
     await client.start_workflow(
         "IndexingWorkflow",
         RunInput(
             run_id=run_id,
-            document_count=len(docs),
+            document_count=len(document_ids),
             options=pipeline_options(settings).model_copy(update=options),
         ),
         id=run_workflow_id(run_id),
         task_queue=settings.workflow_task_queue,
     )
-    return run_id, [d.document_id for d in docs]
+    return run_id, document_ids
 
 
 async def wait_until_parsing_ranges(client: Client, run_id: str, document_id: str) -> None:

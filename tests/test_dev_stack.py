@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .helpers import free_port
+from .helpers import dev_env as own_dev_env
 
 UP_BANNER = "docindex is up"
 
@@ -42,18 +42,7 @@ class Output:
 
 @pytest.fixture
 def dev_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCINDEX_")}
-    env.update(
-        {
-            "DOCINDEX_DATA_DIR": str(tmp_path / "state"),
-            "DOCINDEX_TEMPORAL_PORT": str(free_port()),
-            "DOCINDEX_TEMPORAL_UI_PORT": str(free_port()),
-            "DOCINDEX_API_PORT": str(free_port()),
-            "HF_HUB_OFFLINE": "1",
-            "COLUMNS": "200",
-        }
-    )
-    return env
+    return own_dev_env(tmp_path / "state", COLUMNS="200")
 
 
 def test_dev_stack_serves_restarts_and_stops_cleanly(dev_env: dict[str, str], corpus: Path) -> None:

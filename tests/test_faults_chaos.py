@@ -30,7 +30,7 @@ from docindex.config import Settings
 from docindex.ids import document_workflow_id
 from docindex.temporal_client import connect
 
-from .helpers import TERMINAL_RUN_STATES, first_pages, free_port, unique
+from .helpers import TERMINAL_RUN_STATES, dev_env, first_pages, unique
 
 UP_BANNER = "docindex is up"
 BIG_PDF = "pdf/pypdf_samples/GeoTopo-komprimiert.pdf"
@@ -83,13 +83,9 @@ class Stack:
 
 @pytest_asyncio.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCINDEX_")}
-    env.update(
-        {
-            "DOCINDEX_DATA_DIR": str(tmp_path / "state"),
-            "DOCINDEX_TEMPORAL_PORT": str(free_port()),
-            "DOCINDEX_TEMPORAL_UI_PORT": str(free_port()),
-            "DOCINDEX_API_PORT": str(free_port()),
+    env = dev_env(
+        tmp_path / "state",
+        **{
             # A dead worker is noticed in 10 s (not less: a busy CI machine delays beats).
             "DOCINDEX_HEARTBEAT_TIMEOUT_S": "10",
             # Parse each PDF in one activity: a longer window to be caught in.
@@ -99,9 +95,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             # Innocent documents lose attempts when their worker is killed under them; they
             # must not be mistaken for poison here.
             "DOCINDEX_POISON_MAX_ATTEMPTS": "6",
-            "HF_HUB_OFFLINE": "1",
             "COLUMNS": "250",
-        }
+        },
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable,
