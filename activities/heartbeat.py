@@ -58,8 +58,13 @@ async def heartbeat_while(work: Awaitable[T], details: Callable[[], Any] | None 
     """Await ``work`` while heartbeating, e.g. a request waiting in a micro-batch."""
     task = asyncio.ensure_future(work)
     every = interval()
+    # No beat at the start: the server counts the heartbeat timeout from the start too, and
+    # every beat is a write to the workflow's state, so a step that ends within ``every``
+    # (most of them) costs none. Local activities cannot heartbeat at all.
+    beats = not activity.info().is_local
     while True:
-        activity.heartbeat(details() if details else None)
         done, _ = await asyncio.wait({task}, timeout=every)
         if done:
             return task.result()
+        if beats:
+            activity.heartbeat(details() if details else None)
