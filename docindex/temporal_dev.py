@@ -19,10 +19,16 @@ from pathlib import Path
 # (retry backoffs, timeouts) are read the same way.
 # Each tenant's runs carry the tenant as fairness key: with fairness on, one tenant's
 # backlog does not starve another's.
+# One partition per task queue: partitions spread a queue's load over matching hosts, and
+# the dev server has one. With the default four, a task written to a partition where no
+# poller waits is forwarded to the root partition, and so is a poll (about three extra
+# matching calls per document, measured); with one, dispatch order is the server's alone.
 DEV_SERVER_DYNAMIC_CONFIG: dict[str, str] = {
     "history.transferProcessorMaxPollRPS": "1000",
     "history.timerProcessorMaxPollRPS": "1000",
     "matching.enableFairness": "true",
+    "matching.numTaskqueueReadPartitions": "1",
+    "matching.numTaskqueueWritePartitions": "1",
 }
 
 

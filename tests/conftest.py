@@ -71,14 +71,8 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_cli(),
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",
-        # As `make run` runs it, with one partition per task queue: dispatch order is then
-        # the server's order alone.
-        dev_server_extra_args=dynamic_config_args(
-            {
-                "matching.numTaskqueueReadPartitions": "1",
-                "matching.numTaskqueueWritePartitions": "1",
-            }
-        ),
+        # As `make run` runs it (one partition per task queue among other things).
+        dev_server_extra_args=dynamic_config_args(),
     )
     try:
         yield env
