@@ -53,6 +53,9 @@ async def build_workers(
         from workflows.document import DocumentWorkflow
         from workflows.indexing import IndexingWorkflow
 
+        from .bytecode import compile_workflow_modules
+
+        compile_workflow_modules()
         pool = await create_pool(database_url, max_size=8)
         workers.append(
             Worker(
