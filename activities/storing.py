@@ -1,8 +1,9 @@
 """The store step: a document's chunks and vectors into Postgres, in one transaction.
 
-Postgres I/O, not CPU work: it runs on the workflow task queue, where the workflow worker
-takes it eagerly (in the reply to the workflow task that scheduled it) instead of queueing
-behind parses for a CPU worker's slot.
+Postgres I/O, not CPU work: the document workflow runs it as a local activity of the
+workflow worker, in the workflow task that received the vectors (no queue, no extra
+workflow task). Workers of the CPU queue and the workflow queue still register it as an
+activity for workflows started before that change (tests/histories/).
 """
 
 from __future__ import annotations

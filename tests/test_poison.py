@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import signal
 import uuid
 from pathlib import Path
@@ -37,7 +38,8 @@ HEARTBEAT_S = 10.0
 
 
 async def activity_attempts(client: Client, workflow_id: str) -> list[tuple[str, str, int, str]]:
-    """(activity, task queue, attempt, how it ended) for every activity of a workflow."""
+    """(activity, task queue, attempt, how it ended) for every activity of a workflow,
+    local activities included."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     scheduled = {
         e.event_id: e.activity_task_scheduled_event_attributes
@@ -64,7 +66,15 @@ async def activity_attempts(client: Client, workflow_id: str) -> list[tuple[str,
         ),
     }
     found = []
+    queue = ""  # a local activity runs on the worker, so on the queue, of its workflow
     for e in history.events:
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            queue = e.workflow_execution_started_event_attributes.task_queue.name
+        marker = e.marker_recorded_event_attributes
+        if marker.marker_name == "core_local_activity":
+            data = json.loads(marker.details["data"].payloads[0].data)
+            how = "completed" if "result" in marker.details else "failed"
+            found.append((data["activity_type"], queue, data["attempt"], how))
         if e.event_type in ends:
             how, field = ends[e.event_type]
             attrs = getattr(e, field)
@@ -207,7 +217,7 @@ async def test_poison_and_big_documents_go_to_the_large_queue(
     assert (summary.status, summary.completed) == ("completed", 3)
 
     # The poison lost its CPU worker twice, then its parse ran on the large queue; the
-    # store step is Postgres I/O, on the workflow queue.
+    # store step is Postgres I/O, a local activity of the workflow worker.
     steps = await activity_attempts(client, document_workflow_id(run_id, poison_id))
     parses = [(q, attempt, how) for name, q, attempt, how in steps if name == "prepare_document"]
     assert parses == [(cpu_queue, 2, "timed_out"), (large_queue, 1, "completed")]

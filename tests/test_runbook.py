@@ -52,9 +52,11 @@ PENDING_JQ = (
 )
 # Where each step was scheduled from: activity, the WorkflowTaskCompleted event to reset to.
 STEPS_JQ = (
-    '.events[] | select(.eventType == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED")'
-    " | .activityTaskScheduledEventAttributes"
-    " | [.activityType.name, .workflowTaskCompletedEventId] | @tsv"
+    ".events[] | (.activityTaskScheduledEventAttributes // empty"
+    " | [.activityType.name, .workflowTaskCompletedEventId]),"
+    ' (.markerRecordedEventAttributes // empty | select(.markerName == "core_local_activity")'
+    " | [(.details.data.payloads[0].data | @base64d | fromjson | .activity_type),"
+    " .workflowTaskCompletedEventId]) | @tsv"
 )
 
 
@@ -135,6 +137,19 @@ def scheduled(events: list[dict[str, Any]], activity: str) -> list[dict[str, Any
         if e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"
         and e["activityTaskScheduledEventAttributes"]["activityType"]["name"] == activity
     ]
+
+
+def local_activities(events: list[dict[str, Any]], activity: str) -> list[dict[str, Any]]:
+    """Marker events of a workflow's local activities of type ``activity``."""
+    found = []
+    for e in events:
+        attrs = e.get("markerRecordedEventAttributes")
+        if not attrs or attrs["markerName"] != "core_local_activity":
+            continue
+        data = json.loads(base64.b64decode(attrs["details"]["data"]["payloads"][0]["data"]))
+        if data["activity_type"] == activity:
+            found.append(e)
+    return found
 
 
 async def document(api: httpx.AsyncClient, document_id: str) -> dict[str, Any]:
@@ -584,10 +599,11 @@ async def test_recipe_7_reset_a_document_to_a_step(
     wf = f"index-doc/{run_id}/{doc}"
     before = await temporal_json(client, "workflow", "describe", "--workflow-id", wf)
 
-    # The workflow task that scheduled the store step is where the document goes back to.
+    # The workflow task that ran the store step (a local activity) is where the document
+    # goes back to.
     raw = await temporal(client, "workflow", "show", "--workflow-id", wf, "-o", "json")
-    (store,) = scheduled(json.loads(raw.stdout)["events"], "store_document")
-    event_id = store["activityTaskScheduledEventAttributes"]["workflowTaskCompletedEventId"]
+    (store,) = local_activities(json.loads(raw.stdout)["events"], "store_document")
+    event_id = store["markerRecordedEventAttributes"]["workflowTaskCompletedEventId"]
     steps = await jq(STEPS_JQ, raw.stdout)
     assert steps is None or f"store_document\t{event_id}" in steps.splitlines()
     reset = await temporal_json(
@@ -618,7 +634,7 @@ async def test_recipe_7_reset_a_document_to_a_step(
         and e["workflowTaskFailedEventAttributes"]["cause"]
         == "WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW"
     ]
-    (stored_again,) = scheduled(events, "store_document")
+    (stored_again,) = local_activities(events, "store_document")
     assert int(stored_again["eventId"]) > int(reset_at["eventId"])
     (parsed,) = scheduled(events, "prepare_document")
     assert int(parsed["eventId"]) < int(reset_at["eventId"])

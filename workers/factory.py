@@ -62,7 +62,8 @@ async def build_workers(
                 client,
                 task_queue=settings.workflow_task_queue,
                 workflows=[IndexingWorkflow, DocumentWorkflow],
-                # Postgres I/O only: run bookkeeping and the store step, eagerly.
+                # Postgres I/O only: bookkeeping and the store step, as local activities
+                # (and as activities, for workflows started before that change).
                 activities=[
                     *Bookkeeping(pool).all(),
                     *StoreSteps(blobs, pool, settings.prices).all(),
