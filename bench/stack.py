@@ -244,18 +244,27 @@ class Stack:
     async def wait_documents(
         self, document_ids: list[str], timeout_s: float = 1800.0, every_s: float = 0.05
     ) -> dict[str, str]:
-        """Poll Postgres until every document is terminal; return status by id."""
+        """Poll Postgres until every document is terminal; return status by id.
+
+        Each poll is one count (the observer shares the machine with the service it
+        measures: fetching every row 20 times a second cost about 3 % of a core)."""
         ids = [uuid.UUID(d) for d in document_ids]
         deadline = time.monotonic() + timeout_s
         while True:
-            rows = await self.pool.fetch(
-                "SELECT document_id, status FROM documents WHERE document_id = ANY($1::uuid[])",
+            ended = await self.pool.fetchval(
+                "SELECT count(*) FROM documents"
+                " WHERE document_id = ANY($1::uuid[]) AND status = ANY($2::text[])",
                 ids,
+                list(TERMINAL_DOC),
             )
-            status = {str(r["document_id"]): r["status"] for r in rows}
-            if len(status) == len(ids) and all(s in TERMINAL_DOC for s in status.values()):
-                return status
-            if time.monotonic() > deadline:
+            if ended == len(ids) or time.monotonic() > deadline:
+                rows = await self.pool.fetch(
+                    "SELECT document_id, status FROM documents WHERE document_id = ANY($1::uuid[])",
+                    ids,
+                )
+                status = {str(r["document_id"]): r["status"] for r in rows}
+                if ended == len(ids):
+                    return status
                 raise TimeoutError(f"documents not terminal after {timeout_s}s: {status}")
             await asyncio.sleep(every_s)
 
