@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import statistics
 import threading
@@ -191,6 +192,41 @@ def rss_tree(pid: int) -> int:
         except psutil.Error:
             pass
     return total
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds so far of each named process (with its children), of this
+    process (``bench``: the in-process pass runs here), of the Temporal dev server this
+    process started and of every Postgres process. Empty without psutil."""
+    try:
+        import psutil
+    except ImportError:
+        return {}
+
+    def spent(procs: list[psutil.Process]) -> float:
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    me = psutil.Process()
+    out = {"bench": spent([me])}
+    for name, pid in pids.items():
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            out[name] = spent([proc, *proc.children(recursive=True)])
+    out["temporal"] = spent([c for c in me.children() if "temporal" in _name(c)])
+    out["postgres"] = spent([p for p in psutil.process_iter() if _name(p).startswith("postgres")])
+    return out
+
+
+def _name(proc: Any) -> str:
+    try:
+        return str(proc.name())
+    except Exception:  # gone, or not ours to inspect
+        return ""
 
 
 def _proc_rss(pid: int) -> int:

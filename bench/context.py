@@ -25,6 +25,8 @@ class Ctx:
     repeat: int
     parallel: int
     console: Console
+    # Documents in flight in figure 1 (a run's window), on both sides.
+    window: int = 8
     # Peak RSS by process kind over every service run sampled so far (figure 8).
     memory: dict[str, int] = field(default_factory=dict)
     _apis: dict[tuple[tuple[str, str], ...], tuple[Proc, str]] = field(default_factory=dict)

@@ -28,6 +28,7 @@ from rich.table import Table
 from bench.common import default_corpus
 from bench.context import Ctx
 from bench.stack import Stack
+from docindex.config import Settings
 
 # In the order they run: overhead first, its service runs also sample memory (figure 8).
 FIGURES = {
@@ -85,7 +86,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure; medians reported")
     ap.add_argument("--quick", action="store_true", help="small numbers: a few minutes in all")
-    ap.add_argument("--parallel", type=int, default=min(os.cpu_count() or 2, 4))
+    ap.add_argument(
+        "--parallel",
+        type=int,
+        default=min(os.cpu_count() or 2, 4),
+        help="CPU slots: the CPU worker's concurrency, and documents parsing at once in-process",
+    )
+    ap.add_argument(
+        "--window",
+        type=int,
+        default=Settings.model_fields["max_concurrent_documents"].default,
+        help="documents in flight in figure 1, on both sides (default: a run's window)",
+    )
     ap.add_argument("--corpus", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=Path(".docindex/bench.json"))
     return ap.parse_args(argv)
@@ -104,6 +116,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "quick": args.quick,
         "repeat": args.repeat,
         "parallel": args.parallel,
+        "window": args.window,
         "figures": {},
     }
     async with Stack() as stack:
@@ -113,6 +126,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             quick=args.quick,
             repeat=args.repeat,
             parallel=args.parallel,
+            window=args.window,
             console=console,
         )
         for name in order:

@@ -379,7 +379,12 @@ def index_local(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to index")],
     tenant: Annotated[str, typer.Option("--tenant")] = "default",
     parallel: Annotated[
-        int | None, typer.Option("--parallel", help="Documents at a time (CPU worker concurrency)")
+        int | None,
+        typer.Option("--parallel", help="Documents in flight (default: a run's window)"),
+    ] = None,
+    cpu_slots: Annotated[
+        int | None,
+        typer.Option("--cpu-slots", help="Documents parsing at a time (CPU worker concurrency)"),
     ] = None,
 ) -> None:
     """Index files in this process (no Temporal, no HTTP) into the same database, with
@@ -394,7 +399,7 @@ def index_local(
         pool = await create_pool(database_url(settings), max_size=4)
         try:
             indexer = await asyncio.to_thread(LocalIndexer, settings, pool)
-            return await indexer.index(files, tenant=tenant, parallel=parallel)
+            return await indexer.index(files, tenant=tenant, parallel=parallel, cpu_slots=cpu_slots)
         finally:
             await pool.close()
 

@@ -82,12 +82,22 @@ class LocalIndexer:
         self.embedder: Embedder = build_embedder(settings)
         self.enricher = build_enricher(settings)
         self.load_s = time.perf_counter() - started
+        self._cpu_slots = asyncio.Semaphore(settings.cpu_worker_concurrency)
+        self._embed_slots = asyncio.Semaphore(settings.gpu_worker_concurrency)
 
     async def index(
-        self, paths: Sequence[Path], *, tenant: str = "default", parallel: int | None = None
+        self,
+        paths: Sequence[Path],
+        *,
+        tenant: str = "default",
+        parallel: int | None = None,
+        cpu_slots: int | None = None,
     ) -> LocalRun:
-        """Index ``paths`` as one run, ``parallel`` documents at a time (default: the CPU
-        worker concurrency, so the service and this path get the same parallelism)."""
+        """Index ``paths`` as one run with the service's limits: ``parallel`` documents in
+        flight (default: a run's window, ``max_concurrent_documents``), at most
+        ``cpu_slots`` of them parsing and chunking (default: a CPU worker's concurrency;
+        the service holds one CPU slot for inspect, parse, metadata and chunk) and at most
+        ``gpu_worker_concurrency`` embedding, so the service and this path pipeline alike."""
         started = time.perf_counter()
         run_id = str(uuid.uuid4())
         run = LocalRun(
@@ -115,7 +125,9 @@ class LocalIndexer:
             self.pool, run_id, run_workflow_id(run_id), new, tenant_id=tenant
         )
         await repository.set_run_status(self.pool, run_id, RunState.RUNNING)
-        window = asyncio.Semaphore(parallel or self.settings.cpu_worker_concurrency)
+        window = asyncio.Semaphore(parallel or self.settings.max_concurrent_documents)
+        self._cpu_slots = asyncio.Semaphore(cpu_slots or self.settings.cpu_worker_concurrency)
+        self._embed_slots = asyncio.Semaphore(self.settings.gpu_worker_concurrency)
 
         async def one(doc: LocalDocument, meta: repository.NewDocument) -> None:
             async with window:
@@ -142,13 +154,14 @@ class LocalIndexer:
         timer = _Timer(doc.seconds)
         try:
             data = await self.blobs.get(meta.blob_key)
-            with timer("parse"):
-                parsed = await asyncio.to_thread(self.parser.parse, data, meta.filename)
-            doc.pages = parsed.pages
-            with timer("metadata"):
-                metadata = extract_metadata(parsed.document, parsed.kind.value, parsed.pipeline)
-            with timer("chunk"):
-                chunks = await asyncio.to_thread(self.chunker.chunk, parsed.document)
+            async with self._cpu_slots:
+                with timer("parse"):
+                    parsed = await asyncio.to_thread(self.parser.parse, data, meta.filename)
+                doc.pages = parsed.pages
+                with timer("metadata"):
+                    metadata = extract_metadata(parsed.document, parsed.kind.value, parsed.pipeline)
+                with timer("chunk"):
+                    chunks = await asyncio.to_thread(self.chunker.chunk, parsed.document)
             config = self.chunker.config_digest(
                 parsed_key(meta.sha256, parsed.pipeline), self.settings.chunk_max_tokens
             )
@@ -172,8 +185,9 @@ class LocalIndexer:
                 f"{x}\n\n{c.embed_text}" if x else c.embed_text
                 for c, x in zip(chunks, contexts, strict=True)
             ]
-            with timer("embed"):
-                embedded = await self.embedder.embed_documents(texts)
+            async with self._embed_slots:
+                with timer("embed"):
+                    embedded = await self.embedder.embed_documents(texts)
             usages.append(
                 Usage(
                     provider=self.embedder.provider,
