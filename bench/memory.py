@@ -1,12 +1,12 @@
 """Figure 8: peak resident memory of each worker kind (and the API), each a process of its
-own with its children, sampled every 100 ms during the corpus runs of figure 1 (or, if that
-figure did not run, during one corpus run made here)."""
+own with its children: the kernel's high-water mark over the corpus runs of figure 1 (or, if
+that figure did not run, over one corpus run made here)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bench.common import RssSampler, corpus_files
+from bench.common import PeakRss, corpus_files
 from bench.context import Ctx
 from bench.overhead import service_pass
 
@@ -21,9 +21,9 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
         await ctx.service()
         files = [(p.name, p.read_bytes()) for p in paths]
         await service_pass(ctx, files, "bench-memory-warmup")
-        with RssSampler(ctx.worker_pids()) as sampler:
+        with PeakRss(ctx.worker_pids()) as peak:
             await service_pass(ctx, files, "bench-memory")
-        ctx.record_memory(sampler.peaks)
+        ctx.record_memory(peak.peaks)
     mib = {k: round(v / 2**20) for k, v in sorted(ctx.memory.items())}
     return {
         "peak_rss_mib": mib,

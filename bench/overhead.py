@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import RssSampler, corpus_files, cpu_seconds, median, upload
+from bench.common import PeakRss, corpus_files, cpu_seconds, median, upload
 from bench.context import Ctx
 from bench.history import Breakdown, document_breakdown
 from docindex.ids import document_workflow_id
@@ -83,10 +83,10 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
     for i in range(ctx.repeat):
         # Interleaved, so drift on a shared machine hits both sides alike.
         before = cpu_seconds(ctx.worker_pids())
-        with RssSampler(ctx.worker_pids()) as sampler:
+        with PeakRss(ctx.worker_pids()) as peak:
             service.append(await service_pass(ctx, files, f"bench-overhead-{i}", breakdown=i == 0))
         service[-1]["cpu_s"] = _spent(before, cpu_seconds(ctx.worker_pids()))
-        ctx.record_memory(sampler.peaks)
+        ctx.record_memory(peak.peaks)
         before = cpu_seconds(ctx.worker_pids())
         local.append(await local_pass(ctx, paths))
         local[-1]["cpu_s"] = _spent(before, cpu_seconds(ctx.worker_pids()))
