@@ -67,8 +67,9 @@ class StoreSteps:
             **(inp.summary.model_dump() if inp.summary else {}),
         }
         usage = combine(inp.usage)
-        # Heartbeats let a dead worker be noticed within the heartbeat timeout, not after
-        # the step's whole start-to-close timeout.
+        # As an activity (histories from before STORE_IN_WORKFLOW_TASK), heartbeats let a
+        # dead worker be noticed within the heartbeat timeout; as a local activity, the
+        # workflow task's timeout does that and heartbeat_while only waits.
         count = await heartbeat_while(
             repository.store_document(
                 self.pool,

@@ -82,8 +82,6 @@ class LocalIndexer:
         self.embedder: Embedder = build_embedder(settings)
         self.enricher = build_enricher(settings)
         self.load_s = time.perf_counter() - started
-        self._cpu_slots = asyncio.Semaphore(settings.cpu_worker_concurrency)
-        self._embed_slots = asyncio.Semaphore(settings.gpu_worker_concurrency)
 
     async def index(
         self,
@@ -126,12 +124,14 @@ class LocalIndexer:
         )
         await repository.set_run_status(self.pool, run_id, RunState.RUNNING)
         window = asyncio.Semaphore(parallel or self.settings.max_concurrent_documents)
-        self._cpu_slots = asyncio.Semaphore(cpu_slots or self.settings.cpu_worker_concurrency)
-        self._embed_slots = asyncio.Semaphore(self.settings.gpu_worker_concurrency)
+        slots = _Slots(
+            cpu=asyncio.Semaphore(cpu_slots or self.settings.cpu_worker_concurrency),
+            embed=asyncio.Semaphore(self.settings.gpu_worker_concurrency),
+        )
 
         async def one(doc: LocalDocument, meta: repository.NewDocument) -> None:
             async with window:
-                await self._index_one(doc, meta)
+                await self._index_one(doc, meta, slots)
 
         await asyncio.gather(*(one(d, m) for d, m in zip(run.documents, new, strict=True)))
         counts = {s: sum(d.status == s for d in run.documents) for s in DocStatus}
@@ -149,12 +149,14 @@ class LocalIndexer:
         run.wall_s = time.perf_counter() - started
         return run
 
-    async def _index_one(self, doc: LocalDocument, meta: repository.NewDocument) -> None:
+    async def _index_one(
+        self, doc: LocalDocument, meta: repository.NewDocument, slots: _Slots
+    ) -> None:
         doc.status = DocStatus.RUNNING
         timer = _Timer(doc.seconds)
         try:
             data = await self.blobs.get(meta.blob_key)
-            async with self._cpu_slots:
+            async with slots.cpu:
                 with timer("parse"):
                     parsed = await asyncio.to_thread(self.parser.parse, data, meta.filename)
                 doc.pages = parsed.pages
@@ -185,7 +187,7 @@ class LocalIndexer:
                 f"{x}\n\n{c.embed_text}" if x else c.embed_text
                 for c, x in zip(chunks, contexts, strict=True)
             ]
-            async with self._embed_slots:
+            async with slots.embed:
                 with timer("embed"):
                     embedded = await self.embedder.embed_documents(texts)
             usages.append(
@@ -232,6 +234,14 @@ class LocalIndexer:
             await repository.record_outcome(
                 self.pool, doc.document_id, DocStatus.FAILED, exc.error_type, str(exc)
             )
+
+
+@dataclass
+class _Slots:
+    """One run's limits below its window: documents parsing, documents embedding."""
+
+    cpu: asyncio.Semaphore
+    embed: asyncio.Semaphore
 
 
 class _Timer:
