@@ -29,7 +29,7 @@ async def service_pass(
         started = time.perf_counter()
         body = await upload(http, files, headers)
         ids = [d["document_id"] for d in body["documents"]]
-        status = await ctx.stack.wait_documents(ids)
+        status = await ctx.stack.wait_run_closed(body["run_id"], ids)
         wall = time.perf_counter() - started
     out: dict[str, Any] = {
         "wall_s": wall,
