@@ -39,7 +39,7 @@ from docindex.models import (
     PrepareInput,
     PrepareResult,
 )
-from docindex.pagination import page_ranges
+from docindex.pagination import page_ranges, plan_for
 from docindex.pipeline.chunking import DocumentChunker
 from docindex.pipeline.metadata import extract_metadata
 from docindex.pipeline.parsing import DocumentParser, ensure_has_text, merge_parts
@@ -60,11 +60,12 @@ class DocumentSteps:
         pool: asyncpg.Pool,
         parser: DocumentParser,
         chunker: DocumentChunker,
-        checkpoint_pages: int = 5,
+        checkpoint_pages: int | None = None,
         prices: dict[str, dict[str, float]] | None = None,
         crash_on_sha256: str | None = None,
         checkpoint_delay_s: float = 0.0,
     ) -> None:
+        # None: the PDF pipeline's plan (docindex/pagination.py).
         self.checkpoint_pages = checkpoint_pages
         # Test hook (DOCINDEX_TEST_CRASH_ON_SHA256), off unless set: simulates a document
         # that crashes the parser hard enough to take the whole worker process down.
@@ -127,7 +128,8 @@ class DocumentSteps:
             pages=found.pages,
             pipeline=self.parser.pdf_pipeline if found.kind is DocumentKind.PDF else "simple",
         )
-        if found.kind is DocumentKind.PDF and (found.pages or 0) > inp.split_pdf_pages:
+        split_above = inp.split_pdf_pages or plan_for(inspected.pipeline).split_above
+        if found.kind is DocumentKind.PDF and (found.pages or 0) > split_above:
             return PrepareResult(inspected=inspected)
 
         if (result := await self._parsed_before(inp.sha256, inspected.pipeline)) is not None:
@@ -200,7 +202,8 @@ class DocumentSteps:
         password = await self._password(inp.password_key)
         part_keys: list[str] = []
         parsed = reused = 0
-        for first, last in page_ranges(inp.first_page, inp.last_page, self.checkpoint_pages):
+        every = self.checkpoint_pages or plan_for(inp.pipeline).checkpoint_pages
+        for first, last in page_ranges(inp.first_page, inp.last_page, every):
             key = parsed_part_key(inp.sha256, inp.pipeline, first, last)
             part_keys.append(key)
             if await self.blobs.exists(key):

@@ -127,15 +127,23 @@ class Settings(BaseSettings):
     pdf_table_structure: bool = Field(
         default=True, description="Table structure model in the standard PDF pipeline"
     )
-    split_pdf_pages: int = Field(
-        default=20, ge=1, description="PDFs with more pages are parsed as page ranges"
+    # Unset: by PDF pipeline (docindex/pagination.py): 200 / 100 / 50 pages on the native
+    # pipeline, 20 / 20 / 5 on the model pipeline, which is some 20 times slower a page.
+    split_pdf_pages: int | None = Field(
+        default=None,
+        ge=1,
+        description="PDFs with more pages are parsed as page ranges (default: by pipeline)",
     )
-    range_pages: int = Field(default=20, ge=1, description="Pages per page-range activity")
+    range_pages: int | None = Field(
+        default=None, ge=1, description="Pages per page-range activity (default: by pipeline)"
+    )
     max_parallel_ranges: int = Field(
         default=4, ge=1, description="Page ranges of one document parsed at the same time"
     )
-    parse_checkpoint_pages: int = Field(
-        default=5, ge=1, description="A page range saves its progress every this many pages"
+    parse_checkpoint_pages: int | None = Field(
+        default=None,
+        ge=1,
+        description="A page range saves its progress every this many pages (default: by pipeline)",
     )
     heartbeat_timeout_s: float = Field(
         default=30.0, gt=0, description="A worker silent this long is presumed dead"

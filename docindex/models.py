@@ -74,9 +74,10 @@ class PipelineOptions(BaseModel):
     embed_task_queue: str = ""
     llm_task_queue: str = "docindex-llm"
     # Big PDFs: above split_pdf_pages, parse as ranges of range_pages on any CPU worker,
-    # at most max_parallel_ranges at a time per document.
-    split_pdf_pages: int = 20
-    range_pages: int = 20
+    # at most max_parallel_ranges at a time per document. None: the PDF pipeline's plan
+    # (docindex/pagination.py), decided where the pipeline is known.
+    split_pdf_pages: int | None = None
+    range_pages: int | None = None
     max_parallel_ranges: int = 4
     # How soon a dead or hung worker is noticed on a long step.
     heartbeat_timeout_s: float = 30.0
@@ -326,7 +327,8 @@ class PrepareInput(BaseModel):
     blob_key: str
     password_key: str | None = None
     # PDFs with more pages are returned inspected only, to be parsed as page ranges.
-    split_pdf_pages: int
+    # None: the worker's pipeline decides.
+    split_pdf_pages: int | None
     max_tokens: int
 
 

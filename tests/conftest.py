@@ -94,6 +94,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Set
         embed_api_task_queue=f"test-embed-api-{suffix}",
         max_concurrent_documents=4,
         chunk_max_tokens=128,
+        # Tests catch page ranges half-way: checkpoints every 5 pages, the model pipeline's
+        # plan, not the native pipeline's 50 (runs set their own split and range sizes).
+        parse_checkpoint_pages=5,
     )
 
 

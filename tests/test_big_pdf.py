@@ -1,5 +1,6 @@
 """A 117-page PDF parsed as page ranges by two CPU worker processes; one is killed in the
-middle of a range, and the retry resumes from its last checkpoint instead of page 1."""
+middle of a range, and the retry resumes from its last checkpoint instead of page 1. And
+where a pipeline parses a PDF fast, it is not split at all."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from docindex.config import Settings
 from docindex.database import create_pool
 from docindex.ids import document_workflow_id, run_workflow_id
 from docindex.models import PageRangeResult, RunInput, RunSummary
+from docindex.pagination import PLANS, plan_for
 from docindex.temporal_client import pipeline_options
 
-from .helpers import unique
+from .helpers import first_pages, unique, wait_for_run
 from .processes import start_worker, stop, worker_env
 
 BIG_PDF = "pdf/pypdf_samples/GeoTopo-komprimiert.pdf"  # 117 pages
@@ -168,3 +170,34 @@ async def test_killed_worker_loses_only_unsaved_pages(
     assert max(r.pages_reused for r in results) >= pages_done
     # ...and every page was parsed exactly once in the attempts that completed.
     assert sum(r.pages_parsed + r.pages_reused for r in results) == 117
+
+
+async def test_a_pdf_the_native_pipeline_parses_in_seconds_is_not_split(
+    default_api: httpx.AsyncClient, client: Client, corpus: Path
+) -> None:
+    """60 pages: the model pipeline's plan splits it into three ranges; the native
+    pipeline parses it in a few seconds, where ranges would only add parse calls and a
+    merge (bench figure 1), so with no split size set it is one prepare step."""
+    assert plan_for("standard").split_above < 60 < plan_for("native").split_above
+    assert plan_for("no-such-pipeline") == PLANS["standard"]
+    data = unique(first_pages(corpus / BIG_PDF, 60))
+    response = await default_api.post(
+        "/v1/documents", files=[("files", ("sixty.pdf", data, "application/pdf"))]
+    )
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    run = await wait_for_run(default_api, accepted["run_id"])
+    assert (run["status"], run["completed"]) == ("completed", 1)
+    (document_id,) = [d["document_id"] for d in accepted["documents"]]
+    document = (await default_api.get(f"/v1/documents/{document_id}")).json()
+    assert document["pages"] == 60 and document["chunk_count"] > 20
+
+    history = await client.get_workflow_handle(
+        document_workflow_id(accepted["run_id"], document_id)
+    ).fetch_history()
+    steps = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert steps == ["prepare_document", "embed_chunks"]

@@ -53,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
         StoreInput,
         StoreResult,
     )
-    from docindex.pagination import page_ranges
+    from docindex.pagination import page_ranges, plan_for
     from docindex.usage import Usage
     from workflows import names
 
@@ -457,7 +457,8 @@ class DocumentWorkflow:
         )
         assert self._progress is not None
         self._progress.pages = inspected.pages
-        if inspected.kind != "pdf" or (inspected.pages or 0) <= opts.split_pdf_pages:
+        split_above = opts.split_pdf_pages or plan_for(inspected.pipeline).split_above
+        if inspected.kind != "pdf" or (inspected.pages or 0) <= split_above:
             return await workflow.execute_activity(
                 names.PARSE_DOCUMENT,
                 ParseInput(
@@ -512,7 +513,8 @@ class DocumentWorkflow:
             await self._report()
             return result
 
-        ranges = page_ranges(1, inspected.pages or 0, opts.range_pages)
+        size = opts.range_pages or plan_for(inspected.pipeline).range_pages
+        ranges = page_ranges(1, inspected.pages or 0, size)
         results = await asyncio.gather(*(parse_range(a, b) for a, b in ranges))
         return await workflow.execute_activity(
             names.MERGE_PARSED_PARTS,
