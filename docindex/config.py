@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from docindex.build_id import workflow_build_id
+
 # USD per million tokens. Estimates for cost reporting; override with DOCINDEX_PRICES.
 DEFAULT_PRICES: dict[str, dict[str, float]] = {
     "voyage-3.5": {"embedding": 0.06},
@@ -45,6 +47,17 @@ class Settings(BaseSettings):
     workflow_task_queue: str = "docindex-workflows"
     cpu_task_queue: str = "docindex-cpu"
     gpu_task_queue: str = "docindex-gpu"
+    # Worker Versioning (docs/operations.md, "Rolling out a workflow change")
+    deployment_name: str = Field(
+        default="docindex",
+        description="Temporal Worker Deployment every docindex worker belongs to",
+    )
+    build_id: str = Field(
+        default_factory=workflow_build_id,
+        min_length=1,
+        description="This worker's version in the deployment; default: a hash of the code that "
+        "defines workflow behaviour (docindex/build_id.py), so a changed workflow is a new build",
+    )
 
     # Postgres + pgvector
     database_url: str | None = Field(
