@@ -6,30 +6,58 @@ They run on the workflow task queue: they are quick, and must not wait behind pa
 from __future__ import annotations
 
 import asyncpg
+from pydantic import BaseModel
 from temporalio import activity
 
 from docindex import repository
-from docindex.models import (
-    DocumentTask,
-    FetchDocumentsInput,
-    RecordOutcomeInput,
-    RequeuedDocument,
-    RequeueInput,
-    RunCounts,
-    RunStatusUpdate,
-)
-from workflows import names
+from docindex.models import DocStatus, DocumentOutcome, DocumentTask, RetryRequest, RunState
+
+
+class FetchDocumentsInput(BaseModel):
+    run_id: str
+    after_seq: int
+    limit: int
+
+
+class RunStatusUpdate(BaseModel):
+    run_id: str
+    status: RunState
+    completed: int
+    failed: int
+    cancelled: int
+
+
+class RecordOutcomeInput(BaseModel):
+    outcome: DocumentOutcome
+
+
+class RequeueInput(BaseModel):
+    run_id: str
+    request: RetryRequest
+    include_queued: bool = False
+
+
+class RequeuedDocument(BaseModel):
+    task: DocumentTask
+    previous_status: DocStatus
+
+
+class RunCounts(BaseModel):
+    completed: int
+    failed: int
+    cancelled: int
+    quarantined: int = 0
 
 
 class Bookkeeping:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    @activity.defn(name=names.FETCH_RUN_DOCUMENTS)
+    @activity.defn
     async def fetch_run_documents(self, inp: FetchDocumentsInput) -> list[DocumentTask]:
         return await repository.fetch_documents(self.pool, inp.run_id, inp.after_seq, inp.limit)
 
-    @activity.defn(name=names.SET_RUN_STATUS)
+    @activity.defn
     async def set_run_status(self, inp: RunStatusUpdate) -> None:
         await repository.set_run_status(
             self.pool,
@@ -40,12 +68,12 @@ class Bookkeeping:
             cancelled=inp.cancelled,
         )
 
-    @activity.defn(name=names.RECORD_DOCUMENT_OUTCOME)
+    @activity.defn
     async def record_document_outcome(self, inp: RecordOutcomeInput) -> None:
         o = inp.outcome
         await repository.record_outcome(self.pool, o.document_id, o.status, o.error_type, o.error)
 
-    @activity.defn(name=names.REQUEUE_DOCUMENTS)
+    @activity.defn
     async def requeue_documents(self, inp: RequeueInput) -> list[RequeuedDocument]:
         r = inp.request
         found = await repository.requeue_documents(
@@ -58,7 +86,7 @@ class Bookkeeping:
         )
         return [RequeuedDocument(task=t, previous_status=s) for t, s in found]
 
-    @activity.defn(name=names.COUNT_RUN_DOCUMENTS)
+    @activity.defn
     async def count_run_documents(self, run_id: str) -> RunCounts:
         counts = await repository.count_run_documents(self.pool, run_id)
         return RunCounts(
@@ -68,7 +96,7 @@ class Bookkeeping:
             quarantined=counts.get("quarantined", 0),
         )
 
-    @activity.defn(name=names.CANCEL_QUEUED_DOCUMENTS)
+    @activity.defn
     async def cancel_queued_documents(self, run_id: str) -> int:
         return await repository.cancel_queued_documents(self.pool, run_id)
 

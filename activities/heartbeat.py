@@ -1,38 +1,25 @@
-"""Run blocking work in a thread while the activity keeps heartbeating."""
+"""Keep an activity heartbeating while its step works.
+
+Heartbeats are what let Temporal notice a dead worker within the heartbeat timeout, and
+what carries cancellation to a running activity. The step reports progress through a
+``Progress``; this module turns it into heartbeat details.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from temporalio import activity
 
+from docindex.steps.progress import Progress
+
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741
 
 # Upper bound; an activity with a short heartbeat timeout beats faster (see interval()).
 HEARTBEAT_EVERY_S = 5.0
-
-# Threads running blocking work right now. A worker shutting down checks it: a thread whose
-# activity was cancelled cannot be interrupted, and is not worth waiting for.
-_busy = 0
-_busy_lock = threading.Lock()
-
-
-def busy_threads() -> int:
-    return _busy
-
-
-def _counted(func: Callable[..., T], *args: Any) -> T:
-    global _busy
-    with _busy_lock:
-        _busy += 1
-    try:
-        return func(*args)
-    finally:
-        with _busy_lock:
-            _busy -= 1
 
 
 def interval() -> float:
@@ -43,15 +30,12 @@ def interval() -> float:
     return max(0.1, min(HEARTBEAT_EVERY_S, timeout.total_seconds() / 3))
 
 
-async def run_blocking(
-    func: Callable[..., T], *args: Any, details: Callable[[], Any] | None = None
-) -> T:
-    """Call ``func(*args)`` off the event loop; heartbeat ``details()`` until it returns.
-
-    Heartbeats are what let Temporal notice a dead worker within the heartbeat timeout,
-    and what carries cancellation to a running activity.
-    """
-    return await heartbeat_while(asyncio.to_thread(_counted, func, *args), details=details)
+async def run_step(step: Callable[[I, Progress], Awaitable[T]], inp: I) -> T:
+    """Run a step of ``docindex.steps`` as this activity: its progress is the heartbeat's
+    details, and each checkpoint it saves is sent at once."""
+    beats = not activity.info().is_local
+    progress = Progress(on_checkpoint=activity.heartbeat if beats else None)
+    return await heartbeat_while(step(inp, progress), details=lambda: progress.details or None)
 
 
 async def heartbeat_while(work: Awaitable[T], details: Callable[[], Any] | None = None) -> T:
@@ -62,9 +46,13 @@ async def heartbeat_while(work: Awaitable[T], details: Callable[[], Any] | None 
     # every beat is a write to the workflow's state, so a step that ends within ``every``
     # (most of them) costs none. Local activities cannot heartbeat at all.
     beats = not activity.info().is_local
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=every)
-        if done:
-            return task.result()
-        if beats:
-            activity.heartbeat(details() if details else None)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return task.result()
+            if beats:
+                activity.heartbeat(details() if details else None)
+    finally:
+        # Cancelled (the activity was, or the worker is shutting down): stop the step too.
+        task.cancel()

@@ -31,11 +31,16 @@ class Resources:
 
     def load_embedder(self) -> asyncio.Future[Embedder]:
         """Start loading the query embedder (once) in a thread; a local model takes seconds.
-        Queries are embedded by the same model as the documents they are compared with."""
+        Queries are embedded by the model of the spec new runs get, the model their
+        documents are embedded with."""
         if self._embedder is None:
             from docindex.pipeline.embedders import build_embedder
+            from docindex.spec import resolve_spec
 
-            self._embedder = asyncio.ensure_future(asyncio.to_thread(build_embedder, self.settings))
+            spec = resolve_spec(self.settings).embedder
+            self._embedder = asyncio.ensure_future(
+                asyncio.to_thread(build_embedder, spec, self.settings)
+            )
         return self._embedder
 
     async def embedder(self) -> Embedder:

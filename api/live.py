@@ -8,8 +8,8 @@ from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from docindex.ids import document_workflow_id
-from docindex.models import DocumentProgress
 from workflows import names
+from workflows.document_contract import DocumentProgress
 
 
 async def query_document(

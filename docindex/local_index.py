@@ -1,8 +1,9 @@
 """Index documents in this process: no Temporal, no HTTP, the same steps and database.
 
-``docindex index-local PATH...`` calls the plain functions the activities call (parse,
-metadata, chunk, enrich, embed, store) and writes the same rows (run, documents, chunks), so
-what it indexes is searchable like anything uploaded. It is the baseline the benchmark
+``docindex index-local PATH...`` calls the step functions the activities call
+(``docindex.steps``: prepare, enrich, embed, store) with the spec a run would get, and
+writes the same rows (run, documents, chunks), so what it indexes is searchable like
+anything uploaded. It is the baseline the benchmark
 compares the service with, and a way to debug one document without the whole stack.
 """
 
@@ -15,24 +16,40 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
 from docindex import repository
-from docindex.blobstore import BlobStore, parsed_key
+from docindex.blobstore import BlobStore
+from docindex.components import Components
 from docindex.config import Settings
 from docindex.errors import DocumentError, ProviderError
-from docindex.ids import chunk_id, run_workflow_id
+from docindex.ids import run_workflow_id
 from docindex.models import DocStatus, RunState
-from docindex.pipeline.chunking import DocumentChunker
-from docindex.pipeline.embedders import Embedder, build_embedder
-from docindex.pipeline.enrichment import build_enricher
-from docindex.pipeline.metadata import extract_metadata
-from docindex.pipeline.parsing import DocumentParser, ParseLimits
-from docindex.usage import Usage, combine, cost_usd
+from docindex.pagination import page_ranges
+from docindex.pipeline.parsing import ParseLimits
+from docindex.spec import AnthropicEnricher, resolve_spec
+from docindex.steps.embed import EmbedSteps
+from docindex.steps.enrich import EnrichSteps
+from docindex.steps.models import (
+    ContextInput,
+    Contexts,
+    DocumentRef,
+    EmbedInput,
+    Enriched,
+    EnrichInput,
+    MergeInput,
+    PageRangeInput,
+    Prepared,
+    PrepareInput,
+    StoreInput,
+)
+from docindex.steps.prepare import PrepareSteps
+from docindex.steps.progress import Progress
+from docindex.steps.store import StoreSteps
 
-STEPS = ("upload", "parse", "metadata", "chunk", "enrich", "embed", "store")
+# "prepare" is parse, metadata and chunk: one step, as the CPU workers run it.
+STEPS = ("upload", "prepare", "enrich", "embed", "store")
 
 
 @dataclass
@@ -60,27 +77,31 @@ class LocalRun:
 
 
 class LocalIndexer:
-    """Holds what the workers hold (parser, chunker, embedder); build it once, index often."""
+    """Holds what the workers hold (the parts the run's spec names); build it once, index
+    often."""
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         started = time.perf_counter()
         self.settings = settings
         self.pool = pool
         self.blobs = BlobStore.from_settings(settings)
-        # Configured exactly as workers/factory.py configures the CPU and GPU workers.
-        self.parser = DocumentParser(
-            settings.pdf_pipeline,
-            limits=ParseLimits(
+        self.spec = resolve_spec(settings)
+        components = Components(
+            settings,
+            ParseLimits(
                 max_bytes=settings.max_document_bytes,
                 max_pages=settings.max_document_pages,
                 time_budget_s=settings.parse_timeout_s,
             ),
-            ocr=settings.pdf_ocr,
-            table_structure=settings.pdf_table_structure,
         )
-        self.chunker = DocumentChunker(settings.chunk_max_tokens)
-        self.embedder: Embedder = build_embedder(settings)
-        self.enricher = build_enricher(settings)
+        # Built now, as the workers build them before they poll: loading is not indexing.
+        components.parser(self.spec.parser)
+        components.chunker(self.spec.chunker)
+        components.embedder(self.spec.embedder)
+        self.prepare = PrepareSteps(self.blobs, components)
+        self.enrich = EnrichSteps(self.blobs, components)
+        self.embed = EmbedSteps(self.blobs, components)
+        self.store = StoreSteps(self.blobs, pool, settings.prices)
         self.load_s = time.perf_counter() - started
 
     async def index(
@@ -120,7 +141,12 @@ class LocalIndexer:
             )
             doc.seconds["upload"] = time.perf_counter() - t
         await repository.create_run(
-            self.pool, run_id, run_workflow_id(run_id), new, tenant_id=tenant
+            self.pool,
+            run_id,
+            run_workflow_id(run_id),
+            new,
+            spec=resolve_spec(self.settings),
+            tenant_id=tenant,
         )
         await repository.set_run_status(self.pool, run_id, RunState.RUNNING)
         window = asyncio.Semaphore(parallel or self.settings.max_concurrent_documents)
@@ -152,81 +178,41 @@ class LocalIndexer:
     async def _index_one(
         self, doc: LocalDocument, meta: repository.NewDocument, slots: _Slots
     ) -> None:
+        """The steps of DocumentWorkflow, called in this process, in the same order."""
         doc.status = DocStatus.RUNNING
         timer = _Timer(doc.seconds)
+        spec = self.spec
+        ref = DocumentRef(
+            document_id=doc.document_id,
+            filename=meta.filename,
+            sha256=meta.sha256,
+            blob_key=meta.blob_key,
+        )
         try:
-            data = await self.blobs.get(meta.blob_key)
             async with slots.cpu:
-                with timer("parse"):
-                    parsed = await asyncio.to_thread(self.parser.parse, data, meta.filename)
-                doc.pages = parsed.pages
-                with timer("metadata"):
-                    metadata = extract_metadata(parsed.document, parsed.kind.value, parsed.pipeline)
-                with timer("chunk"):
-                    chunks = await asyncio.to_thread(self.chunker.chunk, parsed.document)
-            config = self.chunker.config_digest(
-                parsed_key(meta.sha256, parsed.pipeline), self.settings.chunk_max_tokens
-            )
-            usages: list[Usage] = []
-            contexts: list[str | None] = [None] * len(chunks)
-            enrichment: dict[str, Any] = {
-                "status": "skipped",
-                "reason": "disabled (DOCINDEX_ENRICHER=none)",
-            }
+                with timer("prepare"):
+                    prepared = await self._prepare(ref)
+            assert prepared.chunked is not None
+            doc.pages = prepared.inspected.pages
             with timer("enrich"):
-                if self.enricher is not None:
-                    text = await asyncio.to_thread(parsed.document.export_to_markdown)
-                    summary, usage = await self.enricher.describe_document(text)
-                    usages.append(usage)
-                    enrichment = {"status": "enriched", "reason": None, **summary.model_dump()}
-                    if self.settings.contextual_chunks:
-                        for i, c in enumerate(chunks):
-                            contexts[i], usage = await self.enricher.situate_chunk(text, c.text)
-                            usages.append(usage)
-            texts = [
-                f"{x}\n\n{c.embed_text}" if x else c.embed_text
-                for c, x in zip(chunks, contexts, strict=True)
-            ]
+                enriched, contexts = await self._enrich(ref, prepared)
             async with slots.embed:
                 with timer("embed"):
-                    embedded = await self.embedder.embed_documents(texts)
-            usages.append(
-                Usage(
-                    provider=self.embedder.provider,
-                    model=self.embedder.model,
-                    requests=embedded.requests,
-                    embedding_tokens=embedded.tokens,
-                )
-            )
-            rows = [
-                repository.ChunkRow(
-                    chunk_id=chunk_id(doc.document_id, c.ordinal, config, self.embedder.model),
-                    ordinal=c.ordinal,
-                    text=c.text,
-                    embed_text=t,
-                    headings=c.headings,
-                    pages=c.pages,
-                    context=x,
-                )
-                for c, t, x in zip(chunks, texts, contexts, strict=True)
-            ]
-            prices = self.settings.prices
-            totals = combine(usages)
+                    embedded = await self.embed.embed(
+                        EmbedInput(
+                            sha256=ref.sha256,
+                            embedder=spec.embedder,
+                            chunks_key=prepared.chunked.chunks_key,
+                            chunk_config=prepared.chunked.chunk_config,
+                            contexts_keys=[c.contexts_key for c in contexts],
+                        ),
+                        Progress(),
+                    )
             with timer("store"):
-                doc.chunks = await repository.store_document(
-                    self.pool,
-                    doc.document_id,
-                    rows,
-                    embedded.vectors,
-                    self.embedder.model,
-                    parsed.pages,
-                    {**metadata.model_dump(), "enrichment": enrichment},
-                    tokens={
-                        k: {**u.model_dump(), "cost_usd": cost_usd(u, prices)}
-                        for k, u in totals.items()
-                    },
-                    cost_usd=sum(cost_usd(u, prices) for u in totals.values()),
+                stored = await self.store.store(
+                    StoreInput.of(doc.document_id, prepared, enriched, contexts, embedded)
                 )
+            doc.chunks = stored.chunk_count
             doc.status = DocStatus.COMPLETED
         except (DocumentError, ProviderError) as exc:
             # The same typed outcome the workflow records; anything else is a bug: raise it.
@@ -234,6 +220,65 @@ class LocalIndexer:
             await repository.record_outcome(
                 self.pool, doc.document_id, DocStatus.FAILED, exc.error_type, str(exc)
             )
+
+    async def _prepare(self, ref: DocumentRef) -> Prepared:
+        spec = self.spec
+        prepared = await self.prepare.prepare(
+            PrepareInput(document=ref, parser=spec.parser, chunker=spec.chunker), Progress()
+        )
+        if prepared.parsed is not None:
+            return prepared
+        parts: list[str] = []
+        for first, last in page_ranges(1, prepared.inspected.pages or 0, spec.parser.range_pages):
+            done = await self.prepare.parse_page_range(
+                PageRangeInput(document=ref, parser=spec.parser, first_page=first, last_page=last),
+                Progress(),
+            )
+            parts.extend(done.part_keys)
+        return await self.prepare.merge(
+            MergeInput(document=ref, parser=spec.parser, chunker=spec.chunker, part_keys=parts),
+            Progress(),
+        )
+
+    async def _enrich(
+        self, ref: DocumentRef, prepared: Prepared
+    ) -> tuple[Enriched | None, list[Contexts]]:
+        enricher = self.spec.enricher
+        if not isinstance(enricher, AnthropicEnricher):
+            return None, []
+        assert prepared.parsed is not None and prepared.chunked is not None
+        enriched = await self.enrich.describe(
+            EnrichInput(
+                sha256=ref.sha256, parsed_key=prepared.parsed.parsed_key, enricher=enricher
+            ),
+            Progress(),
+        )
+        chunked = prepared.chunked
+        if (
+            enriched.status != "enriched"
+            or not enricher.contextual_chunks
+            or not chunked.chunk_count
+            or enriched.document_text_key is None
+        ):
+            return enriched, []
+        contexts = [
+            await self.enrich.contextualize(
+                ContextInput(
+                    sha256=ref.sha256,
+                    enricher=enricher,
+                    document_text_key=enriched.document_text_key,
+                    chunks_key=chunked.chunks_key,
+                    chunk_config=chunked.chunk_config,
+                    first=first,
+                    last=last,
+                ),
+                Progress(),
+            )
+            for first, last in page_ranges(
+                0, chunked.chunk_count - 1, enricher.context_chunks_per_activity
+            )
+        ]
+        return enriched, contexts
 
 
 @dataclass

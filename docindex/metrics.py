@@ -24,8 +24,9 @@ def worker_runtime(metrics_port: int | None) -> Runtime | None:
 
 
 def count_in_activity(name: str, value: int, description: str, **labels: str) -> None:
-    """Add to a counter from inside an activity (a no-op meter when metrics are off)."""
-    if value <= 0:
+    """Add to a counter from inside an activity (a no-op meter when metrics are off, and
+    nothing at all when a step runs outside a worker, as in ``docindex index-local``)."""
+    if value <= 0 or not activity.in_activity():
         return
     counter = activity.metric_meter().create_counter(name, description)
     counter.with_additional_attributes(dict(labels)).add(value)

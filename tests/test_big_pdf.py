@@ -21,11 +21,12 @@ from docindex.blobstore import BlobStore
 from docindex.config import Settings
 from docindex.database import create_pool
 from docindex.ids import document_workflow_id, run_workflow_id
-from docindex.models import PageRangeResult, RunInput, RunSummary
 from docindex.pagination import PLANS, plan_for
-from docindex.temporal_client import pipeline_options
+from docindex.spec import resolve_spec
+from docindex.steps.models import PageRangeResult
+from workflows.indexing_contract import RunSummary
 
-from .helpers import first_pages, unique, wait_for_run
+from .helpers import first_pages, run_input, unique, wait_for_run
 from .processes import start_worker, stop, worker_env
 
 BIG_PDF = "pdf/pypdf_samples/GeoTopo-komprimiert.pdf"  # 117 pages
@@ -101,21 +102,22 @@ async def test_killed_worker_loses_only_unsaved_pages(
                         blob_key=key,
                     )
                 ],
+                spec=resolve_spec(settings),
             )
         finally:
             await pool.close()
-        options = pipeline_options(settings).model_copy(
-            update={
-                "cpu_task_queue": cpu_queue,
-                "split_pdf_pages": 20,
-                "range_pages": 30,
-                "max_parallel_ranges": 4,
-                "heartbeat_timeout_s": 4.0,
-            }
-        )
         run = await client.start_workflow(
             "IndexingWorkflow",
-            RunInput(run_id=run_id, document_count=1, options=options),
+            run_input(
+                settings,
+                run_id,
+                1,
+                cpu_task_queue=cpu_queue,
+                split_pdf_pages=20,
+                range_pages=30,
+                max_parallel_ranges=4,
+                heartbeat_timeout_s=4.0,
+            ),
             id=run_workflow_id(run_id),
             task_queue=settings.workflow_task_queue,
             result_type=RunSummary,

@@ -16,11 +16,9 @@ from docindex.blobstore import BlobStore
 from docindex.config import Settings
 from docindex.database import create_pool
 from docindex.ids import document_workflow_id, run_workflow_id
-from docindex.models import RunInput
 from docindex.runs import record_files
-from docindex.temporal_client import pipeline_options
 
-from .helpers import chunk_rows, unique, wait_for_run
+from .helpers import chunk_rows, run_input, unique, wait_for_run
 
 BIG_PDF = "pdf/pypdf_samples/GeoTopo-komprimiert.pdf"
 
@@ -35,11 +33,7 @@ async def start_run(
         await pool.close()
     await client.start_workflow(
         "IndexingWorkflow",
-        RunInput(
-            run_id=run_id,
-            document_count=len(document_ids),
-            options=pipeline_options(settings).model_copy(update=options),
-        ),
+        run_input(settings, run_id, len(document_ids), **options),
         id=run_workflow_id(run_id),
         task_queue=settings.workflow_task_queue,
     )

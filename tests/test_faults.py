@@ -22,9 +22,10 @@ from temporalio.testing import ActivityEnvironment
 from docindex.blobstore import BlobStore
 from docindex.config import Settings
 from docindex.ids import document_workflow_id, run_workflow_id
-from docindex.models import EmbedResult, PrepareResult, RunSummary, StoreInput
 from docindex.search_attributes import ensure_registered
+from docindex.steps.models import Embedded, Prepared, StoreInput
 from workers.factory import Queue, build_workers
+from workflows.indexing_contract import RunSummary
 
 from .conftest import run_workers
 from .helpers import unique
@@ -33,7 +34,7 @@ from .test_cancel import start_run
 DOCS = [
     "pdf/docling/multi_page.pdf",
     "pdf/docling/code_and_formula.pdf",
-    "pdf/icdar2013/us-002.pdf",
+    "pdf/pypdf/crazyones.pdf",
 ]
 
 
@@ -57,7 +58,7 @@ async def store_input(client: Client, run_id: str, document_id: str) -> StoreInp
     ).fetch_history()
     names: dict[int, str] = {}
     results: dict[str, object] = {}
-    kinds = {"prepare_document": PrepareResult, "embed_chunks": EmbedResult}
+    kinds = {"prepare_document": Prepared, "embed_chunks": Embedded}
     for e in history.events:
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             names[e.event_id] = e.activity_task_scheduled_event_attributes.activity_type.name
@@ -69,19 +70,9 @@ async def store_input(client: Client, run_id: str, document_id: str) -> StoreInp
                     attrs.result.payloads, [kinds[name]]
                 )
     prepared, embedded = results["prepare_document"], results["embed_chunks"]
-    assert isinstance(prepared, PrepareResult) and isinstance(embedded, EmbedResult)
+    assert isinstance(prepared, Prepared) and isinstance(embedded, Embedded)
     assert prepared.parsed and prepared.metadata and prepared.chunked
-    return StoreInput(
-        document_id=document_id,
-        chunks_key=prepared.chunked.chunks_key,
-        chunk_config=prepared.chunked.chunk_config,
-        vectors_key=embedded.vectors_key,
-        model=embedded.model,
-        dimension=embedded.dimension,
-        pages=prepared.parsed.pages,
-        metadata=prepared.metadata,
-        usage=[embedded.usage] if embedded.usage else [],
-    )
+    return StoreInput.of(document_id, prepared, None, [], embedded)
 
 
 async def test_store_run_again_writes_each_chunk_once(
@@ -98,13 +89,14 @@ async def test_store_run_again_writes_each_chunk_once(
     before = await chunk_ids(url, document_id)
     assert len(before) > 1
 
-    from activities.storing import StoreSteps
+    from activities.storing import StoreActivities
     from docindex.database import create_pool
+    from docindex.steps.store import StoreSteps
 
     inp = await store_input(client, run_id, document_id)
     pool = await create_pool(url)
     try:
-        steps = StoreSteps(BlobStore.from_settings(settings), pool)
+        steps = StoreActivities(StoreSteps(BlobStore.from_settings(settings), pool))
         results = await asyncio.gather(
             ActivityEnvironment().run(steps.store_document, inp),
             ActivityEnvironment().run(steps.store_document, inp),

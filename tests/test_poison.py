@@ -23,7 +23,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from docindex import search_attributes as sa
 from docindex.config import Settings
 from docindex.ids import document_workflow_id, run_workflow_id
-from docindex.models import RunSummary
+from workflows.indexing_contract import RunSummary
 
 from .conftest import TenantClient
 from .helpers import chunk_rows, unique, wait_for_run
@@ -32,7 +32,9 @@ from .test_cancel import start_run
 
 POISON = "pdf/docling/code_and_formula.pdf"
 GOOD = "pdf/docling/multi_page.pdf"
-BIG = "pdf/docling/normal_4pages.pdf"  # 359 kB: over the size threshold below
+SMALL = "pdf/pypdf/crazyones.pdf"  # 11 kB
+BIG = "office/docling/word_sample.docx"  # 104 kB: over the size threshold below, the poison not
+BIG_BYTES = 100_000
 # Robust under CI load: a busy 2-core machine can delay a live worker's heartbeat by seconds.
 HEARTBEAT_S = 10.0
 
@@ -182,7 +184,8 @@ async def test_poison_and_big_documents_go_to_the_large_queue(
 ) -> None:
     poison = unique((corpus / POISON).read_bytes())
     big = unique((corpus / BIG).read_bytes())
-    good = unique((corpus / GOOD).read_bytes())
+    good = unique((corpus / SMALL).read_bytes())
+    assert len(good) < len(poison) < BIG_BYTES < len(big)
     suffix = uuid.uuid4().hex[:6]
     cpu_queue, large_queue = f"poison-cpu-{suffix}", f"poison-large-{suffix}"
     base = {"DOCINDEX_CPU_TASK_QUEUE": cpu_queue, "DOCINDEX_LARGE_TASK_QUEUE": large_queue}
@@ -200,10 +203,10 @@ async def test_poison_and_big_documents_go_to_the_large_queue(
             run_id, (poison_id, big_id, good_id) = await start_run(
                 client,
                 settings,
-                [("poison.pdf", poison), ("big.pdf", big), ("good.pdf", good)],
+                [("poison.pdf", poison), ("big.docx", big), ("good.pdf", good)],
                 cpu_task_queue=cpu_queue,
                 large_task_queue=large_queue,
-                large_document_bytes=300_000,
+                large_document_bytes=BIG_BYTES,
                 heartbeat_timeout_s=HEARTBEAT_S,
                 poison_max_attempts=2,
             )

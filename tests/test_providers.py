@@ -23,13 +23,13 @@ from api.app import create_app
 from docindex.auth import create_api_key
 from docindex.config import Settings
 from docindex.ids import document_workflow_id, run_workflow_id
-from docindex.models import RunInput, RunSummary
-from docindex.temporal_client import pipeline_options
 from workers.factory import Queue, build_workers
+from workflows.indexing_contract import RunSummary
 
 from .conftest import run_workers
 from .fakes import FakeAnthropic, FakeVoyage
 from .fakes.anthropic import last_user_text
+from .helpers import run_input
 from .test_runs import record_run
 
 VOYAGE_KEY = "voyage-test-key"
@@ -71,7 +71,7 @@ async def index(client: Client, settings: Settings, text: str, copies: int = 1) 
     run_id = await record_run(settings, copies, body=text)
     handle = await client.start_workflow(
         "IndexingWorkflow",
-        RunInput(run_id=run_id, document_count=copies, options=pipeline_options(settings)),
+        run_input(settings, run_id, copies),
         id=run_workflow_id(run_id),
         task_queue=settings.workflow_task_queue,
         result_type=RunSummary,
@@ -301,23 +301,31 @@ async def test_concurrent_embed_activities_share_forward_passes(
     to wait for company, yet requests queued during a pass still share the next one."""
     from temporalio.testing import ActivityEnvironment
 
-    from activities.embedding import EmbeddingSteps
+    from activities.embedding import EmbeddingActivities
     from docindex.blobstore import BlobStore
-    from docindex.models import EmbedInput
-    from docindex.pipeline.embedders.local import LocalEmbedder
+    from docindex.components import Components
+    from docindex.spec import LocalEmbedder
+    from docindex.steps.embed import EmbedSteps
+    from docindex.steps.models import EmbedInput
 
-    embedder = LocalEmbedder(device="cpu", max_wait_s=max_wait_s)
+    components = Components(
+        Settings(
+            embed_device="cpu",
+            embed_micro_batch_wait_ms=None if max_wait_s is None else max_wait_s * 1000,
+        )
+    )
+    embedder = components.embedder(LocalEmbedder())
     assert embedder.batcher.max_wait_s == (0.0 if max_wait_s is None else max_wait_s)
     blobs = BlobStore(None, tmp_path)
-    steps = EmbeddingSteps(blobs, embedder)
+    steps = EmbeddingActivities(EmbedSteps(blobs, components))
     inputs = []
     for i in range(8):
         chunks = [{"embed_text": f"document {i} passage {j} about rivers"} for j in range(3)]
         await blobs.put(f"chunks/{i}.json", json.dumps(chunks).encode())
         inputs.append(
             EmbedInput(
-                document_id=str(i),
                 sha256=f"{i:064d}",
+                embedder=LocalEmbedder(),
                 chunks_key=f"chunks/{i}.json",
                 chunk_config="c",
             )

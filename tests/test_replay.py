@@ -1,9 +1,10 @@
-"""Workflow changes replay the histories of runs already in flight when they deploy.
+"""The workflows replay the histories recorded from the current version.
 
-``tests/histories/<label>/`` holds histories recorded by ``tests/histories/record.py`` at
-an earlier commit (see record.py there). A workflow change that is not guarded by
-``workflow.patched`` makes one of them fail here with a non-determinism error, before it
-can strand real runs in production.
+Workflow changes ship as a new build under Worker Versioning: runs pinned to the old build
+finish on its workers, so the code only ever replays its own histories. A change to the
+workflows that alters their commands fails here; it is then a new build, with its
+histories recorded again (``python -m tests.histories.record tests/histories/v1``), and
+rolled out as docs/operations.md says.
 """
 
 from __future__ import annotations

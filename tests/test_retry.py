@@ -15,8 +15,9 @@ from temporalio.client import Client
 from docindex.blobstore import BlobStore
 from docindex.config import Settings
 from docindex.ids import document_workflow_id, run_workflow_id
-from docindex.models import EmbedResult, PrepareResult, RetryRequest
-from docindex.runs import retry_run
+from docindex.models import RetryRequest
+from docindex.steps.models import Embedded, Prepared
+from workflows.starter import retry_run
 
 from .conftest import TenantClient
 from .fakes import FakeVoyage
@@ -30,8 +31,8 @@ async def step_results(client: Client, workflow_id: str) -> dict[str, object]:
     """Results of the latest execution's activities, decoded, by activity name."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     types = {
-        PrepareResult: "prepare_document",
-        EmbedResult: "embed_chunks",
+        Prepared: "prepare_document",
+        Embedded: "embed_chunks",
     }
     names = {
         e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name

@@ -16,19 +16,18 @@ from docindex.blobstore import BlobStore
 from docindex.config import Settings
 from docindex.database import create_pool
 from docindex.ids import run_workflow_id
-from docindex.models import RunInput, RunSummary
-from docindex.runs import resume_orphaned_runs, start_run
 from docindex.search_attributes import ERROR_TYPE
-from docindex.temporal_client import pipeline_options
+from docindex.spec import resolve_spec
 from workers.factory import Queue, build_workers
+from workflows.indexing_contract import RunSummary
+from workflows.starter import resume_orphaned_runs, start_run
 
 from .conftest import run_workers
-from .helpers import app_with, wait_for_run
+from .helpers import app_with, run_input, wait_for_run
 
-# What every file of the corpus's broken/ must end as: (status, error type).
+# What every file of tests/data/broken/ must end as: (status, error type).
 BROKEN_OUTCOMES: dict[str, tuple[str, str | None]] = {
     "empty.pdf": ("failed", "EmptyDocument"),
-    "2206.01062_pg3.pdf": ("failed", "EncryptedDocument"),
     "r6-user-password.pdf": ("failed", "EncryptedDocument"),
     "password_protected.xlsx": ("failed", "EncryptedDocument"),
     "GHOSTSCRIPT-698804-1-fuzzed.pdf": ("failed", "EmptyDocument"),
@@ -63,7 +62,7 @@ async def test_broken_files_fail_typed_on_first_attempt_and_the_rest_completes(
         "blob.pdf": ("failed", "UnsupportedFormat"),
     }
     failed = [d for d in run["documents"] if d["status"] == "failed"]
-    assert (run["completed"], run["failed"]) == (3, len(failed)) == (3, 9)
+    assert (run["completed"], run["failed"]) == (3, len(failed)) == (3, 8)
     assert all(d["error"] for d in failed)
     damaged = {d["filename"]: d["error"] for d in failed if d["error_type"] == "CorruptDocument"}
     assert "Adler-32 checksum" in damaged["zen_of_python_corrupted.pdf"]
@@ -163,7 +162,9 @@ async def record_run(settings: Settings, count: int, body: str | None = None) ->
                     blob_key=key,
                 )
             )
-        await repository.create_run(pool, run_id, run_workflow_id(run_id), docs)
+        await repository.create_run(
+            pool, run_id, run_workflow_id(run_id), docs, spec=resolve_spec(settings)
+        )
     finally:
         await pool.close()
     return run_id
@@ -192,12 +193,9 @@ async def test_large_run_continues_as_new_and_completes(
     """Seven documents with a batch of three: two continue-as-new hops, no lost document."""
     api = default_api  # runs recorded without the API belong to 'default'
     run_id = await record_run(settings, 7)
-    options = pipeline_options(settings).model_copy(
-        update={"documents_per_execution": 3, "max_concurrent_documents": 2}
-    )
     handle = await client.start_workflow(
         "IndexingWorkflow",
-        RunInput(run_id=run_id, document_count=7, options=options),
+        run_input(settings, run_id, 7, documents_per_execution=3, max_concurrent_documents=2),
         id=run_workflow_id(run_id),
         task_queue=settings.workflow_task_queue,
         result_type=RunSummary,

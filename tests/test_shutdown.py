@@ -20,8 +20,8 @@ from temporalio.client import Client
 
 from docindex.config import Settings
 from docindex.ids import document_workflow_id, run_workflow_id
-from docindex.models import RunSummary
 from docindex.search_attributes import ensure_registered
+from workflows.indexing_contract import RunSummary
 
 from .helpers import chunk_rows, first_pages, unique
 from .processes import spawn_worker, stop_async, worker_env

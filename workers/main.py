@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 async def run_worker(queue: Queue, settings: Settings) -> None:
-    if settings.database_url is None and queue in (Queue.WORKFLOW, Queue.CPU, Queue.LARGE):
+    if settings.database_url is None and queue is Queue.WORKFLOW:
         raise SystemExit("DOCINDEX_DATABASE_URL is required for a worker")
     setup_tracing(f"docindex-worker-{queue.value}")
     # Prometheus: the SDK's metrics and ours, on DOCINDEX_METRICS_PORT when set.
@@ -56,7 +56,7 @@ def _exit_if_threads_abandoned() -> None:
     """A parse cancelled at shutdown keeps its thread busy (Docling cannot be interrupted),
     and Python would wait for it before exiting. Its activity was already handed back and
     its result would be thrown away, so exit now instead of minutes later."""
-    from activities.heartbeat import busy_threads
+    from docindex.steps.progress import busy_threads
 
     busy = busy_threads()
     if not busy:

@@ -1,7 +1,7 @@
 """IndexingWorkflow: a run of many documents, one DocumentWorkflow child each.
 
 A sliding window bounds how many children run at once; children signal the run when they
-fail (older histories: at every step); the ``status`` query answers from that state and the
+fail; the ``status`` query answers from that state and the
 children's results (the API asks running children for their step); after a batch of
 children the run drains its window and continues-as-new so history stays small for runs of
 any size.
@@ -10,11 +10,12 @@ any size.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import (
     CancelledError,
     ChildWorkflowError,
@@ -24,34 +25,26 @@ from temporalio.exceptions import TimeoutError as ChildTimedOut
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from docindex import search_attributes as sa
-    from docindex.errors import WORKER_LOST
-    from docindex.ids import document_workflow_id
-    from docindex.models import (
-        DocStatus,
-        DocumentInput,
-        DocumentOutcome,
-        DocumentProgress,
-        DocumentTask,
+    from activities.bookkeeping import (
+        Bookkeeping,
         FetchDocumentsInput,
         RecordOutcomeInput,
         RequeuedDocument,
         RequeueInput,
-        RetryAccepted,
-        RetryRequest,
         RunCounts,
-        RunInput,
-        RunProgress,
-        RunState,
         RunStatusUpdate,
-        RunSummary,
     )
-    from workflows import names
+    from docindex import search_attributes as sa
+    from docindex.errors import WORKER_LOST
+    from docindex.ids import document_workflow_id
+    from docindex.models import DocStatus, DocumentOutcome, DocumentTask, RetryRequest, RunState
 
-BOOKKEEPING_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
+    from . import names
+    from .document import BOOKKEEPING_RETRY, DocumentWorkflow
+    from .document_contract import DocumentInput, DocumentProgress
+    from .indexing_contract import RetryAccepted, RunInput, RunProgress, RunSummary
 
-# Patch (workflow.patched): histories recorded before it replay bookkeeping as activities.
-LOCAL_BOOKKEEPING = "bookkeeping-as-local-activities"
+T = TypeVar("T")
 
 
 @workflow.defn(name="IndexingWorkflow")
@@ -101,8 +94,8 @@ class IndexingWorkflow:
         (same workflow id) that indexes only these documents.
         """
         assert self._input is not None
-        requeued = await self._bookkeeping(
-            names.REQUEUE_DOCUMENTS,
+        requeued: list[RequeuedDocument] = await self._bookkeeping(
+            Bookkeeping.requeue_documents,
             RequeueInput(
                 run_id=self._input.run_id,
                 request=request,
@@ -110,7 +103,6 @@ class IndexingWorkflow:
                 # behind by the closed execution (it was terminated) and nothing runs them.
                 include_queued=self._input.retry_only,
             ),
-            list[RequeuedDocument],
         )
         pending = self._in_flight | {t.document_id for t in self._retry_queue}
         requeued = [d for d in requeued if d.task.document_id not in pending]
@@ -158,7 +150,7 @@ class IndexingWorkflow:
                 handle.cancel()
             await self._drain()
             self._cancelled += await self._bookkeeping(
-                names.CANCEL_QUEUED_DOCUMENTS, inp.run_id, int
+                Bookkeeping.cancel_queued_documents, inp.run_id
             )
             await self._set_status(RunState.CANCELLED)
             raise
@@ -186,8 +178,8 @@ class IndexingWorkflow:
                         }
                     )
                 )
-            page = await self._bookkeeping(
-                names.FETCH_RUN_DOCUMENTS,
+            page: list[DocumentTask] = await self._bookkeeping(
+                Bookkeeping.fetch_run_documents,
                 FetchDocumentsInput(
                     run_id=inp.run_id,
                     after_seq=next_seq,
@@ -196,7 +188,6 @@ class IndexingWorkflow:
                         2 * opts.max_concurrent_documents,
                     ),
                 ),
-                list[DocumentTask],
             )
             if not page:
                 break
@@ -232,7 +223,9 @@ class IndexingWorkflow:
         """Count outcomes in Postgres (right across continue-as-new and retries of a closed
         run) and record the run's final state."""
         assert self._input is not None
-        counts = await self._bookkeeping(names.COUNT_RUN_DOCUMENTS, self._input.run_id, RunCounts)
+        counts: RunCounts = await self._bookkeeping(
+            Bookkeeping.count_run_documents, self._input.run_id
+        )
         self._completed, self._failed, self._cancelled, self._quarantined = (
             counts.completed,
             counts.failed,
@@ -253,7 +246,7 @@ class IndexingWorkflow:
     async def _record(self, task: DocumentTask, progress: DocumentProgress) -> None:
         assert self._input is not None
         await self._bookkeeping(
-            names.RECORD_DOCUMENT_OUTCOME,
+            Bookkeeping.record_document_outcome,
             RecordOutcomeInput(
                 outcome=DocumentOutcome(
                     document_id=task.document_id,
@@ -272,7 +265,9 @@ class IndexingWorkflow:
             error_type="Cancelled",
             error="cancelled by request before it started",
         )
-        await self._bookkeeping(names.RECORD_DOCUMENT_OUTCOME, RecordOutcomeInput(outcome=outcome))
+        await self._bookkeeping(
+            Bookkeeping.record_document_outcome, RecordOutcomeInput(outcome=outcome)
+        )
         self._documents[task.document_id] = DocumentProgress(
             document_id=task.document_id,
             filename=task.filename,
@@ -286,11 +281,10 @@ class IndexingWorkflow:
         assert self._input is not None
         opts = self._input.options
         handle = await workflow.start_child_workflow(
-            "DocumentWorkflow",
-            DocumentInput(task=task, options=opts),
+            DocumentWorkflow.run,
+            DocumentInput(task=task, spec=self._input.spec, options=opts),
             id=document_workflow_id(task.run_id, task.document_id),
             task_queue=opts.workflow_task_queue,
-            result_type=DocumentOutcome,
             # What the Temporal UI shows for the child, and what operators filter on.
             static_summary=task.filename,
             static_details=f"{task.size_bytes} bytes, sha256 {task.sha256}",
@@ -383,7 +377,7 @@ class IndexingWorkflow:
         state can rely on the database having it too."""
         assert self._input is not None
         await self._bookkeeping(
-            names.SET_RUN_STATUS,
+            Bookkeeping.set_run_status,
             RunStatusUpdate(
                 run_id=self._input.run_id,
                 status=state,
@@ -394,26 +388,14 @@ class IndexingWorkflow:
         )
         self._state = state
 
-    async def _bookkeeping(self, activity: str, arg: Any, result_type: type | None = None) -> Any:
+    async def _bookkeeping(self, activity: Callable[..., Awaitable[T]], arg: Any) -> T:
         """A short Postgres call (run status, the next page of documents, an outcome).
 
         A local activity: run by this workflow worker inside the workflow task, with no
-        round trip through the server to schedule it and another to report its result
-        (the run's preamble alone took three before the first document could start)."""
-        assert self._input is not None
-        if workflow.patched(LOCAL_BOOKKEEPING):
-            return await workflow.execute_local_activity(
-                activity,
-                arg,
-                result_type=result_type,
-                start_to_close_timeout=timedelta(minutes=1),
-                retry_policy=BOOKKEEPING_RETRY,
-            )
-        return await workflow.execute_activity(
+        round trip through the server to schedule it and another to report its result."""
+        return await workflow.execute_local_activity_method(
             activity,
             arg,
-            result_type=result_type,
-            task_queue=self._input.options.workflow_task_queue,
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=BOOKKEEPING_RETRY,
         )

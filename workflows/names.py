@@ -1,23 +1,5 @@
-"""Names of activities, signals and queries shared by workflows, activities and the API."""
-
-FETCH_RUN_DOCUMENTS = "fetch_run_documents"
-SET_RUN_STATUS = "set_run_status"
-RECORD_DOCUMENT_OUTCOME = "record_document_outcome"
-CANCEL_QUEUED_DOCUMENTS = "cancel_queued_documents"
-REQUEUE_DOCUMENTS = "requeue_documents"
-COUNT_RUN_DOCUMENTS = "count_run_documents"
-
-INSPECT_DOCUMENT = "inspect_document"
-PREPARE_DOCUMENT = "prepare_document"
-PARSE_DOCUMENT = "parse_document"
-PARSE_PAGE_RANGE = "parse_page_range"
-MERGE_PARSED_PARTS = "merge_parsed_parts"
-EXTRACT_METADATA = "extract_metadata"
-ENRICH_DOCUMENT = "enrich_document"
-CHUNK_DOCUMENT = "chunk_document"
-CONTEXTUALIZE_CHUNKS = "contextualize_chunks"
-EMBED_CHUNKS = "embed_chunks"
-STORE_DOCUMENT = "store_document"
+"""Names of the workflows' signals, queries and updates, shared with the API and the CLI
+(activities are referenced by their functions)."""
 
 DOCUMENT_PROGRESS_SIGNAL = "document_progress"
 CANCEL_DOCUMENT_SIGNAL = "cancel_document"

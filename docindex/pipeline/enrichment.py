@@ -17,7 +17,9 @@ from docindex.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from docindex.models import DocumentSummary
+from docindex.spec import AnthropicEnricher as AnthropicSpec
+from docindex.spec import EnricherSpec
+from docindex.steps.models import DocumentSummary
 from docindex.usage import Usage
 
 if TYPE_CHECKING:
@@ -109,17 +111,18 @@ class AnthropicEnricher:
         return text, usage
 
 
-def build_enricher(settings: Settings) -> AnthropicEnricher | None:
-    """The configured enricher; None when enrichment is off or has no key (it is then
-    recorded as skipped, not failed)."""
+def build_enricher(spec: EnricherSpec, settings: Settings) -> AnthropicEnricher | None:
+    """The enricher ``spec`` names, with this process's key and endpoint; None when the spec
+    says none or this process has no key (the step is then recorded as skipped, not
+    failed)."""
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
-    if settings.enricher != "anthropic" or not key:
+    if not isinstance(spec, AnthropicSpec) or not key:
         return None
     return AnthropicEnricher(
         key,
-        settings.enrich_model,
+        spec.model,
         settings.anthropic_base_url,
-        max_document_chars=settings.enrich_document_chars,
+        max_document_chars=spec.document_chars,
     )
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from docling_core.types.doc import DocItemLabel, DoclingDocument
 
-from docindex.models import DocumentMetadata
 from docindex.pipeline.parsing import recovered_damage
+from docindex.steps.models import DocumentMetadata
 
 _MAX_HEADINGS = 50
 

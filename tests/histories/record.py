@@ -1,21 +1,20 @@
 """Record workflow histories for the replay test (tests/test_replay.py).
 
-A change to a workflow must replay the histories of runs already in flight when it is
-deployed (``workflow.patched`` keeps the old path for them). Run this at the commit whose
-histories should be kept, before changing the workflows, and commit what it writes:
+The replay test guards the current workflow version: runs of an older build finish on that
+build's workers (Worker Versioning, pinned), so only the current version's histories are
+kept. After a workflow change that is a new build, record them again and commit them:
 
     python -m tests.histories.record tests/histories/<label>
 
 It starts its own stack (bench.stack: embedded Postgres, a Temporal dev server, one worker
-process per kind and the API) and indexes a few corpus documents that take every path: a
-one-page PDF, a DOCX, a PDF split into page ranges, and a damaged PDF that fails.
+process per kind and the API) and indexes a few documents from tests/data that take every
+path: a one-page PDF, a DOCX, a PDF split into page ranges, and a damaged PDF that fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -25,12 +24,10 @@ import httpx
 
 from bench.stack import Stack
 from docindex.ids import document_workflow_id, run_workflow_id
+from tests.helpers import DATA
 
-CORPUS = Path(
-    os.environ.get("DOCINDEX_CORPUS") or Path(__file__).resolve().parents[3] / "shared" / "corpus"
-)
 DOCUMENTS = {
-    "one_page_pdf": "pdf/docling/2305.03393v1-pg9.pdf",
+    "one_page_pdf": "pdf/pypdf/crazyones.pdf",
     "docx": "office/docling/word_sample.docx",
     "split_pdf": "pdf/docling/multi_page.pdf",
     "damaged_pdf": "broken/zen_of_python_corrupted.pdf",
@@ -39,7 +36,7 @@ DOCUMENTS = {
 
 async def record() -> dict[str, str]:
     """History JSON by label, run.json for the parent run."""
-    files = [("files", (Path(p).name, (CORPUS / p).read_bytes())) for p in DOCUMENTS.values()]
+    files = [("files", (Path(p).name, (DATA / p).read_bytes())) for p in DOCUMENTS.values()]
     histories: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as root:
         async with Stack(Path(root)) as stack:

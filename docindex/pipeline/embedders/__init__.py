@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 from docindex.config import Settings
+from docindex.spec import BUNDLED_MODEL, EmbedderSpec, LocalEmbedder, VoyageEmbedder
 
 from .base import Embedded, Embedder, RequestLimits, plan_batches
 
@@ -13,52 +14,55 @@ _cache: dict[tuple, Embedder] = {}
 _lock = threading.Lock()
 
 
-def build_embedder(settings: Settings) -> Embedder:
-    """The configured embedder. A local model is loaded once per process (it takes
-    seconds); a hosted one is only a client, built as configured each time."""
-    if settings.embedder == "voyage":
-        return _build(settings)
+def build_embedder(spec: EmbedderSpec, settings: Settings) -> Embedder:
+    """The embedder ``spec`` names, run the way this process's ``settings`` say (device,
+    batch sizes, the provider's key and endpoint). A local model is loaded once per process
+    (it takes seconds); a hosted one is only a client, built each time."""
+    if isinstance(spec, VoyageEmbedder):
+        return _voyage(spec, settings)
     key = (
-        settings.embed_model,
+        spec.digest,
         settings.embed_device,
         settings.embed_micro_batch,
         settings.embed_micro_batch_wait_ms,
     )
     with _lock:
         if key not in _cache:
-            _cache[key] = _build(settings)
+            _cache[key] = _local(spec, settings)
         return _cache[key]
 
 
-def _voyage_limits(settings: Settings) -> RequestLimits | None:
+def _voyage_limits(spec: VoyageEmbedder, settings: Settings) -> RequestLimits | None:
     if settings.voyage_max_texts_per_request is None and (
         settings.voyage_max_tokens_per_request is None
     ):
         return None
     from .voyage import limits_for
 
-    documented = limits_for(settings.voyage_model)
+    documented = limits_for(spec.model)
     return RequestLimits(
         max_texts=settings.voyage_max_texts_per_request or documented.max_texts,
         max_tokens=settings.voyage_max_tokens_per_request or documented.max_tokens,
     )
 
 
-def _build(settings: Settings) -> Embedder:
-    if settings.embedder == "voyage":
-        from .voyage import VoyageEmbedder
+def _voyage(spec: VoyageEmbedder, settings: Settings) -> Embedder:
+    from .voyage import VoyageEmbedder as Client
 
-        return VoyageEmbedder(
-            api_key=settings.voyage_api_key.get_secret_value() if settings.voyage_api_key else "",
-            model=settings.voyage_model,
-            output_dimension=settings.voyage_output_dimension,
-            base_url=settings.voyage_base_url,
-            limits=_voyage_limits(settings),
-        )
-    from .local import LocalEmbedder
+    return Client(
+        api_key=settings.voyage_api_key.get_secret_value() if settings.voyage_api_key else "",
+        model=spec.model,
+        output_dimension=spec.output_dimension,
+        base_url=settings.voyage_base_url,
+        limits=_voyage_limits(spec, settings),
+    )
 
-    return LocalEmbedder(
-        Path(settings.embed_model) if settings.embed_model else None,
+
+def _local(spec: LocalEmbedder, settings: Settings) -> Embedder:
+    from .local import LocalEmbedder as Model
+
+    return Model(
+        None if spec.model == BUNDLED_MODEL else Path(spec.model),
         settings.embed_device,
         batch_size=settings.embed_batch_size,
         max_batch=settings.embed_micro_batch,

@@ -1,0 +1,209 @@
+"""What each step takes and returns. Small: documents, chunks and vectors stay in the blob
+store and only their keys travel (through workflow history, when a workflow runs them).
+
+Every input carries the part of the run's pipeline spec its step applies, so the step does
+the same thing on whichever worker runs it."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from docindex.spec import ChunkerSpec, EmbedderSpec, EnricherSpec, ParserSpec
+from docindex.usage import Usage
+
+
+class DocumentRef(BaseModel):
+    """Which document, and where its bytes are."""
+
+    document_id: str
+    filename: str
+    sha256: str
+    blob_key: str
+    # The password itself never enters workflow history; it waits in the blob store.
+    password_key: str | None = None
+
+
+class Inspected(BaseModel):
+    kind: str
+    pages: int | None
+    pipeline: str
+
+
+class Parsed(BaseModel):
+    parsed_key: str
+    kind: str
+    pages: int | None  # None for formats without pages (DOCX, HTML, Markdown)
+    pipeline: str
+    # An earlier run's artifact was found and nothing was parsed again.
+    reused: bool = False
+
+
+class DocumentMetadata(BaseModel):
+    title: str | None = None
+    kind: str
+    pages: int | None
+    pipeline: str
+    headings: list[str] = Field(default_factory=list)
+    tables: int = 0
+    pictures: int = 0
+    text_items: int = 0
+    # The file was damaged and indexed anyway (the parser spec's recover_damaged): its text
+    # may be incomplete or wrong. ``damage`` says what was damaged.
+    recovered: bool = False
+    damage: str | None = None
+
+
+class Chunked(BaseModel):
+    chunks_key: str
+    chunk_count: int
+    chunk_config: str
+    reused: bool = False
+
+
+class PrepareInput(BaseModel):
+    """Inspect, then (unless it is a PDF to split into page ranges) parse, describe and
+    chunk: one step for most documents."""
+
+    document: DocumentRef
+    parser: ParserSpec
+    chunker: ChunkerSpec
+
+
+class Prepared(BaseModel):
+    inspected: Inspected
+    # All None when the PDF is to be split: its page ranges are parsed as steps of their own.
+    parsed: Parsed | None = None
+    metadata: DocumentMetadata | None = None
+    chunked: Chunked | None = None
+
+
+class PageRangeInput(BaseModel):
+    document: DocumentRef
+    parser: ParserSpec
+    first_page: int
+    last_page: int
+
+
+class PageRangeResult(BaseModel):
+    part_keys: list[str]
+    pages_parsed: int
+    # Pages found already parsed by an earlier attempt (resumed, not parsed again).
+    pages_reused: int
+
+
+class MergeInput(BaseModel):
+    """A split PDF's parts, merged, then described and chunked like a whole document."""
+
+    document: DocumentRef
+    parser: ParserSpec
+    chunker: ChunkerSpec
+    part_keys: list[str]
+
+
+class DocumentSummary(BaseModel):
+    """What the LLM says about a whole document."""
+
+    title: str | None = None
+    summary: str | None = None
+    document_type: str | None = None
+    keywords: list[str] = Field(default_factory=list)
+
+
+class EnrichInput(BaseModel):
+    sha256: str
+    parsed_key: str
+    enricher: EnricherSpec
+
+
+class Enriched(BaseModel):
+    status: str  # "skipped" | "enriched"
+    enricher: str
+    reason: str | None = None
+    summary: DocumentSummary | None = None
+    # The document text the chunk contexts are written against (cached prompt prefix).
+    document_text_key: str | None = None
+    usage: list[Usage] = Field(default_factory=list)
+    reused: bool = False
+
+
+class ContextInput(BaseModel):
+    sha256: str
+    enricher: EnricherSpec
+    document_text_key: str
+    chunks_key: str
+    chunk_config: str
+    first: int  # chunk ordinals, inclusive
+    last: int
+
+
+class Contexts(BaseModel):
+    contexts_key: str
+    usage: list[Usage] = Field(default_factory=list)
+
+
+class EmbedInput(BaseModel):
+    sha256: str
+    embedder: EmbedderSpec
+    chunks_key: str
+    chunk_config: str
+    contexts_keys: list[str] = Field(default_factory=list)
+
+
+class Embedded(BaseModel):
+    vectors_key: str
+    model: str
+    dimension: int
+    count: int
+    usage: Usage | None = None
+    reused: bool = False
+
+
+class StoreInput(BaseModel):
+    document_id: str
+    chunks_key: str
+    chunk_config: str
+    vectors_key: str
+    model: str
+    dimension: int
+    pages: int | None
+    metadata: DocumentMetadata
+    contexts_keys: list[str] = Field(default_factory=list)
+    summary: DocumentSummary | None = None
+    enrichment_status: str = "skipped"
+    enrichment_reason: str | None = None
+    usage: list[Usage] = Field(default_factory=list)
+
+    @classmethod
+    def of(
+        cls,
+        document_id: str,
+        prepared: Prepared,
+        enriched: Enriched | None,
+        contexts: list[Contexts],
+        embedded: Embedded,
+    ) -> StoreInput:
+        """What the earlier steps of one document hand to the store step."""
+        assert prepared.chunked is not None and prepared.metadata is not None
+        return cls(
+            document_id=document_id,
+            chunks_key=prepared.chunked.chunks_key,
+            chunk_config=prepared.chunked.chunk_config,
+            vectors_key=embedded.vectors_key,
+            model=embedded.model,
+            dimension=embedded.dimension,
+            pages=prepared.parsed.pages if prepared.parsed else None,
+            metadata=prepared.metadata,
+            contexts_keys=[c.contexts_key for c in contexts],
+            summary=enriched.summary if enriched else None,
+            enrichment_status=enriched.status if enriched else "skipped",
+            enrichment_reason=enriched.reason if enriched else "disabled by the run's pipeline",
+            usage=[
+                *(enriched.usage if enriched else []),
+                *(u for c in contexts for u in c.usage),
+                *([embedded.usage] if embedded.usage else []),
+            ],
+        )
+
+
+class Stored(BaseModel):
+    chunk_count: int

@@ -1,0 +1,254 @@
+"""Parse, describe and chunk a document: the CPU steps, as plain async functions.
+
+Every output is saved in the blob store under a key made of the content hash and the
+options that shaped it, so a retry, a re-index or another run of the same bytes with the
+same spec finds it and does not redo the work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+from docling_core.types.doc import DoclingDocument
+
+from docindex.blobstore import (
+    BlobStore,
+    chunks_key,
+    parsed_key,
+    parsed_meta_key,
+    parsed_part_key,
+)
+from docindex.components import Components
+from docindex.filetypes import DocumentKind
+from docindex.metrics import count_in_activity
+from docindex.pagination import page_ranges
+from docindex.pipeline.metadata import extract_metadata
+from docindex.pipeline.parsing import DocumentParser, ensure_has_text, merge_parts
+from docindex.spec import ChunkerSpec
+
+from .models import (
+    Chunked,
+    DocumentRef,
+    Inspected,
+    MergeInput,
+    PageRangeInput,
+    PageRangeResult,
+    Parsed,
+    Prepared,
+    PrepareInput,
+)
+from .progress import Progress, blocking
+
+# Parsed documents kept in memory (a big PDF can take hundreds of MB).
+_PARSED_CACHE_SIZE = 4
+
+
+class PrepareSteps:
+    def __init__(self, blobs: BlobStore, components: Components) -> None:
+        self.blobs = blobs
+        self.components = components
+        # The last few parsed documents, by their content-addressed key: the merge and
+        # enrich steps often run where the parse did, and reloading the JSON costs seconds.
+        self._parsed: OrderedDict[str, DoclingDocument] = OrderedDict()
+
+    async def prepare(self, inp: PrepareInput, progress: Progress) -> Prepared:
+        """Inspect, parse, describe and chunk. A PDF over the spec's split threshold comes
+        back inspected only: its page ranges are parsed in parallel, then merged."""
+        doc, spec = inp.document, inp.parser
+        parser = await blocking(self.components.parser, spec)
+        data = await self.blobs.get(doc.blob_key)
+        password = await self._password(doc.password_key)
+        found = await blocking(parser.inspect, data, doc.filename, password)
+        inspected = Inspected(
+            kind=found.kind.value, pages=found.pages, pipeline=_pipeline(parser, found.kind)
+        )
+        if found.kind is DocumentKind.PDF and (found.pages or 0) > spec.split_pdf_pages:
+            return Prepared(inspected=inspected)
+        variant = spec.variant(inspected.pipeline)
+        if (parsed := await self._parsed_before(doc.sha256, variant)) is not None:
+            document = await self._load_parsed(parsed.parsed_key)
+        else:
+            parsed, document = await self._parse_whole(
+                parser, doc, variant, data, password, progress
+            )
+        return await self._describe_and_chunk(doc, parsed, document, inp.chunker)
+
+    async def parse_page_range(self, inp: PageRangeInput, progress: Progress) -> PageRangeResult:
+        """Parse pages first..last, saving every ``checkpoint_pages``, so a retry after a
+        crash or a lost heartbeat resumes where the last attempt stopped."""
+        doc, spec = inp.document, inp.parser
+        parser = await blocking(self.components.parser, spec)
+        variant = spec.variant(parser.pdf_pipeline)
+        total = inp.last_page - inp.first_page + 1
+        data = await self.blobs.get(doc.blob_key)
+        password = await self._password(doc.password_key)
+        part_keys: list[str] = []
+        parsed = reused = 0
+
+        def report(done: int) -> dict[str, int]:
+            return {
+                "pages_done": done,
+                "pages_total": total,
+                "first_page": inp.first_page,
+                "last_page": inp.last_page,
+                "resume_after_page": inp.first_page + done - 1,
+            }
+
+        for first, last in page_ranges(inp.first_page, inp.last_page, spec.checkpoint_pages):
+            key = parsed_part_key(doc.sha256, variant, first, last)
+            part_keys.append(key)
+            if await self.blobs.exists(key):
+                reused += last - first + 1
+                continue
+            before = parsed + reused
+
+            def on_page(done: int, _total: int, before: int = before) -> None:
+                progress.update(**report(before + done))
+
+            part = await blocking(
+                lambda f=first, la=last, cb=on_page: parser.parse(
+                    data, doc.filename, cb, password=password, page_range=(f, la)
+                )
+            )
+            await self.blobs.put(key, await blocking(_to_json, part.document))
+            parsed += last - first + 1
+            progress.checkpoint(**report(parsed + reused))
+        count_in_activity(
+            "docindex_pages_parsed", parsed, "Pages parsed", pipeline=parser.pdf_pipeline
+        )
+        count_in_activity(
+            "docindex_pages_resumed",
+            reused,
+            "Pages found parsed by an earlier attempt and not parsed again",
+        )
+        return PageRangeResult(part_keys=part_keys, pages_parsed=parsed, pages_reused=reused)
+
+    async def merge(self, inp: MergeInput, progress: Progress) -> Prepared:
+        """A split PDF's parts as one document, described and chunked like a whole one."""
+        doc, spec = inp.document, inp.parser
+        pipeline = spec.pdf_pipeline
+        variant = spec.variant(pipeline)
+        inspected = Inspected(kind="pdf", pages=None, pipeline=pipeline)
+        if (parsed := await self._parsed_before(doc.sha256, variant)) is not None:
+            document = await self._load_parsed(parsed.parsed_key)
+        else:
+            parts = [await self._load(key) for key in inp.part_keys]
+            document = await blocking(merge_parts, parts, Path(doc.filename).stem)
+            await blocking(ensure_has_text, document, DocumentKind.PDF)
+            parsed = Parsed(
+                parsed_key=parsed_key(doc.sha256, variant),
+                kind="pdf",
+                pages=len(document.pages) or None,
+                pipeline=pipeline,
+            )
+            await self._save_parsed(doc.sha256, variant, parsed, document)
+        inspected.pages = parsed.pages
+        prepared = await self._describe_and_chunk(doc, parsed, document, inp.chunker)
+        return prepared.model_copy(update={"inspected": inspected})
+
+    async def _describe_and_chunk(
+        self, doc: DocumentRef, parsed: Parsed, document: DoclingDocument, spec: ChunkerSpec
+    ) -> Prepared:
+        metadata = extract_metadata(document, parsed.kind, parsed.pipeline)
+        chunked = await self.chunk(doc.sha256, parsed.parsed_key, spec, document)
+        inspected = Inspected(kind=parsed.kind, pages=parsed.pages, pipeline=parsed.pipeline)
+        return Prepared(inspected=inspected, parsed=parsed, metadata=metadata, chunked=chunked)
+
+    async def chunk(
+        self,
+        sha256: str,
+        parsed: str,
+        spec: ChunkerSpec,
+        document: DoclingDocument | None = None,
+    ) -> Chunked:
+        chunker = await blocking(self.components.chunker, spec)
+        config = chunker.config_digest(parsed, spec.max_tokens)
+        key = chunks_key(sha256, config)
+        if await self.blobs.exists(key):  # same parse, same chunker: same chunks
+            count = len(json.loads(await self.blobs.get(key)))
+            return Chunked(chunks_key=key, chunk_count=count, chunk_config=config, reused=True)
+        if document is None:
+            document = await self._load_parsed(parsed)
+        chunks = await blocking(chunker.chunk, document, spec.max_tokens)
+        await self.blobs.put(key, json.dumps([c.to_dict() for c in chunks]).encode())
+        return Chunked(chunks_key=key, chunk_count=len(chunks), chunk_config=config)
+
+    async def _parse_whole(
+        self,
+        parser: DocumentParser,
+        doc: DocumentRef,
+        variant: str,
+        data: bytes,
+        password: str | None,
+        progress: Progress,
+    ) -> tuple[Parsed, DoclingDocument]:
+        """Parse bytes the calling step has just inspected (damage included)."""
+
+        def on_page(done: int, total: int) -> None:
+            progress.update(pages_done=done, pages_total=total)
+
+        result = await blocking(
+            lambda: parser.parse(
+                data, doc.filename, on_page, password=password, damage_checked=True
+            )
+        )
+        count_in_activity(
+            "docindex_pages_parsed", result.pages or 0, "Pages parsed", pipeline=result.pipeline
+        )
+        parsed = Parsed(
+            parsed_key=parsed_key(doc.sha256, variant),
+            kind=result.kind.value,
+            pages=result.pages,
+            pipeline=result.pipeline,
+        )
+        await self._save_parsed(doc.sha256, variant, parsed, result.document)
+        return parsed, result.document
+
+    async def _password(self, key: str | None) -> str | None:
+        return (await self.blobs.get(key)).decode() if key else None
+
+    async def _parsed_before(self, sha256: str, variant: str) -> Parsed | None:
+        """An earlier parse of the same bytes with the same parser options, if saved."""
+        try:
+            meta = json.loads(await self.blobs.get(parsed_meta_key(sha256, variant)))
+        except FileNotFoundError:
+            return None
+        return Parsed(**meta, reused=True)
+
+    async def _save_parsed(
+        self, sha256: str, variant: str, parsed: Parsed, document: DoclingDocument
+    ) -> None:
+        await self.blobs.put(parsed.parsed_key, await blocking(_to_json, document))
+        self._remember(parsed.parsed_key, document)
+        # Written last: its presence means the parsed document is complete.
+        await self.blobs.put(
+            parsed_meta_key(sha256, variant), parsed.model_dump_json(exclude={"reused"}).encode()
+        )
+
+    async def _load(self, key: str) -> DoclingDocument:
+        raw = await self.blobs.get(key)
+        return await blocking(DoclingDocument.model_validate_json, raw)
+
+    async def _load_parsed(self, key: str) -> DoclingDocument:
+        if (document := self._parsed.get(key)) is not None:
+            self._parsed.move_to_end(key)
+            return document
+        document = await self._load(key)
+        self._remember(key, document)
+        return document
+
+    def _remember(self, key: str, document: DoclingDocument) -> None:
+        self._parsed[key] = document
+        self._parsed.move_to_end(key)
+        while len(self._parsed) > _PARSED_CACHE_SIZE:
+            self._parsed.popitem(last=False)
+
+
+def _pipeline(parser: DocumentParser, kind: DocumentKind) -> str:
+    return parser.pdf_pipeline if kind is DocumentKind.PDF else "simple"
+
+
+def _to_json(document: DoclingDocument) -> bytes:
+    return document.model_dump_json().encode()

@@ -1,0 +1,77 @@
+"""Store a document's chunks and vectors in Postgres, in one transaction.
+
+Free of Docling and torch: the light workflow worker runs it, as a local activity in the
+workflow task that received the vectors."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import asyncpg
+import numpy as np
+
+from docindex import repository
+from docindex.blobstore import BlobStore
+from docindex.ids import chunk_id
+from docindex.usage import combine, cost_usd
+
+from .contexts import load_contexts, with_context
+from .models import Stored, StoreInput
+from .progress import Progress
+
+
+class StoreSteps:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        pool: asyncpg.Pool,
+        prices: dict[str, dict[str, float]] | None = None,
+    ) -> None:
+        self.blobs = blobs
+        self.pool = pool
+        self.prices = prices or {}
+
+    async def store(self, inp: StoreInput, progress: Progress | None = None) -> Stored:
+        chunks = json.loads(await self.blobs.get(inp.chunks_key))
+        vectors = np.load(io.BytesIO(await self.blobs.get(inp.vectors_key)))
+        contexts = await load_contexts(self.blobs, inp.contexts_keys) or [None] * len(chunks)
+        if not (len(vectors) == len(chunks) == len(contexts)):
+            raise RuntimeError(
+                f"{len(vectors)} vectors, {len(contexts)} contexts for {len(chunks)} chunks: "
+                "artifacts out of step"
+            )
+        rows = [
+            repository.ChunkRow(
+                chunk_id=chunk_id(inp.document_id, c["ordinal"], inp.chunk_config, inp.model),
+                ordinal=c["ordinal"],
+                text=c["text"],
+                embed_text=with_context(c["embed_text"], ctx),
+                headings=c["headings"],
+                pages=c["pages"],
+                context=ctx,
+            )
+            for c, ctx in zip(chunks, contexts, strict=True)
+        ]
+        metadata = inp.metadata.model_dump()
+        metadata["enrichment"] = {
+            "status": inp.enrichment_status,
+            "reason": inp.enrichment_reason,
+            **(inp.summary.model_dump() if inp.summary else {}),
+        }
+        usage = combine(inp.usage)
+        count = await repository.store_document(
+            self.pool,
+            inp.document_id,
+            rows,
+            vectors,
+            inp.model,
+            inp.pages,
+            metadata,
+            tokens={
+                key: {**u.model_dump(), "cost_usd": cost_usd(u, self.prices)}
+                for key, u in usage.items()
+            },
+            cost_usd=sum(cost_usd(u, self.prices) for u in usage.values()),
+        )
+        return Stored(chunk_count=count)

@@ -1,0 +1,31 @@
+"""How a run is orchestrated, shared by the run and its documents."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+class RunOptions(BaseModel):
+    """How a run is orchestrated (queues, windows, timeouts): never what a document becomes,
+    which is the run's ``PipelineSpec``. Workflows must not read the environment (it breaks
+    replay), so whatever they need of the settings travels here."""
+
+    # Defaults match docindex.config, so an operator can start a retry from the temporal
+    # CLI with only {"run_id": ..., "retry_only": true} as input.
+    cpu_task_queue: str = "docindex-cpu"
+    gpu_task_queue: str = "docindex-gpu"
+    workflow_task_queue: str = "docindex-workflows"
+    llm_task_queue: str = "docindex-llm"
+    embed_api_task_queue: str = "docindex-embed-api"
+    max_concurrent_documents: int = 8
+    documents_per_execution: int = 200
+    # Page ranges of one big PDF parsed at the same time.
+    max_parallel_ranges: int = 4
+    # How soon a dead or hung worker is noticed on a long step.
+    heartbeat_timeout_s: float = 30.0
+    # Poison documents: parse attempts (per queue) before a document whose parse keeps
+    # losing its worker is quarantined; with a large queue set, it gets as many more there.
+    # Documents of large_document_bytes or more go to the large queue from the start.
+    poison_max_attempts: int = 3
+    large_task_queue: str = ""
+    large_document_bytes: int = 0

@@ -1,0 +1,160 @@
+"""Starting a run's IndexingWorkflow: from an upload, again for a run whose start was lost,
+or with a retry. What the API, the CLI and the reconciler call; the run's pipeline spec
+goes in with it."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import (
+    Priority,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from docindex import repository
+from docindex import search_attributes as sa
+from docindex.config import Settings
+from docindex.ids import run_workflow_id
+from docindex.models import RetryRequest
+from docindex.spec import PipelineSpec, resolve_spec
+
+from . import names
+from .indexing import IndexingWorkflow
+from .indexing_contract import RetryAccepted, RunInput
+from .options import RunOptions
+
+log = logging.getLogger(__name__)
+
+
+def run_options(settings: Settings) -> RunOptions:
+    return RunOptions(
+        cpu_task_queue=settings.cpu_task_queue,
+        gpu_task_queue=settings.gpu_task_queue,
+        workflow_task_queue=settings.workflow_task_queue,
+        llm_task_queue=settings.llm_task_queue,
+        embed_api_task_queue=settings.embed_api_task_queue,
+        max_concurrent_documents=settings.max_concurrent_documents,
+        documents_per_execution=settings.documents_per_run_execution,
+        max_parallel_ranges=settings.max_parallel_ranges,
+        heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        poison_max_attempts=settings.poison_max_attempts,
+        large_task_queue=settings.large_task_queue,
+        large_document_bytes=settings.large_document_bytes,
+    )
+
+
+def tenant_priority(tenant_id: str) -> Priority:
+    """Every task of a run (its children and activities inherit this) is dispatched under
+    its tenant's fairness key, so one tenant's backlog cannot starve another tenant."""
+    return Priority(fairness_key=tenant_id)
+
+
+def _attributes(run_id: str, tenant_id: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(sa.INDEXING_RUN_ID, run_id),
+            SearchAttributePair(sa.TENANT_ID, tenant_id),
+        ]
+    )
+
+
+async def start_run(
+    client: Client,
+    settings: Settings,
+    run_id: str,
+    document_count: int,
+    tenant_id: str = "default",
+    uploaded_by: str | None = None,
+    *,
+    spec: PipelineSpec | None = None,
+) -> bool:
+    """Start the run's IndexingWorkflow with the spec stored on its row (None: the one the
+    settings resolve to); False if it was already started.
+
+    The workflow id is derived from the run id and reuse is rejected, so calling this twice
+    (an upload racing the reconciler, say) never indexes a run twice.
+    """
+    try:
+        await client.start_workflow(
+            IndexingWorkflow.run,
+            RunInput(
+                run_id=run_id,
+                document_count=document_count,
+                spec=spec or resolve_spec(settings),
+                options=run_options(settings),
+                tenant_id=tenant_id,
+            ),
+            id=run_workflow_id(run_id),
+            task_queue=settings.workflow_task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=f"indexing run of {document_count} documents for {tenant_id}",
+            # Who uploaded, for the operator in the UI: the key's id, never the key.
+            memo={"document_count": document_count, "tenant": tenant_id, "api_key": uploaded_by},
+            priority=tenant_priority(tenant_id),
+            search_attributes=_attributes(run_id, tenant_id),
+        )
+    except WorkflowAlreadyStartedError:
+        return False
+    return True
+
+
+async def retry_run(
+    client: Client,
+    settings: Settings,
+    run_id: str,
+    document_count: int,
+    request: RetryRequest,
+    tenant_id: str = "default",
+    *,
+    spec: PipelineSpec | None = None,
+) -> RetryAccepted:
+    """Send the ``retry`` Update to the run; if the run has closed, start a new execution
+    of it (same workflow id, same spec) that receives the Update and indexes just those
+    documents."""
+    start = WithStartWorkflowOperation(
+        IndexingWorkflow.run,
+        RunInput(
+            run_id=run_id,
+            document_count=document_count,
+            spec=spec or resolve_spec(settings),
+            options=run_options(settings),
+            tenant_id=tenant_id,
+            retry_only=True,
+        ),
+        id=run_workflow_id(run_id),
+        task_queue=settings.workflow_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        static_summary=f"retry of indexing run {run_id}",
+        priority=tenant_priority(tenant_id),
+        search_attributes=_attributes(run_id, tenant_id),
+    )
+    return await client.execute_update_with_start_workflow(
+        names.RETRY_UPDATE, request, start_workflow_operation=start, result_type=RetryAccepted
+    )
+
+
+async def resume_orphaned_runs(
+    pool: asyncpg.Pool, client: Client, settings: Settings, older_than_s: float = 30.0
+) -> list[str]:
+    """Start the workflow of every run that was recorded but never started.
+
+    Uploads write blobs and rows before starting the workflow, so a crash in between leaves
+    a ``queued`` run with everything it needs, its spec included; this picks it up. Returns
+    the runs started.
+    """
+    started: list[str] = []
+    for run in await repository.resumable_runs(pool, older_than_s):
+        spec = getattr(run, "pipeline", None)
+        if await start_run(
+            client, settings, run.run_id, run.document_count, run.tenant_id, spec=spec
+        ):
+            log.warning("started orphaned run %s", run.run_id)
+            started.append(run.run_id)
+    return started
