@@ -12,7 +12,7 @@ from rich.console import Console
 from bench.stack import Proc, Stack
 
 if TYPE_CHECKING:
-    from docindex.local_index import LocalIndexer
+    from cli.local_index import LocalIndexer
 
 WORKER_KINDS = ("workflow", "cpu", "gpu", "hosted")
 
@@ -52,7 +52,7 @@ class Ctx:
 
     async def local(self) -> LocalIndexer:
         if self._local is None:
-            from docindex.local_index import LocalIndexer
+            from cli.local_index import LocalIndexer
 
             settings = self.stack.settings.model_copy(
                 update={"cpu_worker_concurrency": self.parallel}

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from cli.local_index import LocalIndexer
 from docindex import repository
 from docindex.config import Settings
 from docindex.database import create_pool
-from docindex.local_index import LocalIndexer
 
 from .helpers import unique
 
@@ -35,7 +35,7 @@ async def test_index_local_makes_a_document_searchable(
         assert {"parse", "chunk", "embed", "store"} <= doc.seconds.keys()
 
         stored = await repository.get_run(pool, run.run_id)
-        assert stored is not None and stored["status"] == "completed"
+        assert stored is not None and stored.status == "completed"
         count = await pool.fetchval(
             "SELECT count(*) FROM chunks WHERE document_id = $1::uuid", doc.document_id
         )
@@ -43,7 +43,7 @@ async def test_index_local_makes_a_document_searchable(
 
         query = await indexer.embedder.embed_query("the evolution of the word processor")
         hits = await repository.search_chunks(pool, query, indexer.embedder.model, 20)
-        assert doc.document_id in {str(h["document_id"]) for h in hits}
+        assert doc.document_id in {h.document_id for h in hits}
     finally:
         await pool.close()
 
