@@ -32,6 +32,7 @@ from docindex.temporal_client import connect
 from docindex.temporal_dev import dynamic_config_args
 from docindex.temporal_dev import temporal_cli as dev_temporal_cli
 from workers.factory import Queue, build_workers
+from workers.versioning import set_current_version
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 if not CORPUS.is_dir():
@@ -131,6 +132,8 @@ async def workers(client: Client, settings: Settings) -> AsyncIterator[None]:
         build_workers(Queue.HOSTED, client, settings, url) as hosted,
     ):
         async with run_workers([*wf, *cpu, *gpu, *hosted]):
+            # Versioned workers get tasks once their version is current (workers/versioning.py).
+            await set_current_version(client, settings)
             yield
 
 
