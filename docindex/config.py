@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from docindex.build_id import workflow_build_id
@@ -272,6 +272,12 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_PRICES),
         description="USD per million tokens, by model; JSON in DOCINDEX_PRICES",
     )
+
+    @field_validator("build_id", mode="before")
+    @classmethod
+    def _derived_build_id(cls, value: object) -> object:
+        """An empty DOCINDEX_BUILD_ID (the compose file's default) means the derived one."""
+        return value or workflow_build_id()
 
     @property
     def resolved_api_url(self) -> str:
