@@ -16,10 +16,10 @@ from docindex.blobstore import BlobStore
 from docindex.config import Settings, get_settings
 from docindex.database import create_pool
 from docindex.ratelimit import RateLimiter
-from docindex.runs import resume_orphaned_runs
 from docindex.search_attributes import ensure_registered
 from docindex.telemetry import setup_tracing
 from docindex.temporal_client import connect
+from workflows.starter import resume_orphaned_runs
 
 from .body_limit import BodySizeLimit
 from .deps import Resources, authenticate

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from docindex.models import DocStatus, RunState, Step
 
@@ -38,6 +38,9 @@ class UploadAccepted(BaseModel):
 
 
 class DocumentStatus(BaseModel):
+    # Read from a repository row's attributes (``model_validate(row)``).
+    model_config = ConfigDict(from_attributes=True)
+
     document_id: str
     filename: str
     status: DocStatus
@@ -77,6 +80,11 @@ class RunStatus(BaseModel):
         default_factory=dict, description="Sum over the run's stored documents"
     )
     cost_usd: float = 0.0
+    pipeline: dict[str, Any] | None = Field(
+        default=None,
+        description="What the run's documents become: the spec's digest, then its parser, "
+        "chunker, embedder and enricher; null for runs recorded before runs kept their spec",
+    )
     documents: list[DocumentStatus]
 
 
@@ -95,6 +103,8 @@ class SearchRequest(BaseModel):
 
 
 class SearchHit(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     document_id: str
     chunk_id: str
     score: float

@@ -94,7 +94,7 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
         rows = await repository.search_chunks(pool, q, MODEL, TOP_K)
         latencies.append(time.perf_counter() - t)
         exact = {ids[i] for i in np.argsort(-(stored @ q))[:TOP_K]}
-        recalls.append(len(exact & {r["chunk_id"] for r in rows}) / TOP_K)
+        recalls.append(len(exact & {uuid.UUID(r.chunk_id) for r in rows}) / TOP_K)
     await pool.execute("DELETE FROM runs WHERE run_id = $1", run_id)  # cascades
     await pool.execute(f"DROP INDEX IF EXISTS {name}")
     p50, p95 = pct(latencies, 50) * 1000, pct(latencies, 95) * 1000

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from docindex.repository import keys
+
 KEY_PREFIX = "dk_"
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # How long a verified key is trusted without asking Postgres again; a revoked key stops
@@ -63,36 +65,16 @@ async def create_key(pool: asyncpg.Pool, tenant: str, name: str | None = None) -
     check_tenant_name(tenant)
     key_id = secrets.token_hex(6)
     key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", tenant
-        )
-        await conn.execute(
-            """INSERT INTO api_keys (key_id, tenant_id, key_hash, name)
-               VALUES ($1, $2, $3, $4)""",
-            key_id,
-            tenant,
-            hash_key(key),
-            name,
-        )
+    await keys.insert_key(pool, key_id, tenant, hash_key(key), name)
     return NewKey(key_id=key_id, tenant_id=tenant, key=key)
 
 
 async def revoke_key(pool: asyncpg.Pool, key_id: str) -> bool:
-    status = await pool.execute(
-        "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
-        key_id,
-    )
-    return status.endswith(" 1")
+    return await keys.revoke_key(pool, key_id)
 
 
-async def list_keys(pool: asyncpg.Pool, tenant: str | None = None) -> list[dict[str, object]]:
-    rows = await pool.fetch(
-        """SELECT key_id, tenant_id, name, created_at, revoked_at FROM api_keys
-           WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY created_at""",
-        tenant,
-    )
-    return [dict(r) for r in rows]
+async def list_keys(pool: asyncpg.Pool, tenant: str | None = None) -> list[keys.KeyRow]:
+    return await keys.list_keys(pool, tenant)
 
 
 class KeyVerifier:
@@ -110,14 +92,11 @@ class KeyVerifier:
         now = time.monotonic()
         if cached and cached[1] > now:
             return cached[0]
-        row = await self._pool.fetchrow(
-            "SELECT key_id, tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-            digest,
-        )
+        row = await keys.active_key(self._pool, digest)
         if row is None:
             self._cache.pop(digest, None)
             return None
-        principal = Principal(tenant_id=row["tenant_id"], key_id=row["key_id"])
+        principal = Principal(tenant_id=row.tenant_id, key_id=row.key_id)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (principal, now + _CACHE_TTL_S)

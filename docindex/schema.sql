@@ -84,3 +84,6 @@ ALTER TABLE runs ADD COLUMN IF NOT EXISTS idempotency_key text;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS request_fingerprint text;
 CREATE UNIQUE INDEX IF NOT EXISTS runs_tenant_idempotency_key
     ON runs (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- The pipeline spec a run's documents are indexed with (docindex.spec), and its digest.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS pipeline jsonb;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS pipeline_digest text;

@@ -17,6 +17,7 @@ from temporalio.client import Client
 from docindex.auth import create_api_key
 from docindex.blobstore import upload_key
 from docindex.config import Settings
+from docindex.spec import resolve_spec
 
 from .conftest import TenantClient
 from .helpers import app_with, wait_for_run
@@ -244,3 +245,44 @@ async def test_a_tenant_over_its_active_run_limit_is_told_to_wait(
         assert elsewhere.status_code == 202
         await wait_for_run(other, elsewhere.json()["run_id"])
         await client.get_workflow_handle(first.json()["workflow_id"]).terminate("test over")
+
+
+async def test_uploads_at_once_cannot_both_pass_the_active_run_limit(
+    settings: Settings, client: Client
+) -> None:
+    # The limit is checked and the run recorded in one transaction under the tenant's lock.
+    async with app_with(
+        settings,
+        client,
+        tenant_max_active_runs=1,
+        workflow_task_queue=f"nobody-{uuid.uuid4().hex[:6]}",
+    ) as (_, http):
+        responses = await asyncio.gather(
+            *(
+                http.post("/v1/documents", files={"files": (f"{i}.txt", text(f"racer {i}"))})
+                for i in range(4)
+            )
+        )
+        assert sorted(r.status_code for r in responses) == [202, 429, 429, 429]
+        for r in responses:
+            if r.status_code == 202:
+                await client.get_workflow_handle(r.json()["workflow_id"]).terminate("test over")
+
+
+async def test_a_run_shows_the_pipeline_spec_it_was_recorded_with(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    expected = resolve_spec(settings).shown()
+    response = await api.post("/v1/documents", files={"files": ("spec.txt", text("spec"))})
+    run_id = response.json()["run_id"]
+    while_open = (await api.get(f"/v1/runs/{run_id}")).json()
+    closed = await wait_for_run(api, run_id)
+    assert while_open["pipeline"] == closed["pipeline"] == expected
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        digest = await conn.fetchval(
+            "SELECT pipeline_digest FROM runs WHERE run_id = $1::uuid", run_id
+        )
+    finally:
+        await conn.close()
+    assert digest == expected["digest"]

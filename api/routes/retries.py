@@ -7,8 +7,9 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from docindex import repository, runs
+from docindex import repository
 from docindex.models import RetryRequest
+from workflows import starter
 
 from ..deps import PrincipalDep, ResourcesDep
 
@@ -38,13 +39,14 @@ async def retry_by_error_type(
         run = await repository.get_run(res.pool, run_id, tenant)
         if run is None:
             continue
-        accepted = await runs.retry_run(
+        accepted = await starter.retry_run(
             res.temporal,
             res.settings,
             run_id,
-            run["document_count"],
+            run.document_count,
             RetryRequest(error_types=[body.error_type]),
             tenant,
+            spec=run.pipeline,
         )
         documents += len(accepted.document_ids)
     return BulkRetryAccepted(runs=len(run_ids), documents=documents)

@@ -11,9 +11,11 @@ from pydantic import BaseModel, Field
 from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from docindex import repository, runs
-from docindex.models import DocStatus, RetryAccepted, RetryRequest, RunProgress, RunState
-from workflows import names
+from docindex import repository
+from docindex.models import DocStatus, RetryRequest, RunState
+from docindex.repository import RunRow
+from workflows import names, starter
+from workflows.indexing_contract import RetryAccepted, RunProgress
 
 from ..deps import PrincipalDep, ResourcesDep
 from ..live import query_running
@@ -30,31 +32,25 @@ async def get_run(run_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep)
     run = await repository.get_run(res.pool, str(run_id), principal.tenant_id)
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such run")
-    rows = await repository.list_run_documents(res.pool, str(run_id))
-    documents = [_document_status(r) for r in rows]
-    live = await _query_run(res, run["workflow_id"]) if run["status"] in _OPEN else None
+    documents = await _documents(res, run)
+    live = await _query_run(res, run.workflow_id) if run.is_open else None
     if live is not None and live.status not in (*_OPEN, RunState.TERMINATED):
         # It finished between our read and the query; Postgres has the final word now.
-        run = await repository.get_run(res.pool, str(run_id)) or run
-        rows = await repository.list_run_documents(res.pool, str(run_id))
-        documents = [_document_status(r) for r in rows]
+        run = await repository.get_run(res.pool, run.run_id) or run
+        documents = await _documents(res, run)
         live = None
     if live is None:
         by_status = {s: sum(d.status == s for d in documents) for s in DocStatus}
         return RunStatus(
-            run_id=str(run_id),
-            workflow_id=run["workflow_id"],
-            trace_id=run["trace_id"],
-            status=RunState(run["status"]),
+            **_recorded(run),
+            status=run.status,
             source="database",
-            document_count=run["document_count"],
+            document_count=run.document_count,
             completed=by_status[DocStatus.COMPLETED],
             failed=by_status[DocStatus.FAILED],
             cancelled=by_status[DocStatus.CANCELLED],
             quarantined=by_status[DocStatus.QUARANTINED],
             running=0,
-            created_at=run["created_at"],
-            finished_at=run["finished_at"],
             documents=documents,
             **_summed(documents),
         )
@@ -71,9 +67,7 @@ async def get_run(run_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep)
             doc.chunk_count = p.chunk_count if p.chunk_count is not None else doc.chunk_count
             doc.error_type, doc.error = p.error_type, p.error
     return RunStatus(
-        run_id=str(run_id),
-        workflow_id=run["workflow_id"],
-        trace_id=run["trace_id"],
+        **_recorded(run),
         status=live.status,
         source="workflow",
         document_count=live.document_count,
@@ -82,25 +76,26 @@ async def get_run(run_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep)
         cancelled=live.cancelled,
         quarantined=live.quarantined,
         running=live.running,
-        created_at=run["created_at"],
-        finished_at=run["finished_at"],
         documents=documents,
         **_summed(documents),
     )
 
 
-def _document_status(row: dict[str, Any]) -> DocumentStatus:
-    return DocumentStatus(
-        document_id=str(row["document_id"]),
-        filename=row["filename"],
-        status=DocStatus(row["status"]),
-        pages=row["pages"],
-        chunk_count=row["chunk_count"],
-        error_type=row["error_type"],
-        error=row["error"],
-        tokens=row["tokens"],
-        cost_usd=row["cost_usd"],
-    )
+def _recorded(run: RunRow) -> dict[str, Any]:
+    """What the run's row says, whichever source its progress comes from."""
+    return {
+        "run_id": run.run_id,
+        "workflow_id": run.workflow_id,
+        "trace_id": run.trace_id,
+        "created_at": run.created_at,
+        "finished_at": run.finished_at,
+        "pipeline": run.pipeline.shown() if run.pipeline else None,
+    }
+
+
+async def _documents(res: ResourcesDep, run: RunRow) -> list[DocumentStatus]:
+    rows = await repository.list_run_documents(res.pool, run.run_id)
+    return [DocumentStatus.model_validate(r) for r in rows]
 
 
 def _totals(documents: list[DocumentStatus]) -> tuple[dict[str, dict[str, Any]], float]:
@@ -152,10 +147,10 @@ async def cancel_run(
     run = await repository.get_run(res.pool, str(run_id), principal.tenant_id)
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such run")
-    if run["status"] not in _OPEN:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"the run is already {run['status']}")
+    if not run.is_open:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"the run is already {run.status}")
     try:
-        await res.temporal.get_workflow_handle(run["workflow_id"]).cancel()
+        await res.temporal.get_workflow_handle(run.workflow_id).cancel()
     except RPCError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
     return {"run_id": str(run_id), "status": "cancelling"}
@@ -180,13 +175,14 @@ async def retry_run(
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such run")
     request = RetryRequest(error_types=body.error_types if body else None)
     try:
-        return await runs.retry_run(
+        return await starter.retry_run(
             res.temporal,
             res.settings,
-            str(run_id),
-            run["document_count"],
+            run.run_id,
+            run.document_count,
             request,
             principal.tenant_id,
+            spec=run.pipeline,
         )
     except RPCError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc

@@ -31,20 +31,5 @@ async def _search(body: SearchRequest, res: ResourcesDep, tenant: str) -> Search
             f"the embedding provider failed: {exc}",
             headers={"Retry-After": str(int(exc.retry_after_s))} if exc.retry_after_s else None,
         ) from exc
-    rows = await repository.search_chunks(res.pool, vector, embedder.model, body.top_k, tenant)
-    return SearchResponse(
-        model=embedder.model,
-        results=[
-            SearchHit(
-                document_id=str(r["document_id"]),
-                chunk_id=str(r["chunk_id"]),
-                score=float(r["score"]),
-                text=r["text"],
-                context=r["context"],
-                pages=list(r["pages"]),
-                headings=list(r["headings"]),
-                filename=r["filename"],
-            )
-            for r in rows
-        ],
-    )
+    hits = await repository.search_chunks(res.pool, vector, embedder.model, body.top_k, tenant)
+    return SearchResponse(model=embedder.model, results=[SearchHit.model_validate(h) for h in hits])

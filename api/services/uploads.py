@@ -1,0 +1,294 @@
+"""The upload use case: check the files, store their bytes, record one run of the new ones
+with the pipeline spec they will be indexed with, and start its workflow.
+
+Everything that decides what an upload becomes (a repeat of an Idempotency-Key, files the
+tenant already uploaded, the tenant's limit of active runs) is read and written in one
+transaction under the tenant's run lock, so two uploads at once decide one after another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import unicodedata
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import IO
+
+from temporalio.service import RPCError
+
+from docindex import repository
+from docindex.auth import Principal
+from docindex.blobstore import password_key
+from docindex.ids import run_workflow_id
+from docindex.repository import DocumentRow, NewDocument, RunRow
+from docindex.spec import PipelineSpec, resolve_spec
+from docindex.telemetry import current_trace_id
+from docindex.upload_check import RefusedUpload, check_upload
+from workflows.starter import start_run
+
+from ..deps import Resources
+from ..routes.metrics import DOCUMENTS_ACCEPTED, UPLOAD_BYTES, UPLOADS
+from ..schemas import AcceptedDocument, UploadAccepted
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IncomingFile:
+    filename: str | None  # as the client named it
+    file: IO[bytes]
+    size: int | None  # as the client declared it, if it did
+
+
+class UploadRefused(Exception):
+    """The upload is refused as a whole; nothing of it was recorded."""
+
+
+class TooManyFiles(UploadRefused):
+    pass
+
+
+class FileTooLarge(UploadRefused):
+    pass
+
+
+class UnsupportedFile(UploadRefused):
+    pass
+
+
+class IdempotencyKeyReused(UploadRefused):
+    pass
+
+
+class TooManyActiveRuns(UploadRefused):
+    retry_after_s = 30
+
+
+def clean_filename(raw: str | None) -> str:
+    """Keep only a printable base name; it is shown to people, never used as a path."""
+    name = PurePath((raw or "").replace("\\", "/")).name
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = re.sub(r"\s+", " ", name).strip()
+    return name[:255] or "unnamed"
+
+
+async def upload_documents(
+    res: Resources,
+    principal: Principal,
+    files: Sequence[IncomingFile],
+    password: str | None = None,
+    idempotency_key: str | None = None,
+) -> UploadAccepted:
+    """Store the files durably, record the new ones as a run and start its workflow.
+
+    The answer has one entry per file, in upload order; ``run_id`` is None when every file
+    was already uploaded by this tenant. Raises an ``UploadRefused`` before anything is
+    stored for files over the limits or of a refused format, and before anything is
+    recorded for a reused Idempotency-Key or a tenant at its limit of active runs."""
+    settings = res.settings
+    tenant = principal.tenant_id
+    names = [clean_filename(f.filename) for f in files]
+    digests = await _check(res, files, names)
+    fingerprint = hashlib.sha256("\n".join([*digests, str(bool(password))]).encode()).hexdigest()
+    if idempotency_key is not None:
+        prior = await repository.run_by_idempotency_key(res.pool, tenant, idempotency_key)
+        if prior is not None:
+            return await _replay(res, prior, fingerprint, digests, tenant)
+
+    # The bytes go first, outside the transaction: they are stored under their digest, so
+    # bytes of an upload that is then refused or deduplicated cost space, never correctness.
+    run_id = str(uuid.uuid4())
+    secret_key = None
+    if password:
+        # In the blob store, not in Postgres rows or workflow history (the UI shows those).
+        secret_key = password_key(run_id)
+        await res.blobs.put(secret_key, password.encode())
+    candidates: dict[str, NewDocument] = {}
+    for upload, name, digest in zip(files, names, digests, strict=True):
+        if digest not in candidates:
+            key, sha256, size = await res.blobs.put_upload(upload.file, digest)
+            candidates[digest] = NewDocument(
+                document_id=str(uuid.uuid4()),
+                filename=name,
+                sha256=sha256,
+                size_bytes=size,
+                blob_key=key,
+                password_key=secret_key,
+            )
+
+    spec = resolve_spec(settings)
+    trace_id = current_trace_id()
+    try:
+        prior, existing, new = await _record(
+            res, tenant, run_id, digests, candidates, spec, trace_id, idempotency_key, fingerprint
+        )
+    except UploadRefused:
+        await _forget_password(res, secret_key)
+        raise
+    if not new:
+        await _forget_password(res, secret_key)
+        if prior is not None:
+            return await _replay(res, prior, fingerprint, digests, tenant)
+        return _answer(None, digests, new, existing, trace_id)
+
+    documents = list(new.values())
+    UPLOADS.inc()
+    DOCUMENTS_ACCEPTED.inc(len(documents))
+    UPLOAD_BYTES.inc(sum(d.size_bytes for d in documents))
+    try:
+        await start_run(
+            res.temporal, settings, run_id, len(documents), tenant, principal.key_id, spec=spec
+        )
+    except RPCError:
+        # The run is recorded and its files are stored: the reconciler starts it once
+        # Temporal is back, so the upload is still accepted and nothing is lost.
+        log.exception("could not start %s now; it will be resumed", run_workflow_id(run_id))
+    return _answer(run_id, digests, new, existing, trace_id)
+
+
+async def _check(res: Resources, files: Sequence[IncomingFile], names: list[str]) -> list[str]:
+    """Every file's sha256, once all are checked: a refused request stores nothing."""
+    settings = res.settings
+    if len(files) > settings.max_files_per_request:
+        raise TooManyFiles(
+            f"{len(files)} files in one request; the limit is {settings.max_files_per_request}"
+        )
+    digests: list[str] = []
+    for upload, name in zip(files, names, strict=True):
+        if upload.size is not None and upload.size > settings.max_upload_bytes:
+            raise FileTooLarge(
+                f"{name}: {upload.size} bytes exceeds the limit of "
+                f"{settings.max_upload_bytes} bytes"
+            )
+        try:
+            await asyncio.to_thread(check_upload, upload.file, name, settings.allowed_types)
+        except RefusedUpload as exc:
+            raise UnsupportedFile(f"{name}: {exc}") from exc
+        digests.append(await asyncio.to_thread(_sha256, upload.file))
+    return digests
+
+
+async def _record(
+    res: Resources,
+    tenant: str,
+    run_id: str,
+    digests: list[str],
+    candidates: dict[str, NewDocument],
+    spec: PipelineSpec,
+    trace_id: str | None,
+    idempotency_key: str | None,
+    fingerprint: str,
+) -> tuple[RunRow | None, dict[str, DocumentRow], dict[str, NewDocument]]:
+    """In one transaction under the tenant's run lock: the run an earlier request with this
+    Idempotency-Key recorded (then nothing else), else the tenant's documents that already
+    hold some of these bytes, and the rest recorded as a new run if the tenant is under its
+    limit of active runs. Returns (earlier run, existing documents, new documents)."""
+    async with repository.transaction(res.pool) as conn:
+        await repository.lock_tenant_runs(conn, tenant)
+        if idempotency_key is not None:
+            # The same key's first request may have committed while we stored the bytes.
+            prior = await repository.run_by_idempotency_key(conn, tenant, idempotency_key)
+            if prior is not None:
+                return prior, {}, {}
+        existing = await repository.indexed_documents(conn, tenant, digests)
+        new = {d: doc for d, doc in candidates.items() if d not in existing}
+        if not new:
+            return None, existing, new
+        limit = res.settings.tenant_max_active_runs
+        if await repository.active_runs(conn, tenant) >= limit:
+            raise TooManyActiveRuns(
+                f"tenant {tenant} already has {limit} runs queued or running; "
+                "wait for one to finish"
+            )
+        await repository.create_run(
+            conn,
+            run_id,
+            run_workflow_id(run_id),
+            list(new.values()),
+            trace_id=trace_id,
+            spec=spec,
+            tenant_id=tenant,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+        )
+    return None, existing, new
+
+
+async def _forget_password(res: Resources, secret_key: str | None) -> None:
+    """No run of this upload was recorded: its password has nothing to open."""
+    if secret_key is not None:
+        await res.blobs.delete(secret_key)
+
+
+def _sha256(file: IO[bytes]) -> str:
+    file.seek(0)
+    digest = hashlib.file_digest(file, "sha256").hexdigest()
+    file.seek(0)
+    return digest
+
+
+def _answer(
+    run_id: str | None,
+    digests: list[str],
+    in_run: Mapping[str, NewDocument | DocumentRow],
+    others: Mapping[str, DocumentRow],
+    trace_id: str | None,
+) -> UploadAccepted:
+    """One entry per uploaded file, in upload order: the document of this run that holds
+    its bytes, else the tenant's earlier document that does."""
+    documents: list[AcceptedDocument] = []
+    seen: set[str] = set()
+    for digest in digests:
+        repeat = digest in seen  # the same bytes twice in one upload: indexed once
+        seen.add(digest)
+        if digest in in_run and run_id is not None:
+            d = in_run[digest]
+            documents.append(
+                AcceptedDocument(
+                    document_id=d.document_id,
+                    run_id=run_id,
+                    filename=d.filename,
+                    sha256=d.sha256,
+                    size_bytes=d.size_bytes,
+                    duplicate=repeat,
+                )
+            )
+        elif digest in others:
+            e = others[digest]
+            documents.append(
+                AcceptedDocument(
+                    document_id=e.document_id,
+                    run_id=e.run_id,
+                    filename=e.filename,
+                    sha256=digest,
+                    size_bytes=e.size_bytes,
+                    duplicate=True,
+                )
+            )
+    return UploadAccepted(
+        run_id=run_id,
+        workflow_id=run_workflow_id(run_id) if run_id else None,
+        documents=documents,
+        status_url=f"/v1/runs/{run_id}" if run_id else None,
+        trace_id=trace_id,
+    )
+
+
+async def _replay(
+    res: Resources, prior: RunRow, fingerprint: str, digests: list[str], tenant: str
+) -> UploadAccepted:
+    """The answer to a repeated Idempotency-Key: the first upload's, nothing started."""
+    if prior.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused("this Idempotency-Key was already used for a different upload")
+    in_run = {d.sha256: d for d in await repository.list_run_documents(res.pool, prior.run_id)}
+    others = await repository.indexed_documents(
+        res.pool, tenant, [d for d in digests if d not in in_run]
+    )
+    answer = _answer(prior.run_id, digests, in_run, others, prior.trace_id)
+    answer.replayed = True
+    return answer

@@ -1,0 +1,279 @@
+"""Documents: one row per uploaded file of a run, and its outcome."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from docindex.models import DocStatus, DocumentTask
+
+from ._db import Db, transaction
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    """A document about to be recorded with its run."""
+
+    document_id: str
+    filename: str
+    sha256: str
+    size_bytes: int
+    blob_key: str
+    password_key: str | None = None
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    document_id: str
+    run_id: str
+    tenant_id: str
+    seq: int
+    filename: str
+    sha256: str
+    size_bytes: int
+    blob_key: str
+    status: DocStatus
+    created_at: datetime
+    updated_at: datetime
+    password_key: str | None = None
+    pages: int | None = None
+    chunk_count: int | None = None
+    error_type: str | None = None
+    error: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    tokens: dict[str, Any] = field(default_factory=dict)
+    cost_usd: float = 0.0
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> DocumentRow:
+        return cls(
+            document_id=str(r["document_id"]),
+            run_id=str(r["run_id"]),
+            tenant_id=r["tenant_id"],
+            seq=r["seq"],
+            filename=r["filename"],
+            sha256=r["sha256"],
+            size_bytes=r["size_bytes"],
+            blob_key=r["blob_key"],
+            status=DocStatus(r["status"]),
+            created_at=r["created_at"],
+            updated_at=r["updated_at"],
+            password_key=r["password_key"],
+            pages=r["pages"],
+            chunk_count=r["chunk_count"],
+            error_type=r["error_type"],
+            error=r["error"],
+            metadata=json.loads(r["metadata"]) if r["metadata"] else {},
+            tokens=json.loads(r["tokens"]) if r["tokens"] else {},
+            cost_usd=r["cost_usd"],
+        )
+
+
+async def insert_documents(
+    conn: asyncpg.Connection, run_id: str, tenant_id: str, documents: Sequence[NewDocument]
+) -> None:
+    """The documents of a new run, numbered in order (``seq``)."""
+    await conn.executemany(
+        """INSERT INTO documents
+               (document_id, run_id, seq, filename, sha256, size_bytes, blob_key,
+                password_key, tenant_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        [
+            (
+                uuid.UUID(d.document_id),
+                uuid.UUID(run_id),
+                seq,
+                d.filename,
+                d.sha256,
+                d.size_bytes,
+                d.blob_key,
+                d.password_key,
+                tenant_id,
+            )
+            for seq, d in enumerate(documents)
+        ],
+    )
+
+
+async def fetch_documents(db: Db, run_id: str, after_seq: int, limit: int) -> list[DocumentTask]:
+    rows = await db.fetch(
+        """SELECT document_id, seq, filename, sha256, size_bytes, blob_key, password_key
+           FROM documents
+           WHERE run_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3""",
+        uuid.UUID(run_id),
+        after_seq,
+        limit,
+    )
+    return [_task(run_id, r) for r in rows]
+
+
+def _task(run_id: str, row: asyncpg.Record) -> DocumentTask:
+    return DocumentTask(
+        run_id=run_id,
+        document_id=str(row["document_id"]),
+        seq=row["seq"],
+        filename=row["filename"],
+        sha256=row["sha256"],
+        size_bytes=row["size_bytes"],
+        blob_key=row["blob_key"],
+        password_key=row["password_key"],
+    )
+
+
+async def indexed_documents(
+    db: Db, tenant_id: str, sha256s: Sequence[str]
+) -> dict[str, DocumentRow]:
+    """The tenant's newest document for each of these contents that is indexed or on its
+    way (failed, cancelled or quarantined ones do not count: those bytes may be retried)."""
+    rows = await db.fetch(
+        """SELECT DISTINCT ON (sha256) *
+           FROM documents
+           WHERE tenant_id = $1 AND sha256 = ANY($2::text[])
+             AND status IN ('queued', 'running', 'completed')
+           ORDER BY sha256, created_at DESC""",
+        tenant_id,
+        list(sha256s),
+    )
+    return {r["sha256"]: DocumentRow.from_record(r) for r in rows}
+
+
+async def list_run_documents(db: Db, run_id: str) -> list[DocumentRow]:
+    rows = await db.fetch(
+        "SELECT * FROM documents WHERE run_id = $1 ORDER BY seq", uuid.UUID(run_id)
+    )
+    return [DocumentRow.from_record(r) for r in rows]
+
+
+async def get_document(
+    db: Db, document_id: str, tenant_id: str | None = None
+) -> DocumentRow | None:
+    """The document; with ``tenant_id``, only if that tenant owns it."""
+    row = await db.fetchrow(
+        "SELECT * FROM documents WHERE document_id = $1 AND ($2::text IS NULL OR tenant_id = $2)",
+        uuid.UUID(document_id),
+        tenant_id,
+    )
+    return DocumentRow.from_record(row) if row else None
+
+
+async def record_outcome(
+    db: Db,
+    document_id: str,
+    status: DocStatus,
+    error_type: str | None,
+    error: str | None,
+) -> None:
+    """Record a document that ended without being stored (failed or cancelled).
+
+    Its chunks go too: no half-indexed document is ever searchable.
+    """
+    async with transaction(db) as conn:
+        await conn.execute("DELETE FROM chunks WHERE document_id = $1", uuid.UUID(document_id))
+        await conn.execute(
+            """UPDATE documents SET status = $2, error_type = $3, error = $4, chunk_count = 0,
+                      updated_at = now()
+               WHERE document_id = $1""",
+            uuid.UUID(document_id),
+            status.value,
+            error_type,
+            error,
+        )
+
+
+async def requeue_documents(
+    db: Db,
+    run_id: str,
+    document_ids: list[str] | None,
+    error_types: list[str] | None,
+    include_completed: bool,
+    include_queued: bool = False,
+) -> list[tuple[DocumentTask, DocStatus]]:
+    """Put finished documents of a run back in the queue, and the run back to running.
+
+    Only documents that are done (failed, cancelled or quarantined, and completed if asked)
+    qualify: a document still being indexed is never started twice.
+    """
+    statuses = [
+        "failed",
+        "cancelled",
+        "quarantined",
+        *(["completed"] if include_completed else []),
+        *(["queued"] if include_queued else []),
+    ]
+    async with transaction(db) as conn:
+        rows = await conn.fetch(
+            """UPDATE documents d SET status = 'queued', error_type = NULL, error = NULL,
+                      updated_at = now()
+               FROM documents old
+               WHERE d.document_id = old.document_id AND d.run_id = $1
+                 AND old.status = ANY($2::text[])
+                 AND ($3::uuid[] IS NULL OR d.document_id = ANY($3::uuid[]))
+                 AND ($4::text[] IS NULL OR old.error_type = ANY($4::text[]))
+               RETURNING d.document_id, d.seq, d.filename, d.sha256, d.size_bytes,
+                         d.blob_key, d.password_key, old.status AS previous""",
+            uuid.UUID(run_id),
+            statuses,
+            [uuid.UUID(d) for d in document_ids] if document_ids is not None else None,
+            error_types,
+        )
+        if rows:
+            await conn.execute(
+                """UPDATE runs SET status = 'running', finished_at = NULL, updated_at = now()
+                   WHERE run_id = $1""",
+                uuid.UUID(run_id),
+            )
+    return [
+        (_task(run_id, r), DocStatus(r["previous"])) for r in sorted(rows, key=lambda r: r["seq"])
+    ]
+
+
+async def count_run_documents(db: Db, run_id: str) -> dict[str, int]:
+    rows = await db.fetch(
+        "SELECT status, count(*) AS n FROM documents WHERE run_id = $1 GROUP BY status",
+        uuid.UUID(run_id),
+    )
+    return {r["status"]: r["n"] for r in rows}
+
+
+async def runs_with_failures(
+    db: Db, error_type: str, since: datetime | None, tenant_id: str | None = None
+) -> list[str]:
+    """Runs that have documents failed (or quarantined) with ``error_type`` (updated since
+    ``since``)."""
+    rows = await db.fetch(
+        """SELECT DISTINCT run_id FROM documents
+           WHERE status IN ('failed', 'quarantined') AND error_type = $1
+             AND ($2::timestamptz IS NULL OR updated_at >= $2)
+             AND ($3::text IS NULL OR tenant_id = $3)""",
+        error_type,
+        since,
+        tenant_id,
+    )
+    return [str(r["run_id"]) for r in rows]
+
+
+async def delete_document(db: Db, document_id: str) -> int:
+    """Delete a document and its chunks; return how many other documents share its bytes."""
+    async with transaction(db) as conn:
+        sha = await conn.fetchval(
+            "DELETE FROM documents WHERE document_id = $1 RETURNING sha256",
+            uuid.UUID(document_id),
+        )
+        return await conn.fetchval("SELECT count(*) FROM documents WHERE sha256 = $1", sha)
+
+
+async def cancel_queued_documents(db: Db, run_id: str) -> int:
+    """Documents of a cancelled run that never started end cancelled too."""
+    rows = await db.fetch(
+        """UPDATE documents SET status = 'cancelled', error_type = 'Cancelled',
+                  error = 'run cancelled before this document started', updated_at = now()
+           WHERE run_id = $1 AND status = 'queued' RETURNING document_id""",
+        uuid.UUID(run_id),
+    )
+    return len(rows)
