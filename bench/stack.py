@@ -143,7 +143,7 @@ class Stack:
         log = self.root / f"{name}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "docindex", *argv],
+                [sys.executable, "-m", "cli", *argv],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

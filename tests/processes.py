@@ -36,7 +36,7 @@ def worker_env(settings: Settings, client: Client, **overrides: str) -> dict[str
 def start_worker(queue: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "docindex", "worker", "--queue", queue],
+            [sys.executable, "-m", "cli", "worker", "--queue", queue],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -63,7 +63,7 @@ async def spawn_worker(queue: str, env: dict[str, str], log: Path) -> asyncio.su
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "docindex",
+            "cli",
             "worker",
             "--queue",
             queue,

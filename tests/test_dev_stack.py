@@ -47,7 +47,7 @@ def dev_env(tmp_path: Path) -> dict[str, str]:
 
 def test_dev_stack_serves_restarts_and_stops_cleanly(dev_env: dict[str, str], corpus: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "docindex", "dev"],
+        [sys.executable, "-m", "cli", "dev"],
         env=dev_env,
         text=True,
         stdout=subprocess.PIPE,
@@ -61,7 +61,7 @@ def test_dev_stack_serves_restarts_and_stops_cleanly(dev_env: dict[str, str], co
             [
                 sys.executable,
                 "-m",
-                "docindex",
+                "cli",
                 "ingest",
                 "--wait",
                 str(corpus / "pdf/docling/multi_page.pdf"),
@@ -74,7 +74,7 @@ def test_dev_stack_serves_restarts_and_stops_cleanly(dev_env: dict[str, str], co
         assert ingest.returncode == 0, ingest.stdout + ingest.stderr
         assert "completed 1" in ingest.stdout
         search = subprocess.run(
-            [sys.executable, "-m", "docindex", "search", "evolution of the word processor"],
+            [sys.executable, "-m", "cli", "search", "evolution of the word processor"],
             env=dev_env,
             capture_output=True,
             text=True,

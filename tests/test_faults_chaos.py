@@ -101,7 +101,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "docindex",
+        "cli",
         "dev",
         env=env,
         stdout=asyncio.subprocess.PIPE,

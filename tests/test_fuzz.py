@@ -65,7 +65,7 @@ def live_api(
     log = tmp_path_factory.mktemp("fuzz") / "api.log"
     with log.open("wb") as out:
         api = subprocess.Popen(
-            [sys.executable, "-m", "docindex", "api"], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "cli", "api"], env=env, stdout=out, stderr=out
         )
     base_url = f"http://127.0.0.1:{port}"
     try:

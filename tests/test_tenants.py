@@ -139,7 +139,7 @@ async def test_cli_creates_a_key_once_that_the_api_accepts(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "docindex",
+        "cli",
         "keys",
         "create",
         "--tenant",
@@ -159,7 +159,7 @@ async def test_cli_creates_a_key_once_that_the_api_accepts(
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "docindex",
+            "cli",
             "keys",
             *args,
             env={**env, "COLUMNS": "200"},
@@ -184,7 +184,7 @@ async def test_cli_creates_a_key_once_that_the_api_accepts(
     bad = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "docindex",
+        "cli",
         "keys",
         "create",
         "--tenant",

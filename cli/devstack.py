@@ -176,7 +176,7 @@ class DevStack:
         await migrate(database_url)
         await ensure_dev_key(database_url, s)
         env = self.child_env(database_url)
-        me = [sys.executable, "-m", "docindex"]
+        me = [sys.executable, "-m", "cli"]
 
         if not s.temporal_address:
             temporal = Part(

@@ -60,7 +60,7 @@ def _check(response: httpx.Response) -> Any:
 @app.command()
 def dev() -> None:
     """Start Temporal (+UI), Postgres, the three workers and the API, supervised."""
-    from docindex.devstack import DevStack
+    from cli.devstack import DevStack
 
     _logging()
     raise typer.Exit(asyncio.run(DevStack(get_settings()).run()))
@@ -331,8 +331,9 @@ def keys_create(
 def keys_list(tenant: Annotated[str | None, typer.Option("--tenant")] = None) -> None:
     """List keys (ids, never secrets)."""
     from docindex.auth import list_keys
+    from docindex.repository import KeyRow
 
-    async def fetch() -> list[dict[str, Any]]:
+    async def fetch() -> list[KeyRow]:
         pool = await _keys_pool()
         try:
             return await list_keys(pool, tenant)
@@ -344,11 +345,11 @@ def keys_list(tenant: Annotated[str | None, typer.Option("--tenant")] = None) ->
         table.add_column(col)
     for k in asyncio.run(fetch()):
         table.add_row(
-            str(k["key_id"]),
-            str(k["tenant_id"]),
-            str(k["name"] or ""),
-            f"{k['created_at']:%Y-%m-%d %H:%M}",
-            f"{k['revoked_at']:%Y-%m-%d %H:%M}" if k["revoked_at"] else "",
+            k.key_id,
+            k.tenant_id,
+            k.name or "",
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
         )
     console.print(table)
 
@@ -389,8 +390,8 @@ def index_local(
 ) -> None:
     """Index files in this process (no Temporal, no HTTP) into the same database, with
     per-step timings; what it indexes is searchable like any upload."""
+    from cli.local_index import STEPS, LocalIndexer
     from docindex.database import create_pool
-    from docindex.local_index import STEPS, LocalIndexer
 
     files = _collect(paths)
     settings = get_settings()

@@ -1,0 +1,1 @@
+"""Entry points above the core: the ``docindex`` command and the dev supervisor."""

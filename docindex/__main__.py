@@ -1,3 +1,0 @@
-from docindex.cli import app
-
-app()
