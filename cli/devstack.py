@@ -151,6 +151,8 @@ class DevStack:
                 "DOCINDEX_DATABASE_URL": database_url,
                 "DOCINDEX_TEMPORAL_ADDRESS": temporal_address(s),
                 "DOCINDEX_BLOB_URL": s.blob_url or (self.data_dir / "blobs").as_uri(),
+                # One version for the session: a worker restarted after an edit stays in it.
+                "DOCINDEX_BUILD_ID": s.build_id,
                 "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
                 "TOKENIZERS_PARALLELISM": "false",
                 "PYTHONUNBUFFERED": "1",
@@ -295,6 +297,27 @@ class DevStack:
                     break
                 await asyncio.sleep(0.5)
 
+    async def _make_current(self) -> None:
+        """Workers are versions of a Worker Deployment and get tasks once theirs is current
+        (workers/versioning.py): make this build current, and say so if runs are still
+        pinned to another build (other workflow code: they wait for that build's workers)."""
+        from docindex.temporal_client import connect
+        from workers.versioning import open_runs_on_other_versions, set_current_version
+
+        s = self.settings
+        client = await connect(s.model_copy(update={"temporal_address": temporal_address(s)}))
+        # Every queue this build needs polls by now; one only an earlier build served (the
+        # large queue, say) is not missing.
+        await set_current_version(client, s, ignore_missing_task_queues=True)
+        say(f"worker deployment {s.deployment_name}: build {s.build_id} is current")
+        pinned = await open_runs_on_other_versions(client, s)
+        if pinned:
+            say(
+                f"[yellow]{pinned} open workflow(s) are pinned to other builds[/yellow] (the "
+                "workflow code changed since they started) and wait for that build's workers: "
+                'docs/operations.md, "Rolling out a workflow change"'
+            )
+
     async def _wait_for_port(self, host: str, port: int, what: str, limit_s: float = 60) -> None:
         deadline = time.monotonic() + limit_s
         while time.monotonic() < deadline:
@@ -316,6 +339,7 @@ class DevStack:
                         break
                 await asyncio.sleep(0.3)
         await self._wait_for_pollers()
+        await self._make_current()
         ui = (
             f"http://127.0.0.1:{s.temporal_ui_port}"
             if not s.temporal_address
@@ -329,6 +353,7 @@ class DevStack:
                 f"Blobs      {s.blob_url or (self.data_dir / 'blobs').as_uri()}\n"
                 f"Workers    workflow → {s.workflow_task_queue}, cpu → {s.cpu_task_queue}, "
                 f"gpu → {s.gpu_task_queue}, hosted → {s.llm_task_queue}\n"
+                f"Version    {s.deployment_name} build {s.build_id} (current)\n"
                 f"API key    {s.dev_api_key_file}  (tenant {s.dev_tenant}; the CLI uses it)\n\n"
                 f"Try:  docindex ingest ../shared/corpus/pdf/docling/multi_page.pdf --wait\n"
                 f'      docindex search "word processor history"\n'
