@@ -24,7 +24,9 @@ COMPOSE_FILE = ROOT / "docker-compose.temporal.yml"
 SEARCH_ATTRIBUTES = {"IndexingRunId", "DocumentId", "TenantId", "DocStatus", "ErrorType"}
 DOCINDEX_SERVICES = {"api", "workflow-worker", "cpu-worker", "hosted-worker", "gpu-worker"}
 SCALABLE = {"workflow-worker", "cpu-worker", "gpu-worker"}
-ONE_SHOT = {"temporal-schema", "temporal-setup", "minio-setup"}
+ONE_SHOT = {"temporal-schema", "temporal-setup", "minio-setup", "worker-deployment"}
+# Sets the Worker Deployment's current version once the workers poll; nothing waits for it.
+ROLLOUT = {"worker-deployment"}
 # Serves people without publishing a port: used with `docker compose exec`.
 OPERATOR_TOOLS = {"temporal-admin-tools"}
 EXPECTED_IMAGES = {
@@ -188,7 +190,9 @@ def test_every_service_is_used() -> None:
     services = _services()
     depended_on = {target for service in services.values() for target in _depends(service)}
     user_facing = {name for name, service in services.items() if _published_ports(service)}
-    unused = set(services) - depended_on - user_facing - OPERATOR_TOOLS - DOCINDEX_SERVICES
+    unused = (
+        set(services) - depended_on - user_facing - OPERATOR_TOOLS - DOCINDEX_SERVICES - ROLLOUT
+    )
     assert not unused, f"nothing depends on or uses: {sorted(unused)}"
 
 
@@ -230,6 +234,23 @@ def test_docindex_services_get_their_endpoints() -> None:
     assert urlsplit(api["DOCINDEX_BLOB_URL"]).hostname == minio_setup["BUCKET"]
     assert api["AWS_ACCESS_KEY_ID"] == minio_setup["APP_ACCESS_KEY"]
     assert api["AWS_SECRET_ACCESS_KEY"] == minio_setup["APP_SECRET_KEY"]
+
+
+def test_worker_deployment_makes_the_workers_build_current() -> None:
+    """Every docindex process names the same Worker Deployment and build id (empty: the hash
+    of the workflow code in the image); a one-shot of the same image makes it current."""
+    services = _services()
+    one_shot = services["worker-deployment"]
+    assert _command(one_shot)[:4] == ["python", "-m", "workers.versioning", "set-current"]
+    assert _image(one_shot) == _image(services["workflow-worker"])
+    assert _depends(one_shot)["workflow-worker"] == "service_started"
+    env = _env(one_shot)
+    assert env["DOCINDEX_DEPLOYMENT_NAME"] == "docindex"
+    assert env["DOCINDEX_BUILD_ID"] == ""
+    for name in DOCINDEX_SERVICES:
+        other = _env(services[name])
+        for key in ("DOCINDEX_DEPLOYMENT_NAME", "DOCINDEX_BUILD_ID", "DOCINDEX_TEMPORAL_NAMESPACE"):
+            assert other[key] == env[key], (name, key)
 
 
 def test_cpu_and_gpu_images_take_torch_from_different_indexes() -> None:
