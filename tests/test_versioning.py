@@ -32,6 +32,7 @@ from workers.versioning import current_build_id, set_current_version
 
 from .conftest import run_workers
 from .helpers import app_with, wait_for_run
+from .test_runbook import eventually, temporal, temporal_json
 
 
 def note() -> bytes:
@@ -52,24 +53,35 @@ async def versions_of(handle: WorkflowHandle[Any, Any]) -> tuple[int, str, set[s
     return info.behavior, info.deployment_version.build_id, tasks, activities
 
 
-async def polled(client: Client, version: Settings, queue: str, limit_s: float = 30.0) -> None:
-    """Wait until the server counts ``queue`` among the task queues of ``version``."""
+async def queues_of(client: Client, version: Settings) -> set[str]:
+    """The task queues the server counts in ``version`` (polled by its workers)."""
     request = DescribeWorkerDeploymentVersionRequest(
         namespace=client.namespace,
         deployment_version=WorkerDeploymentVersion(
             deployment_name=version.deployment_name, build_id=version.build_id
         ),
     )
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(RPCError):
-            info = (
-                await client.workflow_service.describe_worker_deployment_version(request)
-            ).worker_deployment_version_info
-            if queue in {q.name for q in info.task_queue_infos}:
-                return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{queue} is not a task queue of {version.build_id} after {limit_s}s")
+    try:
+        response = await client.workflow_service.describe_worker_deployment_version(request)
+    except RPCError as e:
+        if e.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return set()
+    return {q.name for q in response.worker_deployment_version_info.task_queue_infos}
+
+
+async def polled(client: Client, version: Settings, *queues: str, limit_s: float = 30.0) -> None:
+    """Wait until the server counts ``queues`` among the task queues of ``version``."""
+    await eventually(lambda: queues_of(client, version), lambda seen: set(queues) <= seen, limit_s)
+
+
+async def open_on(client: Client, version: Settings) -> str:
+    """The runbook's count of the open workflows pinned to a version."""
+    query = (
+        f"TemporalWorkerDeploymentVersion = '{version.deployment_name}:{version.build_id}' "
+        "AND ExecutionStatus = 'Running'"
+    )
+    return (await temporal(client, "workflow", "count", "--query", query)).stdout.strip()
 
 
 async def started(handle: WorkflowHandle[Any, Any]) -> bool:
@@ -142,9 +154,26 @@ async def test_an_open_run_finishes_on_v1_while_a_new_run_goes_to_v2(
         ]
         first, waiting = await pending_activity(old_docs)
 
-        # v2, every kind, made current while the v1 run is open.
+        # v2, every kind, ramped and then made current while the v1 run is open, with the
+        # runbook's commands (docs/operations.md, "Rolling out a workflow change").
         await start(v2, Queue.WORKFLOW, Queue.CPU, Queue.GPU, Queue.HOSTED)
-        await set_current_version(client, v2)
+        await polled(client, v2, *await queues_of(client, v1))
+        name = ["--deployment-name", base.deployment_name]
+        describe = ["worker", "deployment", "describe", "--name", base.deployment_name]
+        await temporal(
+            client, "worker", "deployment", "set-ramping-version", *name,
+            "--build-id", "v2", "--percentage", "10", "--yes",
+        )  # fmt: skip
+        routing = (await temporal_json(client, *describe))["routingConfig"]
+        assert routing["currentVersionBuildID"] == "v1"
+        assert (routing["rampingVersionBuildID"], routing["rampingVersionPercentage"]) == ("v2", 10)
+        await temporal(
+            client, "worker", "deployment", "set-current-version", *name,
+            "--build-id", "v2", "--yes",
+        )  # fmt: skip
+        routing = (await temporal_json(client, *describe))["routingConfig"]
+        assert routing["currentVersionBuildID"] == "v2"
+        assert not routing.get("rampingVersionBuildID")
         assert await current_build_id(client, base) == "v2"
 
         new = (await http.post("/v1/documents", files={"files": ("new.txt", note())})).json()
@@ -160,12 +189,20 @@ async def test_an_open_run_finishes_on_v1_while_a_new_run_goes_to_v2(
         assert still.activity_type.name == waiting.activity_type.name
         assert still.state == PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED
         assert still.attempt == 1
+        # v1 has not drained: the run and its first document are open on it.
+        await eventually(lambda: open_on(client, v1), lambda total: total == "Total: 2")
+        v1_info = await temporal_json(
+            client, "worker", "deployment", "describe-version", *name, "--build-id", "v1"
+        )
+        assert v1_info["drainageInfo"]["drainageStatus"] == "draining"
 
         # A v1 CPU worker comes back: the open run completes, on v1, both documents.
         await start(v1, Queue.CPU)
         old_run = await wait_for_run(http, old["run_id"], limit_s=120)
         assert old_run["status"] == "completed", old_run
         assert [d["status"] for d in old_run["documents"]] == ["completed"] * 2
+        # Nothing is open on v1 any more: its workers may stop.
+        await eventually(lambda: open_on(client, v1), lambda total: total == "Total: 0")
 
     new_doc = document_workflow_id(new["run_id"], new["documents"][0]["document_id"])
     pinned = VersioningBehavior.PINNED.value
