@@ -18,7 +18,8 @@ from bench.context import Ctx
 from bench.history import executions
 from docindex.blobstore import BlobStore
 from docindex.ids import run_workflow_id
-from docindex.runs import record_files, start_run
+from docindex.runs import record_files
+from workflows.starter import start_run
 
 # Temporal's defaults: a workflow is terminated at 51,200 events or 50 MB of history, and
 # warned from 10,240 events / 10 MB.

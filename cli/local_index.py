@@ -95,9 +95,9 @@ class LocalIndexer:
             ),
         )
         # Built now, as the workers build them before they poll: loading is not indexing.
-        components.parser(self.spec.parser)
-        components.chunker(self.spec.chunker)
-        components.embedder(self.spec.embedder)
+        self.parser = components.parser(self.spec.parser)
+        self.chunker = components.chunker(self.spec.chunker)
+        self.embedder = components.embedder(self.spec.embedder)
         self.prepare = PrepareSteps(self.blobs, components)
         self.enrich = EnrichSteps(self.blobs, components)
         self.embed = EmbedSteps(self.blobs, components)

@@ -32,7 +32,7 @@ async def test_index_local_makes_a_document_searchable(
         [doc] = run.documents
         assert doc.status == "completed", doc.error
         assert doc.pages == 5 and doc.chunks > 0
-        assert {"parse", "chunk", "embed", "store"} <= doc.seconds.keys()
+        assert {"prepare", "embed", "store"} <= doc.seconds.keys()
 
         stored = await repository.get_run(pool, run.run_id)
         assert stored is not None and stored.status == "completed"

@@ -7,16 +7,14 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-import httpx
 from temporalio.client import Client
 
-from docindex.auth import create_api_key
 from docindex.config import Settings
 from docindex.pipeline.chunking import DocumentChunker
 from docindex.pipeline.parsing import DocumentParser
 from docindex.spec import PipelineSpec, resolve_spec
 
-from .helpers import DATA, wait_for_run
+from .helpers import DATA, app_with, wait_for_run
 from .processes import spawn_worker, stop_async, worker_env
 
 DOCUMENT = DATA / "office/docling/word_sample.docx"
@@ -40,10 +38,8 @@ def chunk_texts(max_tokens: int) -> list[str]:
 
 
 async def test_a_worker_with_other_settings_follows_the_runs_spec(
-    api_app: object, client: Client, settings: Settings, tmp_path: Path
+    workers: None, client: Client, settings: Settings, tmp_path: Path
 ) -> None:
-    from api.app import create_app
-
     # This worker's environment asks for chunks of 32 tokens; the API's settings say 128.
     queue = f"spec-cpu-{uuid.uuid4().hex[:6]}"
     worker = await spawn_worker(
@@ -51,30 +47,15 @@ async def test_a_worker_with_other_settings_follows_the_runs_spec(
         worker_env(settings, client, DOCINDEX_CPU_TASK_QUEUE=queue, DOCINDEX_CHUNK_MAX_TOKENS="32"),
         tmp_path / "cpu.log",
     )
-    app = create_app(
-        settings.model_copy(
-            update={
-                "temporal_address": client.service_client.config.target_host,
-                "cpu_task_queue": queue,
-            }
-        )
-    )
     try:
-        async with app.router.lifespan_context(app):
-            key = await create_api_key(app.state.resources.pool, f"t-{uuid.uuid4().hex[:8]}")
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app),
-                base_url="http://docindex",
-                headers={"Authorization": f"Bearer {key}"},
-            ) as http:
-                upload = await http.post(
-                    "/v1/documents",
-                    files=[("files", (DOCUMENT.name, DOCUMENT.read_bytes()))],
-                )
-                assert upload.status_code == 202, upload.text
-                run_id = upload.json()["run_id"]
-                document_id = upload.json()["documents"][0]["document_id"]
-                run = await wait_for_run(http, run_id)
+        async with app_with(settings, client, cpu_task_queue=queue) as (_, http):
+            upload = await http.post(
+                "/v1/documents", files=[("files", (DOCUMENT.name, DOCUMENT.read_bytes()))]
+            )
+            assert upload.status_code == 202, upload.text
+            run_id = upload.json()["run_id"]
+            document_id = upload.json()["documents"][0]["document_id"]
+            run = await wait_for_run(http, run_id)
     finally:
         await stop_async([worker])
     assert run["status"] == "completed", run

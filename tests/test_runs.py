@@ -18,11 +18,9 @@ from docindex.database import create_pool
 from docindex.ids import run_workflow_id
 from docindex.search_attributes import ERROR_TYPE
 from docindex.spec import resolve_spec
-from workers.factory import Queue, build_workers
 from workflows.indexing_contract import RunSummary
 from workflows.starter import resume_orphaned_runs, start_run
 
-from .conftest import run_workers
 from .helpers import app_with, run_input, wait_for_run
 
 # What every file of tests/data/broken/ must end as: (status, error type).
@@ -116,24 +114,17 @@ async def test_broken_files_fail_typed_on_first_attempt_and_the_rest_completes(
 async def test_recover_switch_indexes_damaged_files_with_the_damage_in_metadata(
     client: Client, corpus: Path, settings: Settings, workers: None
 ) -> None:
-    """DOCINDEX_RECOVER_DAMAGED_FILES=true on a CPU worker of its own queue: the damaged
-    files index, and their metadata says they were recovered and why."""
-    recovering = settings.model_copy(
-        update={
-            "cpu_task_queue": f"test-cpu-recover-{uuid.uuid4().hex[:6]}",
-            "recover_damaged_files": True,
-        }
-    )
+    """DOCINDEX_RECOVER_DAMAGED_FILES=true where the run is created puts recovery in the
+    run's spec: the session's CPU worker, whose own settings say strict, indexes the damaged
+    files, and their metadata says they were recovered and why."""
+    assert not settings.recover_damaged_files
     names = ["zen_of_python_corrupted.pdf", "fake-power-point-malformed.pptx"]
-    async with (
-        build_workers(Queue.CPU, client, recovering, settings.database_url or "") as cpu,
-        run_workers(cpu),
-        app_with(settings, client, cpu_task_queue=recovering.cpu_task_queue) as (_, api),
-    ):
+    async with app_with(settings, client, recover_damaged_files=True) as (_, api):
         files = [("files", (n, (corpus / "broken" / n).read_bytes())) for n in names]
         accepted = (await api.post("/v1/documents", files=files)).json()
         run = await wait_for_run(api, accepted["run_id"])
         assert run["status"] == "completed", run
+        assert run["pipeline"]["parser"]["recover_damaged"] is True
         for doc in run["documents"]:
             metadata = (await api.get(f"/v1/documents/{doc['document_id']}")).json()["metadata"]
             assert metadata["recovered"] is True, (doc["filename"], metadata)
