@@ -2,11 +2,13 @@
 
 Workflow changes ship as a new Worker Deployment Version (docs/operations.md, "Rolling out a
 workflow change"), so a changed workflow must be a new build id without anyone having to
-remember to bump one. The hash covers the ``workflows`` package and the first-party modules
-its modules import directly (the data models, the spec, pagination, the activity interfaces
-they call...): the code a workflow runs or whose types shape its history. Code only
-activities run (parsers, embedders, SQL) is not in it: changing it is a rolling restart
-within the same version. ``DOCINDEX_BUILD_ID`` overrides it (an image tag, a git sha).
+remember to bump one. The hash covers the modules of the ``workflows`` package that define
+workflows and the first-party modules they import, and what those import in turn (the data
+models, the spec, pagination, usage...): the code a workflow runs or whose types shape its
+history. An activity module counts as an interface (the names and types a workflow calls):
+it is hashed, what it imports is not. Code only activities run (parsers, embedders, SQL),
+and the settings, are not in it: changing them is a rolling restart within the same
+version. ``DOCINDEX_BUILD_ID`` overrides it (an image tag, a git sha).
 
 The files are read, not imported, so computing it costs a few milliseconds and no imports.
 """
@@ -22,6 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = ("workflows", "activities", "docindex", "workers")
 WORKFLOWS = "workflows"
+# Hashed, not followed: an activity module is the interface a workflow calls.
+INTERFACES = ("activities",)
+# Not hashed: settings are read by the API and the workers, never inside a workflow.
+OUTSIDE = {"docindex.config"}
 
 
 def _module_file(module: str) -> Path | None:
@@ -65,28 +71,28 @@ def _with_packages(module: str) -> set[Path]:
 
 def workflow_sources() -> list[Path]:
     """The files the build id hashes, sorted: the modules of the ``workflows`` package that
-    define workflows, the modules of that package they import (and so on), and the
-    first-party modules all of those import directly."""
+    define workflows and the first-party modules they import, transitively, except through
+    activity modules and into the settings."""
     package = ROOT / WORKFLOWS
     todo = [
         p
         for p in package.rglob("*.py")
         if "__pycache__" not in p.parts and "@workflow.defn" in p.read_text()
     ]
-    own: set[Path] = set()
-    imported: set[Path] = set()
+    followed: set[Path] = set()
+    hashed: set[Path] = set()
     while todo:
         path = todo.pop()
-        if path in own:
+        if path in followed:
             continue
-        own.add(path)
-        for module in _imported_modules(path):
+        followed.add(path)
+        hashed.add(path)
+        for module in _imported_modules(path) - OUTSIDE:
             files = _with_packages(module)
-            if module.split(".")[0] == WORKFLOWS:
+            hashed |= files
+            if module.split(".")[0] not in INTERFACES:
                 todo.extend(files)
-            else:
-                imported |= files
-    return sorted(own | imported)
+    return sorted(hashed)
 
 
 @lru_cache(maxsize=1)

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
+import pytest
 from temporalio.api.deployment.v1 import WorkerDeploymentVersion
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.api.workflowservice.v1 import DescribeWorkerDeploymentVersionRequest
@@ -218,3 +221,37 @@ async def test_an_open_run_finishes_on_v1_while_a_new_run_goes_to_v2(
         for doc_id in doc_ids:
             versions = await versions_of(client.get_workflow_handle(doc_id))
             assert versions == (pinned, build, {build}, {build}), doc_id
+
+
+def test_the_build_id_follows_the_workflow_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default build id hashes the workflow code and what it runs or sends, not the code
+    only activities run, nor the settings: a parser fix keeps the build, a workflow edit
+    makes a new one."""
+    from docindex import build_id
+
+    for package in ("workflows", "activities", "docindex"):
+        shutil.copytree(
+            build_id.ROOT / package,
+            tmp_path / package,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    monkeypatch.setattr(build_id, "ROOT", tmp_path)
+    hashed = {p.relative_to(tmp_path).as_posix() for p in build_id.workflow_sources()}
+    assert {"workflows/document.py", "workflows/indexing.py", "docindex/models.py"} <= hashed
+    assert not hashed & {"docindex/config.py", "docindex/pipeline/parsing.py"}
+
+    def build() -> str:
+        return build_id.workflow_build_id.__wrapped__()
+
+    def edit(path: str) -> None:
+        with (tmp_path / path).open("a") as f:
+            f.write("\n# edited\n")
+
+    before = build()
+    edit("docindex/pipeline/parsing.py")
+    edit("docindex/config.py")
+    assert build() == before
+    edit("workflows/document.py")
+    assert build() != before
