@@ -37,6 +37,7 @@ from docindex.config import Settings
 from docindex.database import create_pool
 from docindex.ids import run_workflow_id
 from docindex.temporal_dev import dynamic_config_args, temporal_cli
+from workers.versioning import set_current_version
 
 # What the bench changes from the defaults, and why: it measures throughput and latency, so
 # the per-key rate limit and the tenant's cap on active runs (both protections, both
@@ -132,6 +133,7 @@ class Stack:
                 "DOCINDEX_GPU_TASK_QUEUE": s.gpu_task_queue,
                 "DOCINDEX_LLM_TASK_QUEUE": s.llm_task_queue,
                 "DOCINDEX_EMBED_API_TASK_QUEUE": s.embed_api_task_queue,
+                "DOCINDEX_BUILD_ID": s.build_id,
                 "HF_HUB_OFFLINE": "1",
                 "TOKENIZERS_PARALLELISM": "false",
             }
@@ -163,6 +165,8 @@ class Stack:
             for k in kinds
         ]
         await self.wait_polling(procs)
+        # Versioned workers get tasks once their build is current (workers/versioning.py).
+        await set_current_version(self.client, self.settings)
         return procs
 
     async def wait_polling(self, procs: list[Proc], timeout_s: float = 180.0) -> None:
