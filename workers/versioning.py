@@ -86,7 +86,9 @@ async def _retrying(what: str, call: Callable[[], Awaitable[object]], wait_s: fl
             await call()
             return
         except RPCError as e:
-            if e.status not in _NOT_YET or time.monotonic() >= deadline:
+            # A ramp of the current build is refused as FAILED_PRECONDITION too: final.
+            final = e.status not in _NOT_YET or "already current" in e.message
+            if final or time.monotonic() >= deadline:
                 raise RuntimeError(f"{what}: {e.message}") from e
             log.debug("%s: %s; retrying", what, e.message)
         await asyncio.sleep(1.0)
