@@ -34,9 +34,7 @@ from docindex.temporal_dev import temporal_cli as dev_temporal_cli
 from workers.factory import Queue, build_workers
 from workers.versioning import set_current_version
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-if not CORPUS.is_dir():
-    CORPUS = Path(os.environ.get("DOCINDEX_CORPUS", "../shared/corpus")).resolve()
+from .helpers import DATA
 
 
 def temporal_cli() -> str:
@@ -48,9 +46,8 @@ def temporal_cli() -> str:
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
-    if not CORPUS.is_dir():
-        pytest.exit(f"test corpus not found at {CORPUS}", 2)
-    return CORPUS
+    """The documents shipped with the tests (tests/data)."""
+    return DATA
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,9 @@ from temporalio.client import Client
 
 from docindex.config import Settings
 
+# Real documents shipped with the tests; tests/data/MANIFEST.tsv says where each comes from.
+DATA = Path(__file__).resolve().parent / "data"
+
 TERMINAL_RUN_STATES = {"completed", "completed_with_errors", "failed", "cancelled", "terminated"}
 
 

@@ -72,7 +72,9 @@ EVERY = [pytest.param(DATA / n, n, id=n) for n in VALID] + (
             None,
             "",
             id="corpus",
-            marks=pytest.mark.skip(reason=f"no development corpus at {FULL} (DOCINDEX_CORPUS)"),
+            marks=pytest.mark.skip(
+                reason=f"no development corpus at {FULL} (set DOCINDEX_CORPUS to parse one)"
+            ),
         )
     ]
 )

@@ -26,12 +26,11 @@ from temporalio.client import Client
 from docindex.config import Settings
 
 from .conftest import temporal_cli
-from .helpers import unique, wait_for_run
+from .helpers import first_pages, unique, wait_for_run
 from .test_cancel import start_run, wait_until_parsing_ranges
 
 CRAZYONES = "pdf/pypdf/crazyones.pdf"
 EMPTY = "broken/empty.pdf"
-REDBOOK = "pdf/docling/redp5110_sampled.pdf"  # 18 pages
 BIG_PDF = "pdf/pypdf_samples/GeoTopo-komprimiert.pdf"  # 117 pages
 
 # The runbook's jq filters, run on the CLI's JSON where jq is installed.
@@ -522,7 +521,7 @@ async def test_recipe_5_7_terminate_a_document_then_reset_it(
         client,
         settings,
         [
-            ("redbook.pdf", unique((corpus / REDBOOK).read_bytes())),
+            ("eighteen.pdf", unique(first_pages(corpus / BIG_PDF, 18))),
             ("crazyones.pdf", (corpus / CRAZYONES).read_bytes()),
         ],
         max_concurrent_documents=2,
