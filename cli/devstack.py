@@ -355,7 +355,7 @@ class DevStack:
                 f"gpu → {s.gpu_task_queue}, hosted → {s.llm_task_queue}\n"
                 f"Version    {s.deployment_name} build {s.build_id} (current)\n"
                 f"API key    {s.dev_api_key_file}  (tenant {s.dev_tenant}; the CLI uses it)\n\n"
-                f"Try:  docindex ingest ../shared/corpus/pdf/docling/multi_page.pdf --wait\n"
+                f"Try:  docindex ingest tests/data/pdf/docling/multi_page.pdf --wait\n"
                 f'      docindex search "word processor history"\n'
                 f"Ctrl-C stops everything.",
                 title="docindex is up",

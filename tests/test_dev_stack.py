@@ -1,4 +1,5 @@
-"""What `make run` does, for real: the supervised stack, the CLI against it, Ctrl-C."""
+"""What `make run` does, for real: the supervised stack, the README's example against it,
+Ctrl-C."""
 
 from __future__ import annotations
 
@@ -57,14 +58,16 @@ def test_dev_stack_serves_restarts_and_stops_cleanly(dev_env: dict[str, str], co
     out = Output(proc)
     try:
         out.wait_for(UP_BANNER, limit_s=180)
+        # The README's "Use it" example, from the checkout alone.
         ingest = subprocess.run(
             [
                 sys.executable,
                 "-m",
                 "cli",
                 "ingest",
-                "--wait",
                 str(corpus / "pdf/docling/multi_page.pdf"),
+                str(corpus / "office"),
+                "--wait",
             ],
             env=dev_env,
             capture_output=True,
@@ -72,7 +75,8 @@ def test_dev_stack_serves_restarts_and_stops_cleanly(dev_env: dict[str, str], co
             timeout=180,
         )
         assert ingest.returncode == 0, ingest.stdout + ingest.stderr
-        assert "completed 1" in ingest.stdout
+        office = [p for p in (corpus / "office").rglob("*") if p.is_file()]
+        assert f"completed {1 + len(office)} · failed 0" in ingest.stdout, ingest.stdout
         search = subprocess.run(
             [sys.executable, "-m", "cli", "search", "evolution of the word processor"],
             env=dev_env,
