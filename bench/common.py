@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 
-from bench.parse_quality import default_corpus
+from bench.parse_quality import MissingInput, default_corpus, require
 from docindex.filetypes import DocumentKind, detect_kind
 
-__all__ = ["default_corpus"]
+__all__ = ["MissingInput", "default_corpus", "require"]
 
 # Inputs the service is meant to index; broken/ holds inputs it must refuse, and the
 # reference texts are not documents.
@@ -30,6 +30,8 @@ def corpus_files(corpus: Path) -> list[Path]:
     files: list[Path] = []
     for sub in CORPUS_DIRS:
         files.extend(p for p in sorted((corpus / sub).rglob("*")) if p.is_file())
+    if not files:
+        raise MissingInput(f"no documents in {corpus} ({', '.join(CORPUS_DIRS)})")
     return files
 
 

@@ -11,14 +11,14 @@ from typing import Any
 
 import httpx
 
-from bench.common import ONE_PAGE_PDF, median, pct, unique_bytes, upload
+from bench.common import ONE_PAGE_PDF, median, pct, require, unique_bytes, upload
 from bench.context import Ctx
 from bench.history import document_breakdown
 from docindex.ids import document_workflow_id
 
 
 async def measure(ctx: Ctx) -> dict[str, Any]:
-    source = ctx.corpus / ONE_PAGE_PDF
+    source = require(ctx.corpus, ONE_PAGE_PDF)
     data = source.read_bytes()
     samples = 5 if ctx.quick else 10 * ctx.repeat
     await ctx.service()

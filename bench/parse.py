@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import BIG_PDF, corpus_files, median, unique_bytes, upload
+from bench.common import BIG_PDF, corpus_files, median, require, unique_bytes, upload
 from bench.context import Ctx
 from bench.history import parse_span
 from docindex.errors import DocumentError
@@ -85,7 +85,7 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
 
 
 async def _range_scaling(ctx: Ctx) -> dict[str, Any]:
-    source = ctx.corpus / BIG_PDF
+    source = require(ctx.corpus, BIG_PDF)
     data = source.read_bytes()
     counts = (1, 2) if ctx.quick else (1, 2, 4)
     stack = ctx.stack

@@ -1040,8 +1040,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     corpus = args.corpus or default_corpus()
     if not corpus.is_dir():
-        console.print(f"[red]corpus not found at {corpus}[/red] (use --corpus or DOCINDEX_CORPUS)")
-        return 2
+        console.print(
+            f"[yellow]corpus not found at {corpus}[/yellow] (use --corpus or DOCINDEX_CORPUS):"
+            " every section is skipped"
+        )
     # The native pipeline needs no model; this stops any library from trying the network.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # Imported here, not at the top: Docling is slow to load and the scoring functions (and

@@ -25,7 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import default_corpus
+from bench.common import MissingInput, default_corpus
 from bench.context import Ctx
 from bench.stack import Stack
 from docindex.config import Settings
@@ -119,10 +119,16 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "window": args.window,
         "figures": {},
     }
+    corpus = (args.corpus or default_corpus()).resolve()
+    if not corpus.is_dir():
+        console.print(
+            f"[yellow]corpus not found at {corpus}[/yellow] (use --corpus or DOCINDEX_CORPUS):"
+            " the figures that read it are skipped"
+        )
     async with Stack() as stack:
         ctx = Ctx(
             stack=stack,
-            corpus=(args.corpus or default_corpus()).resolve(),
+            corpus=corpus,
             quick=args.quick,
             repeat=args.repeat,
             parallel=args.parallel,
@@ -135,6 +141,9 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             module = importlib.import_module(f"bench.{name}")
             try:
                 figure = await module.measure(ctx)
+            except MissingInput as exc:  # not in this corpus: skipped, not failed
+                console.print(f"  [yellow]skipped: {exc}[/yellow]")
+                figure = {"skipped": str(exc), "rows": []}
             except Exception as exc:  # one broken figure must not lose the others
                 console.print_exception()
                 figure = {"error": f"{type(exc).__name__}: {exc}", "rows": []}
@@ -155,6 +164,8 @@ def table(result: dict[str, Any]) -> Table:
         label = FIGURES.get(name) or EXTRA.get(name, name)
         if figure.get("error"):
             t.add_row(label, "error", figure["error"][:80], "")
+        if figure.get("skipped"):
+            t.add_row(label, "skipped", figure["skipped"][:80], "")
         for i, (measure, value, goal) in enumerate(figure.get("rows", [])):
             t.add_row(label if i == 0 else "", measure, value, goal)
     return t
