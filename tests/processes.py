@@ -8,11 +8,22 @@ import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from temporalio.client import Client
 
 from docindex.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+# The command a worker process runs: the product's, or the test-side worker with faults
+# injected from its environment (tests/faulty_worker.py).
+WORKER = ("cli", "worker")
+FAULTY_WORKER = ("tests.faulty_worker",)
+
+
+def worker_argv(queue: str, command: Sequence[str] = WORKER) -> list[str]:
+    return [sys.executable, "-m", *command, "--queue", queue]
 
 
 def worker_env(settings: Settings, client: Client, **overrides: str) -> dict[str, str]:
@@ -33,13 +44,12 @@ def worker_env(settings: Settings, client: Client, **overrides: str) -> dict[str
     return env
 
 
-def start_worker(queue: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    queue: str, env: dict[str, str], log: Path, command: Sequence[str] = WORKER
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "cli", "worker", "--queue", queue],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            worker_argv(queue, command), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
 
 
@@ -58,18 +68,12 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
 # must never block it waiting for a process.
 
 
-async def spawn_worker(queue: str, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+async def spawn_worker(
+    queue: str, env: dict[str, str], log: Path, command: Sequence[str] = WORKER
+) -> asyncio.subprocess.Process:
     with log.open("ab") as out:
         return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cli",
-            "worker",
-            "--queue",
-            queue,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            *worker_argv(queue, command), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
 
 
@@ -90,14 +94,16 @@ class KeptAlive:
     """One worker process restarted whenever it dies, like a supervisor or an orchestrator
     would; ``exits`` records how each incarnation ended."""
 
-    def __init__(self, queue: str, env: dict[str, str], log: Path) -> None:
-        self.queue, self.env, self.log = queue, env, log
+    def __init__(
+        self, queue: str, env: dict[str, str], log: Path, command: Sequence[str] = WORKER
+    ) -> None:
+        self.queue, self.env, self.log, self.command = queue, env, log, command
         self.exits: list[int] = []
         self.process: asyncio.subprocess.Process | None = None
         self._loop: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> KeptAlive:
-        self.process = await spawn_worker(self.queue, self.env, self.log)
+        self.process = await spawn_worker(self.queue, self.env, self.log, self.command)
         self._loop = asyncio.create_task(self._keep())
         return self
 
@@ -105,7 +111,7 @@ class KeptAlive:
         while True:
             assert self.process is not None
             self.exits.append(await self.process.wait())
-            self.process = await spawn_worker(self.queue, self.env, self.log)
+            self.process = await spawn_worker(self.queue, self.env, self.log, self.command)
 
     async def __aexit__(self, *_: object) -> None:
         assert self._loop is not None

@@ -27,7 +27,7 @@ from docindex.steps.models import PageRangeResult
 from workflows.indexing_contract import RunSummary
 
 from .helpers import first_pages, run_input, unique, wait_for_run
-from .processes import start_worker, stop, worker_env
+from .processes import FAULTY_WORKER, start_worker, stop, worker_env
 
 BIG_PDF = "pdf/pypdf_samples/GeoTopo-komprimiert.pdf"  # 117 pages
 
@@ -78,9 +78,9 @@ async def test_killed_worker_loses_only_unsaved_pages(
         DOCINDEX_CPU_WORKER_CONCURRENCY="2",
         # Parsing 5 pages takes a fraction of a second: slow each range down enough to be
         # seen half-way through the heartbeats Temporal lets through (one per 0.8 timeout).
-        DOCINDEX_TEST_CHECKPOINT_DELAY_S="1.0",
+        FAULT_DELAY_AFTER_HEARTBEAT_S="0.5",
     )
-    workers = [start_worker("cpu", env, tmp_path / f"cpu-{i}.log") for i in range(2)]
+    workers = [start_worker("cpu", env, tmp_path / f"cpu-{i}.log", FAULTY_WORKER) for i in range(2)]
     try:
         blobs = BlobStore.from_settings(settings)
         # Fresh bytes: pages parsed by an earlier test would be reused, not parsed.

@@ -1,7 +1,7 @@
 """Poison documents: a document whose parse kills its worker every time.
 
-The test hook ``DOCINDEX_TEST_CRASH_ON_SHA256`` makes a CPU worker SIGKILL itself when it
-starts parsing that document, as a segfault or an out-of-memory kill in Docling would. The
+A CPU worker started as ``tests.faulty_worker`` with ``FAULT_KILL_ON_SHA256`` SIGKILLs itself
+when it starts on that document, as a segfault or an out-of-memory kill in Docling would. The
 worker is restarted each time (as the supervisor or the orchestrator would); Temporal notices
 each death by the missed heartbeat. After ``poison_max_attempts`` the document is quarantined,
 or, with a large queue configured, moved there.
@@ -27,7 +27,7 @@ from workflows.indexing_contract import RunSummary
 
 from .conftest import TenantClient
 from .helpers import chunk_rows, unique, wait_for_run
-from .processes import KeptAlive, spawn_worker, stop_async, worker_env
+from .processes import FAULTY_WORKER, KeptAlive, spawn_worker, stop_async, worker_env
 from .test_cancel import start_run
 
 POISON = "pdf/docling/code_and_formula.pdf"
@@ -113,11 +113,11 @@ async def test_poison_document_is_quarantined_and_the_run_goes_on(
         settings,
         client,
         DOCINDEX_CPU_TASK_QUEUE=cpu_queue,
-        DOCINDEX_TEST_CRASH_ON_SHA256=hashlib.sha256(poison).hexdigest(),
         # One activity at a time: the poison's crash costs no other document an attempt.
         DOCINDEX_CPU_WORKER_CONCURRENCY="1",
     )
-    async with KeptAlive("cpu", env, tmp_path / "cpu.log") as cpu:
+    faulty = {**env, "FAULT_KILL_ON_SHA256": hashlib.sha256(poison).hexdigest()}
+    async with KeptAlive("cpu", faulty, tmp_path / "cpu.log", FAULTY_WORKER) as cpu:
         run_id, (poison_id, good_id) = await start_run(
             client,
             settings,
@@ -165,9 +165,9 @@ async def test_poison_document_is_quarantined_and_the_run_goes_on(
     assert statuses == {poison_id: "quarantined", good_id: "completed"}
     assert (body["completed"], body["failed"], body["quarantined"]) == (1, 0, 1)
 
-    # The cause fixed (here: a worker without the hook), a retry of WorkerLost documents
-    # indexes it like any other.
-    fixed = await spawn_worker("cpu", {**env, "DOCINDEX_TEST_CRASH_ON_SHA256": ""}, tmp_path / "f")
+    # The cause fixed (here: the product's own worker, no fault injected), a retry of
+    # WorkerLost documents indexes it like any other.
+    fixed = await spawn_worker("cpu", env, tmp_path / "f")
     try:
         retried = await api.post(f"/v1/runs/{run_id}/retry", json={"error_types": ["WorkerLost"]})
         assert retried.status_code == 200, retried.text
@@ -193,13 +193,13 @@ async def test_poison_and_big_documents_go_to_the_large_queue(
         settings,
         client,
         **base,
-        DOCINDEX_TEST_CRASH_ON_SHA256=hashlib.sha256(poison).hexdigest(),
+        FAULT_KILL_ON_SHA256=hashlib.sha256(poison).hexdigest(),
         DOCINDEX_CPU_WORKER_CONCURRENCY="1",
     )
-    # The large worker has what the CPU workers lacked (in production: memory), here: no hook.
+    # The large worker has what the CPU workers lacked (in production: memory), here: no fault.
     large = await spawn_worker("large", worker_env(settings, client, **base), tmp_path / "l.log")
     try:
-        async with KeptAlive("cpu", cpu_env, tmp_path / "cpu.log") as cpu:
+        async with KeptAlive("cpu", cpu_env, tmp_path / "cpu.log", FAULTY_WORKER) as cpu:
             run_id, (poison_id, big_id, good_id) = await start_run(
                 client,
                 settings,
