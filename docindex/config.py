@@ -197,17 +197,6 @@ class Settings(BaseSettings):
         description="On SIGTERM a worker stops polling and lets running activities finish this "
         "long; then it cancels them and Temporal retries them on another worker at once",
     )
-    test_checkpoint_delay_s: float = Field(
-        default=0.0,
-        ge=0,
-        description="TEST ONLY, never set in production: a CPU worker waits this long after "
-        "saving each checkpoint of a page range, so a test can catch a range half-way",
-    )
-    test_crash_on_sha256: str | None = Field(
-        default=None,
-        description="TEST ONLY, never set in production: a CPU or large worker kills itself "
-        "(SIGKILL) when it starts parsing the document with this sha256",
-    )
 
     # Chunking / embedding
     embedder: Literal["local", "voyage"] = "local"
