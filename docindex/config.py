@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     cpu_worker_concurrency: int = Field(default=2, ge=1)
     gpu_worker_concurrency: int = Field(default=4, ge=1)
 
+    # What a document becomes: read where a run is created (the API, index-local) and
+    # resolved into the run's pipeline spec (docindex/spec.py). A worker's own values of
+    # these never change a run: parser, chunker, embedder and enricher options below.
+
     # Parsing
     pdf_pipeline: Literal["auto", "standard", "native"] = Field(
         default="auto",

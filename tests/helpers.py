@@ -116,3 +116,21 @@ def first_pages(pdf: Path, pages: int) -> bytes:
     buffer = io.BytesIO()
     out.save(buffer)
     return buffer.getvalue()
+
+
+def run_input(settings: Settings, run_id: str, document_count: int, **overrides: Any) -> Any:
+    """The input the API would start a run with; ``overrides`` name orchestration options
+    (``RunOptions``) or options of the spec's parser (``split_pdf_pages``, ``range_pages``,
+    ``checkpoint_pages``)."""
+    from docindex.spec import DoclingParser, resolve_spec
+    from workflows.indexing_contract import RunInput
+    from workflows.starter import run_options
+
+    spec = resolve_spec(settings)
+    parser = {k: overrides.pop(k) for k in list(overrides) if k in DoclingParser.model_fields}
+    return RunInput(
+        run_id=run_id,
+        document_count=document_count,
+        spec=spec.model_copy(update={"parser": spec.parser.model_copy(update=parser)}),
+        options=run_options(settings).model_copy(update=overrides),
+    )

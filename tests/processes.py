@@ -36,6 +36,8 @@ def worker_env(settings: Settings, client: Client, **overrides: str) -> dict[str
             "DOCINDEX_WORKFLOW_TASK_QUEUE": settings.workflow_task_queue,
             "DOCINDEX_CPU_TASK_QUEUE": settings.cpu_task_queue,
             "DOCINDEX_GPU_TASK_QUEUE": settings.gpu_task_queue,
+            # The session's build: a worker of another would wait for runs that never come.
+            "DOCINDEX_BUILD_ID": settings.build_id,
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
         }
