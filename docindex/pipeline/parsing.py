@@ -30,6 +30,7 @@ from docindex.errors import (
 )
 from docindex.filetypes import DocumentKind, detect_kind
 from docindex.pipeline.damage import find_damage
+from docindex.spec import resolve_pdf_pipeline as spec_pdf_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +62,15 @@ class PipelineUnavailable(RuntimeError):
 
 
 def resolve_pdf_pipeline(requested: str) -> str:
-    """Pick ``standard`` or ``native``; ``standard`` needs layout models on local disk."""
+    """``auto`` as a run's spec resolves it; ``standard`` needs layout models on local disk."""
+    pipeline = spec_pdf_pipeline(requested)
     artifacts = os.environ.get("DOCLING_ARTIFACTS_PATH")
-    have_models = bool(artifacts) and Path(artifacts or "").is_dir()
-    if requested == "native":
-        return "native"
-    if requested == "standard":
-        if not have_models:
-            raise PipelineUnavailable(
-                "DOCINDEX_PDF_PIPELINE=standard needs Docling's layout models: set "
-                "DOCLING_ARTIFACTS_PATH to a directory made by `docling-tools models download`"
-            )
-        return "standard"
-    return "standard" if have_models else "native"
+    if pipeline == "standard" and not (artifacts and Path(artifacts).is_dir()):
+        raise PipelineUnavailable(
+            "the standard PDF pipeline needs Docling's layout models: set "
+            "DOCLING_ARTIFACTS_PATH to a directory made by `docling-tools models download`"
+        )
+    return pipeline
 
 
 @dataclass(frozen=True)
