@@ -32,7 +32,6 @@ from docindex.spec import AnthropicEnricher, resolve_spec
 from docindex.steps.embed import EmbedSteps
 from docindex.steps.enrich import EnrichSteps
 from docindex.steps.models import (
-    ContextInput,
     Contexts,
     DocumentRef,
     EmbedInput,
@@ -253,30 +252,9 @@ class LocalIndexer:
             ),
             Progress(),
         )
-        chunked = prepared.chunked
-        if (
-            enriched.status != "enriched"
-            or not enricher.contextual_chunks
-            or not chunked.chunk_count
-            or enriched.document_text_key is None
-        ):
-            return enriched, []
         contexts = [
-            await self.enrich.contextualize(
-                ContextInput(
-                    sha256=ref.sha256,
-                    enricher=enricher,
-                    document_text_key=enriched.document_text_key,
-                    chunks_key=chunked.chunks_key,
-                    chunk_config=chunked.chunk_config,
-                    first=first,
-                    last=last,
-                ),
-                Progress(),
-            )
-            for first, last in page_ranges(
-                0, chunked.chunk_count - 1, enricher.context_chunks_per_activity
-            )
+            await self.enrich.contextualize(inp, Progress())
+            for inp in enriched.context_inputs(ref.sha256, enricher, prepared.chunked)
         ]
         return enriched, contexts
 

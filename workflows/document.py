@@ -293,34 +293,19 @@ class DocumentWorkflow:
             EnrichInput(sha256=sha256, parsed_key=prepared.parsed.parsed_key, enricher=enricher),
             queue=opts.llm_task_queue,
         )
-        if (
-            enriched.status != "enriched"
-            or not enricher.contextual_chunks
-            or not chunked.chunk_count
-            or enriched.document_text_key is None
-        ):
-            return enriched, []
         window = asyncio.Semaphore(4)
 
-        async def contextualize(first: int, last: int) -> Contexts:
+        async def contextualize(inp: ContextInput) -> Contexts:
             async with window:
                 return await self._step(
                     EnrichmentActivities.contextualize_chunks,
-                    ContextInput(
-                        sha256=sha256,
-                        enricher=enricher,
-                        document_text_key=enriched.document_text_key or "",
-                        chunks_key=chunked.chunks_key,
-                        chunk_config=chunked.chunk_config,
-                        first=first,
-                        last=last,
-                    ),
+                    inp,
                     queue=opts.llm_task_queue,
-                    summary=f"{self._document.filename}: chunks {first}-{last}",
+                    summary=f"{self._document.filename}: chunks {inp.first}-{inp.last}",
                 )
 
-        batches = page_ranges(0, chunked.chunk_count - 1, enricher.context_chunks_per_activity)
-        return enriched, list(await asyncio.gather(*(contextualize(a, b) for a, b in batches)))
+        inputs = enriched.context_inputs(sha256, enricher, chunked)
+        return enriched, list(await asyncio.gather(*(contextualize(i) for i in inputs)))
 
     def _embed_queue(self) -> str:
         opts = self._input.options

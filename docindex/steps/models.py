@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from docindex.spec import ChunkerSpec, EmbedderSpec, EnricherSpec, ParserSpec
+from docindex.pagination import page_ranges
+from docindex.spec import AnthropicEnricher, ChunkerSpec, EmbedderSpec, EnricherSpec, ParserSpec
 from docindex.usage import Usage
 
 
@@ -124,6 +125,33 @@ class Enriched(BaseModel):
     document_text_key: str | None = None
     usage: list[Usage] = Field(default_factory=list)
     reused: bool = False
+
+    def context_inputs(
+        self, sha256: str, enricher: AnthropicEnricher, chunked: Chunked
+    ) -> list[ContextInput]:
+        """The chunks to situate, a batch per step; none when the document was not enriched
+        or the spec asks for no chunk contexts."""
+        if (
+            self.status != "enriched"
+            or not enricher.contextual_chunks
+            or not chunked.chunk_count
+            or self.document_text_key is None
+        ):
+            return []
+        return [
+            ContextInput(
+                sha256=sha256,
+                enricher=enricher,
+                document_text_key=self.document_text_key,
+                chunks_key=chunked.chunks_key,
+                chunk_config=chunked.chunk_config,
+                first=first,
+                last=last,
+            )
+            for first, last in page_ranges(
+                0, chunked.chunk_count - 1, enricher.context_chunks_per_activity
+            )
+        ]
 
 
 class ContextInput(BaseModel):
