@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint format quality bench load clean
+.PHONY: install run test lint format quality eval bench load clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ format: install
 quality: install
 	mkdir -p .docindex
 	$(PY) -m bench.parse_quality --json .docindex/parse-quality.json
+
+# Retrieval measured on questions (a report, not a test; docs/quality.md): the corpus indexed
+# through the service, each question asked in every search mode and to a BM25 baseline;
+# table + .docindex/eval.json. Needs ../shared/corpus. EVAL_ARGS="--baseline-only": seconds.
+eval: install
+	$(PY) -m bench.eval $(EVAL_ARGS)
 
 # Benchmarks of issue #7 (a report, not a test; docs/benchmarks.md): table + .docindex/bench.json.
 # BENCH_ARGS="--quick" for a few minutes, "--only search,embed" for some figures.
