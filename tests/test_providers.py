@@ -304,6 +304,7 @@ async def test_concurrent_embed_activities_share_forward_passes(
     from activities.embedding import EmbeddingActivities
     from docindex.blobstore import BlobStore
     from docindex.components import Components
+    from docindex.pipeline.embedders.local import BatchStats
     from docindex.spec import LocalEmbedder
     from docindex.steps.embed import EmbedSteps
     from docindex.steps.models import EmbedInput
@@ -316,6 +317,8 @@ async def test_concurrent_embed_activities_share_forward_passes(
     )
     embedder = components.embedder(LocalEmbedder())
     assert embedder.batcher.max_wait_s == (0.0 if max_wait_s is None else max_wait_s)
+    # The model is loaded once per process and shared: count from a fresh tally.
+    embedder.batcher.stats = BatchStats()
     blobs = BlobStore(None, tmp_path)
     steps = EmbeddingActivities(EmbedSteps(blobs, components))
     inputs = []
