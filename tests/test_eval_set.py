@@ -12,7 +12,9 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
+from rich.console import Console
 
 from bench.eval.metrics import BM25, Result, score, summarize, tokenize
 from bench.eval.questions import (
@@ -26,6 +28,7 @@ from bench.eval.questions import (
     validate,
     validate_all,
 )
+from bench.eval.run import service_rankings
 from bench.parse_quality import default_corpus
 
 PAGED = (".pdf",)
@@ -132,6 +135,53 @@ def test_bm25_by_hand() -> None:
     assert bm25.top("sat", 3) == [0, 1]  # same tf: the shorter page first
     assert bm25.top("BIRD!", 3) == [2]
     assert tokenize("Ünïcode_x 12,5 Straße") == ["ünïcode", "x", "12", "5", "strasse"]
+
+
+# --------------------------------------------------------------------------- asking the API
+
+
+def _api(
+    modes: list[str] | None, seen: list[dict[str, object]], refuse_mode: bool = False
+) -> httpx.AsyncClient:
+    """A stand-in for the API: its OpenAPI names ``modes`` (none: no ``mode`` field), and
+    search answers one hit on page 2 of document "d1" (or 422 on ``mode``); the search
+    requests it gets are appended to ``seen``."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/openapi.json":
+            props: dict[str, object] = {"query": {"type": "string"}}
+            if modes is not None:
+                props["mode"] = {"$ref": "#/components/schemas/SearchMode"}
+            schemas = {"SearchRequest": {"properties": props}, "SearchMode": {"enum": modes}}
+            return httpx.Response(200, json={"components": {"schemas": schemas}})
+        body = json.loads(request.content)
+        seen.append(body)
+        if refuse_mode and "mode" in body:
+            detail = [{"loc": ["body", "mode"], "msg": "unexpected", "type": "x"}]
+            return httpx.Response(422, json={"detail": detail})
+        hit = {"document_id": "d1", "pages": [2], "score": 1.0}
+        return httpx.Response(200, json={"model": "m", "results": [hit]})
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handle), base_url="http://api")
+
+
+async def test_modes_the_api_lacks_are_reported_not_available() -> None:
+    q = Question("q1", "table", "query", "a.pdf", (2,), "e")
+    modes = ("vector", "keyword", "hybrid")
+    seen: list[dict[str, object]] = []
+    async with _api(None, seen) as http:
+        out = await service_rankings(http, {}, {"d1": "a.pdf"}, [q], modes, Console())
+        assert out["vector"] == {"q1": [Result("a.pdf", (2,))]}
+        assert "not available" in str(out["keyword"]) and "not available" in str(out["hybrid"])
+        assert seen == [{"query": "query", "top_k": 10}]
+    seen.clear()
+    async with _api(["vector", "keyword", "hybrid"], seen) as http:
+        out = await service_rankings(http, {}, {"d1": "a.pdf"}, [q], modes, Console())
+        assert all(out[m] == {"q1": [Result("a.pdf", (2,))]} for m in modes)
+        assert [b["mode"] for b in seen] == list(modes)
+    async with _api(["vector", "keyword", "hybrid"], [], refuse_mode=True) as http:
+        out = await service_rankings(http, {}, {"d1": "a.pdf"}, [q], ("hybrid",), Console())
+        assert str(out["hybrid"]).startswith("not available: 422")
 
 
 # --------------------------------------------------------------------------- corpus text

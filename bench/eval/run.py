@@ -141,7 +141,7 @@ async def ask(
 
 
 async def service_rankings(
-    url: str,
+    http: httpx.AsyncClient,
     headers: dict[str, str],
     by_id: dict[str, str],
     questions: Sequence[Question],
@@ -150,21 +150,20 @@ async def service_rankings(
 ) -> dict[str, dict[str, list[Result]] | str]:
     """Per mode: the ranked results by question id, or why the mode is not available."""
     out: dict[str, dict[str, list[Result]] | str] = {}
-    async with httpx.AsyncClient(base_url=url) as http:
-        offered = await offered_modes(http)
-        for mode in modes:
-            if mode not in offered and mode != "vector":
-                out[mode] = "not available: the API's SearchRequest has no such mode"
-                continue
-            send = mode if mode in offered else None  # vector before modes existed
-            started = time.perf_counter()
-            try:
-                out[mode] = {q.id: await ask(http, headers, q, send, by_id) for q in questions}
-            except ModeUnavailable as exc:
-                out[mode] = f"not available: 422 on mode ({exc})"
-                continue
-            took = time.perf_counter() - started
-            console.print(f"  {mode}: {len(questions)} questions in {took:.1f} s")
+    offered = await offered_modes(http)
+    for mode in modes:
+        if mode not in offered and mode != "vector":
+            out[mode] = "not available: the API's SearchRequest has no such mode"
+            continue
+        send = mode if mode in offered else None  # vector before modes existed
+        started = time.perf_counter()
+        try:
+            out[mode] = {q.id: await ask(http, headers, q, send, by_id) for q in questions}
+        except ModeUnavailable as exc:
+            out[mode] = f"not available: 422 on mode ({exc})"
+            continue
+        took = time.perf_counter() - started
+        console.print(f"  {mode}: {len(questions)} questions in {took:.1f} s")
     return out
 
 
@@ -284,7 +283,8 @@ async def measure_service(
     methods: dict[str, Any] = {}
     async with Stack() as stack:
         url, headers, by_id, indexing = await index_corpus(stack, files, documents, console)
-        answers = await service_rankings(url, headers, by_id, questions, modes, console)
+        async with httpx.AsyncClient(base_url=url) as http:
+            answers = await service_rankings(http, headers, by_id, questions, modes, console)
     for mode, ranked in answers.items():
         if isinstance(ranked, str):
             methods[mode] = ranked
