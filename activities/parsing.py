@@ -1,5 +1,6 @@
 """CPU-queue activities: prepare a document (inspect, parse, describe, chunk), or parse a
-big PDF as page ranges and merge them. Shells over ``docindex.steps.prepare``."""
+big PDF as page ranges and merge them; OCR the pages that need it, in batches, and add the
+text to the parse. Shells over ``docindex.steps.prepare``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from typing import TYPE_CHECKING
 from temporalio import activity
 
 from docindex.steps.models import (
+    ApplyOcrInput,
     MergeInput,
+    OcrInput,
+    OcrResult,
     PageRangeInput,
     PageRangeResult,
     Prepared,
@@ -48,5 +52,21 @@ class ParseActivities:
     async def merge_parsed_parts(self, inp: MergeInput) -> Prepared:
         return await run_step(self.steps.merge, inp)
 
+    @activity.defn
+    @document_errors_are_final
+    async def ocr_pages(self, inp: OcrInput) -> OcrResult:
+        return await run_step(self.steps.ocr, inp)
+
+    @activity.defn
+    @document_errors_are_final
+    async def apply_ocr(self, inp: ApplyOcrInput) -> Prepared:
+        return await run_step(self.steps.apply_ocr, inp)
+
     def all(self) -> list:
-        return [self.prepare_document, self.parse_page_range, self.merge_parsed_parts]
+        return [
+            self.prepare_document,
+            self.parse_page_range,
+            self.merge_parsed_parts,
+            self.ocr_pages,
+            self.apply_ocr,
+        ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from docindex.models import DocStatus, RunState, Step
 
@@ -41,6 +41,18 @@ class DocumentStatus(BaseModel):
     # Read from a repository row's attributes (``model_validate(row)``).
     model_config = ConfigDict(from_attributes=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _quality_from_metadata(cls, data: Any) -> Any:
+        """A stored document's quality report and warning live in its metadata."""
+        metadata = getattr(data, "metadata", None)
+        if isinstance(metadata, dict) and isinstance(metadata.get("quality"), dict):
+            quality = metadata["quality"]
+            fields = {name: getattr(data, name, None) for name in cls.model_fields}
+            fields |= {"quality": quality, "warning": quality.get("warning")}
+            return {k: v for k, v in fields.items() if v is not None}
+        return data
+
     document_id: str
     filename: str
     status: DocStatus
@@ -49,7 +61,19 @@ class DocumentStatus(BaseModel):
     pages_parsed: int | None = Field(
         default=None, description="While a big PDF is parsed in page ranges: pages done"
     )
+    ocr_pages: int | None = Field(
+        default=None, description="PDF pages with no readable text layer, to OCR"
+    )
+    ocr_pages_done: int | None = Field(default=None, description="While OCR runs: pages done")
     chunk_count: int | None = None
+    quality: dict[str, Any] | None = Field(
+        default=None,
+        description="PDFs: pages in total, with text, OCRed, unreadable, empty (and which), "
+        "tables found",
+    )
+    warning: str | None = Field(
+        default=None, description="Pages that gave no text to the index, when there are any"
+    )
     error_type: str | None = None
     error: str | None = None
     tokens: dict[str, dict[str, Any]] = Field(

@@ -32,12 +32,14 @@ from docindex.spec import AnthropicEnricher, resolve_spec
 from docindex.steps.embed import EmbedSteps
 from docindex.steps.enrich import EnrichSteps
 from docindex.steps.models import (
+    ApplyOcrInput,
     Contexts,
     DocumentRef,
     EmbedInput,
     Enriched,
     EnrichInput,
     MergeInput,
+    OcrInput,
     PageRangeInput,
     Prepared,
     PrepareInput,
@@ -225,19 +227,45 @@ class LocalIndexer:
         prepared = await self.prepare.prepare(
             PrepareInput(document=ref, parser=spec.parser, chunker=spec.chunker), Progress()
         )
-        if prepared.parsed is not None:
-            return prepared
-        parts: list[str] = []
-        for first, last in page_ranges(1, prepared.inspected.pages or 0, spec.parser.range_pages):
-            done = await self.prepare.parse_page_range(
-                PageRangeInput(document=ref, parser=spec.parser, first_page=first, last_page=last),
+        if prepared.parsed is None:
+            parts: list[str] = []
+            pages = prepared.inspected.pages or 0
+            for first, last in page_ranges(1, pages, spec.parser.range_pages):
+                done = await self.prepare.parse_page_range(
+                    PageRangeInput(
+                        document=ref, parser=spec.parser, first_page=first, last_page=last
+                    ),
+                    Progress(),
+                )
+                parts.extend(done.part_keys)
+            prepared = await self.prepare.merge(
+                MergeInput(document=ref, parser=spec.parser, chunker=spec.chunker, part_keys=parts),
                 Progress(),
             )
-            parts.extend(done.part_keys)
-        return await self.prepare.merge(
-            MergeInput(document=ref, parser=spec.parser, chunker=spec.chunker, part_keys=parts),
+        if not prepared.ocr_pages or prepared.parsed is None:
+            return prepared
+        # As the workflow does: OCR in batches, then the parse with their text.
+        size, pending = spec.parser.ocr_batch_pages, prepared.ocr_pages
+        keys = [
+            (
+                await self.prepare.ocr(
+                    OcrInput(document=ref, parser=spec.parser, pages=pending[i : i + size]),
+                    Progress(),
+                )
+            ).ocr_key
+            for i in range(0, len(pending), size)
+        ]
+        applied = await self.prepare.apply_ocr(
+            ApplyOcrInput(
+                document=ref,
+                parser=spec.parser,
+                chunker=spec.chunker,
+                parsed=prepared.parsed,
+                ocr_keys=keys,
+            ),
             Progress(),
         )
+        return applied.model_copy(update={"inspected": prepared.inspected})
 
     async def _enrich(
         self, ref: DocumentRef, prepared: Prepared

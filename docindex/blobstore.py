@@ -115,6 +115,11 @@ def parsed_part_key(sha256: str, pipeline: str, first_page: int, last_page: int)
     return f"parsed/{sha256}/{pipeline}/pages-{first_page:05d}-{last_page:05d}.json"
 
 
+def ocr_key(sha256: str, variant: str, pages: list[int]) -> str:
+    digest = hashlib.sha256(",".join(map(str, pages)).encode()).hexdigest()[:12]
+    return f"parsed/{sha256}/{variant}/ocr-{pages[0]:05d}-{pages[-1]:05d}-{digest}.json"
+
+
 def password_key(run_id: str) -> str:
     return f"secrets/runs/{run_id}/pdf-password"
 

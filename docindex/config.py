@@ -140,7 +140,13 @@ class Settings(BaseSettings):
         description="standard = Docling layout models from DOCLING_ARTIFACTS_PATH; native = "
         "model-free; auto = standard when the models are there, else native",
     )
-    pdf_ocr: bool = Field(default=True, description="OCR in the standard PDF pipeline")
+    ocr: Literal["auto", "off", "force"] = Field(
+        default="auto",
+        validation_alias=AliasChoices("DOCINDEX_OCR", "DOCINDEX_PDF_OCR", "ocr"),
+        description="PDF pages with ink and no readable text are OCRed (auto), every page is "
+        "(force), or none is (off: such pages are reported empty or unreadable). "
+        "DOCINDEX_PDF_OCR=true/false, its former name, means auto/off",
+    )
     pdf_table_structure: bool = Field(
         default=True, description="Table structure model in the standard PDF pipeline"
     )
@@ -265,6 +271,18 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_PRICES),
         description="USD per million tokens, by model; JSON in DOCINDEX_PRICES",
     )
+
+    @field_validator("ocr", mode="before")
+    @classmethod
+    def _ocr_switch(cls, value: object) -> object:
+        """DOCINDEX_PDF_OCR was a switch of the standard pipeline: true/false are auto/off."""
+        if isinstance(value, bool):
+            return "auto" if value else "off"
+        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
+            return "auto"
+        if isinstance(value, str) and value.strip().lower() in ("false", "0", "no"):
+            return "off"
+        return value
 
     @field_validator("build_id", mode="before")
     @classmethod

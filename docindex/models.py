@@ -46,6 +46,8 @@ class RunState(StrEnum):
 
 class Step(StrEnum):
     PARSE = "parse"
+    # PDF pages with no readable text layer, read by OCR (after the parse, before chunking).
+    OCR = "ocr"
     METADATA = "metadata"
     # Chunk before enrich: each chunk's situating context needs the chunks.
     CHUNK = "chunk"

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from docindex.ids import config_digest
 from docindex.pagination import plan_for
@@ -36,12 +36,17 @@ class _Part(BaseModel):
 
 class DoclingParser(_Part):
     """Docling for every format. PDFs go through ``pdf_pipeline``: ``native`` reads the text
-    layer with no models; ``standard`` runs the layout models under DOCLING_ARTIFACTS_PATH."""
+    layer with no models; ``standard`` runs the layout models under DOCLING_ARTIFACTS_PATH.
+
+    ``ocr``: after either pipeline every PDF page is classified (text, no text, unreadable
+    text layer); ``auto`` OCRs the pages with ink and no readable text, ``force`` every page,
+    ``off`` none (their pages are reported empty or unreadable). The standard pipeline also
+    runs Docling's own OCR of bitmaps, with RapidOCR configured explicitly, unless ``off``."""
 
     kind: Literal["docling"] = "docling"
     pdf_pipeline: Literal["native", "standard"] = "native"
-    # Standard pipeline only: OCR of bitmaps and the table structure model.
-    ocr: bool = True
+    ocr: Literal["auto", "off", "force"] = "auto"
+    # Standard pipeline only: the table structure model.
     table_structure: bool = True
     # Index damaged files as far as they parse (noting the damage) instead of failing them.
     recover_damaged: bool = False
@@ -50,12 +55,23 @@ class DoclingParser(_Part):
     split_pdf_pages: int = Field(default=200, ge=1)
     range_pages: int = Field(default=100, ge=1)
     checkpoint_pages: int = Field(default=50, ge=1)
+    # Pages OCRed by one step (spread over the CPU workers; about 5-10 s a page on one core).
+    ocr_batch_pages: int = Field(default=8, ge=1)
+
+    @field_validator("ocr", mode="before")
+    @classmethod
+    def _ocr_was_a_switch(cls, value: object) -> object:
+        # Runs recorded before OCR had modes stored a bool (the standard pipeline's switch).
+        if isinstance(value, bool):
+            return "auto" if value else "off"
+        return value
 
     def variant(self, pipeline: str) -> str:
         """Names a parse's artifacts: the pipeline, and a digest of the options that change
         its output (how a PDF is cut into ranges does not)."""
         output = self.model_dump(
-            mode="json", exclude={"split_pdf_pages", "range_pages", "checkpoint_pages"}
+            mode="json",
+            exclude={"split_pdf_pages", "range_pages", "checkpoint_pages", "ocr_batch_pages"},
         )
         return f"{pipeline}-{config_digest(output)[:12]}"
 
@@ -135,7 +151,7 @@ def resolve_spec(settings: Settings) -> PipelineSpec:
     plan = plan_for(pipeline)
     parser = DoclingParser(
         pdf_pipeline=pipeline,
-        ocr=settings.pdf_ocr,
+        ocr=settings.ocr,
         table_structure=settings.pdf_table_structure,
         recover_damaged=settings.recover_damaged_files,
         split_pdf_pages=settings.split_pdf_pages or plan.split_above,

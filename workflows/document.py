@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from docindex.pagination import page_ranges
     from docindex.spec import AnthropicEnricher, VoyageEmbedder
     from docindex.steps.models import (
+        ApplyOcrInput,
         ContextInput,
         Contexts,
         DocumentRef,
@@ -41,6 +42,8 @@ with workflow.unsafe.imports_passed_through():
         EnrichInput,
         Inspected,
         MergeInput,
+        OcrInput,
+        OcrResult,
         PageRangeInput,
         Prepared,
         PrepareInput,
@@ -102,6 +105,8 @@ STEPS: dict[Callable[..., Any], StepPolicy] = {
     ParseActivities.prepare_document: StepPolicy(timedelta(hours=2), STEP_RETRY, poison=True),
     ParseActivities.parse_page_range: StepPolicy(timedelta(hours=2), STEP_RETRY, poison=True),
     ParseActivities.merge_parsed_parts: StepPolicy(timedelta(minutes=30), STEP_RETRY, poison=True),
+    ParseActivities.ocr_pages: StepPolicy(timedelta(hours=1), STEP_RETRY, poison=True),
+    ParseActivities.apply_ocr: StepPolicy(timedelta(minutes=30), STEP_RETRY, poison=True),
     EnrichmentActivities.enrich_document: StepPolicy(
         timedelta(minutes=15), PROVIDER_RETRY, min_heartbeat=timedelta(seconds=60)
     ),
@@ -118,6 +123,7 @@ STEPS: dict[Callable[..., Any], StepPolicy] = {
 # DocStatus search attribute while a document is in a step.
 STEP_STATUS = {
     Step.PARSE: "parsing",
+    Step.OCR: "ocr",
     Step.ENRICH: "enriching",
     Step.EMBED: "embedding",
     Step.STORE: "storing",
@@ -147,6 +153,8 @@ class DocumentWorkflow:
             prepared = await self._on_cpu_queue(self._prepare)
             assert prepared.chunked is not None
             self._progress_of().chunk_count = prepared.chunked.chunk_count
+            if prepared.metadata is not None and prepared.metadata.quality is not None:
+                self._progress_of().warning = prepared.metadata.quality.warning
 
             self._enter(Step.ENRICH)
             enriched, contexts = await self._enrich(prepared)
@@ -243,7 +251,49 @@ class DocumentWorkflow:
         self._progress_of().pages = prepared.inspected.pages
         if prepared.parsed is None:
             prepared = await self._parse_ranges(queue, prepared.inspected)
+        if prepared.ocr_pages:
+            prepared = await self._ocr(queue, prepared)
         return prepared
+
+    async def _ocr(self, queue: str, prepared: Prepared) -> Prepared:
+        """OCR the pages with no readable text, in batches on any CPU worker, then add their
+        text to the parse, describe and chunk it."""
+        spec, opts = self._input.spec, self._input.options
+        assert prepared.parsed is not None
+        self._enter(Step.OCR)
+        progress = self._progress_of()
+        progress.ocr_pages, progress.ocr_pages_done = len(prepared.ocr_pages), 0
+        window = asyncio.Semaphore(opts.max_parallel_ranges)
+        size = spec.parser.ocr_batch_pages
+        batches = [
+            prepared.ocr_pages[i : i + size] for i in range(0, len(prepared.ocr_pages), size)
+        ]
+
+        async def ocr(pages: list[int]) -> str:
+            async with window:
+                result: OcrResult = await self._step(
+                    ParseActivities.ocr_pages,
+                    OcrInput(document=self._document, parser=spec.parser, pages=pages),
+                    queue=queue,
+                    summary=f"{self._document.filename}: OCR of pages {pages[0]}-{pages[-1]}",
+                )
+            progress.ocr_pages_done = (progress.ocr_pages_done or 0) + len(pages)
+            return result.ocr_key
+
+        keys = await asyncio.gather(*(ocr(batch) for batch in batches))
+        applied: Prepared = await self._step(
+            ParseActivities.apply_ocr,
+            ApplyOcrInput(
+                document=self._document,
+                parser=spec.parser,
+                chunker=spec.chunker,
+                parsed=prepared.parsed,
+                ocr_keys=list(keys),
+            ),
+            queue=queue,
+        )
+        # The page count is the inspection's (a split PDF's merge knows it too).
+        return applied.model_copy(update={"inspected": prepared.inspected})
 
     async def _parse_ranges(self, queue: str, inspected: Inspected) -> Prepared:
         spec, opts = self._input.spec, self._input.options

@@ -25,6 +25,11 @@ class DocumentProgress(BaseModel):
     step: Step | None = None
     pages: int | None = None
     pages_parsed: int | None = None
+    # PDF pages to OCR, and those done, while the document is in the OCR step.
+    ocr_pages: int | None = None
+    ocr_pages_done: int | None = None
     chunk_count: int | None = None
+    # Pages that gave no text to the index (see the document's quality report).
+    warning: str | None = None
     error_type: str | None = None
     error: str | None = None

@@ -106,6 +106,8 @@ async def get_document(
             if live.status.terminal:  # the outcome may not be in Postgres yet
                 detail.error_type, detail.error = live.error_type, live.error
             detail.pages = live.pages if live.pages is not None else detail.pages
+            detail.ocr_pages, detail.ocr_pages_done = live.ocr_pages, live.ocr_pages_done
+            detail.warning = live.warning or detail.warning
     return detail
 
 

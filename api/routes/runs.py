@@ -63,6 +63,8 @@ async def get_run(run_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep)
         # Postgres holds final outcomes; the workflow knows what is happening right now.
         if p is not None and not doc.status.terminal:
             doc.status, doc.step, doc.pages_parsed = p.status, p.step, p.pages_parsed
+            doc.ocr_pages, doc.ocr_pages_done = p.ocr_pages, p.ocr_pages_done
+            doc.warning = p.warning or doc.warning
             doc.pages = p.pages if p.pages is not None else doc.pages
             doc.chunk_count = p.chunk_count if p.chunk_count is not None else doc.chunk_count
             doc.error_type, doc.error = p.error_type, p.error

@@ -11,15 +11,29 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from docling.datamodel.backend_options import PdfBackendOptions
 from docling.datamodel.base_models import ConversionStatus, DocumentStream, InputFormat
-from docling.datamodel.pipeline_options import NativePdfPipelineOptions, PdfPipelineOptions
+from docling.datamodel.pipeline_options import (
+    NativePdfPipelineOptions,
+    PdfPipelineOptions,
+    RapidOcrOptions,
+)
 from docling.document_converter import DocumentConverter, PdfFormatOption
 from docling.pipeline.native_pdf_pipeline import NativePdfPipeline
-from docling_core.types.doc import DoclingDocument
+from docling_core.types.doc import (
+    ContentLayer,
+    DoclingDocument,
+    GroupItem,
+    GroupLabel,
+    TableItem,
+)
 from docling_core.types.doc.document import BaseMeta, MetaUtils
 from pydantic import SecretStr
+
+if TYPE_CHECKING:
+    from docindex.pipeline.ocr import OcrPage
 
 from docindex.errors import (
     CorruptDocument,
@@ -30,6 +44,7 @@ from docindex.errors import (
 )
 from docindex.filetypes import DocumentKind, detect_kind
 from docindex.pipeline.damage import find_damage
+from docindex.pipeline.pages import PageClass, classify_text, has_ink, page_ranges_text
 from docindex.spec import resolve_pdf_pipeline as spec_pdf_pipeline
 
 log = logging.getLogger(__name__)
@@ -107,11 +122,12 @@ class DocumentParser:
         pdf_pipeline: str = "auto",
         *,
         limits: ParseLimits | None = None,
-        ocr: bool = True,
+        ocr: str = "auto",
         table_structure: bool = True,
         recover_damaged: bool = False,
     ) -> None:
         self.pdf_pipeline = resolve_pdf_pipeline(pdf_pipeline)
+        self.ocr = ocr
         self.limits = limits or ParseLimits()
         # Strict by default: a damaged file parses "fine" but its text cannot be trusted.
         self.recover_damaged = recover_damaged
@@ -124,9 +140,17 @@ class DocumentParser:
                 )
             )
         else:
+            from docindex.pipeline.ocr import bundled_models
+
             self._pdf_options = PdfPipelineOptions(
                 artifacts_path=os.environ["DOCLING_ARTIFACTS_PATH"],
-                do_ocr=ocr,
+                do_ocr=ocr != "off",
+                # Named, not "auto": Docling's automatic choice silently skips OCR when it
+                # finds no engine. RapidOCR with the models of its wheel needs nothing more.
+                ocr_options=RapidOcrOptions(
+                    force_full_page_ocr=ocr == "force",
+                    **{k: str(v) for k, v in bundled_models().items()},
+                ),
                 do_table_structure=table_structure,
                 document_timeout=self.limits.time_budget_s,
             )
@@ -216,9 +240,13 @@ class DocumentParser:
             reasons = "; ".join(e.error_message for e in result.errors) or result.status.value
             raise CorruptDocument(f"{kind.value} could not be read: {reasons}")
         document = result.document
-        # A page range may legitimately be blank (a run of figures); a whole document not.
-        if page_range is None:
-            ensure_has_text(document, kind)
+        if kind is DocumentKind.PDF:
+            first, last = page_range or (1, inspection.pages or len(document.pages))
+            classify_pages(document, data, password, range(first, last + 1))
+        # A page range may legitimately be blank (a run of figures); a whole document not,
+        # unless OCR may yet find its text.
+        if page_range is None and not self.pages_to_ocr(document):
+            ensure_has_text(document, kind, ocr=self.ocr)
         if inspection.damage is not None:
             mark_recovered(document, inspection.damage)
         pages = len(document.pages) or None
@@ -231,27 +259,102 @@ class DocumentParser:
             damage=inspection.damage,
         )
 
-
-def ensure_has_text(document: DoclingDocument, kind: DocumentKind) -> None:
-    if not document.export_to_text().strip():
-        raise EmptyDocument(
-            f"no text could be extracted from this {kind.value}"
-            + (
-                " (scanned pages need OCR, which this pipeline does not run)"
-                if kind is DocumentKind.PDF
-                else ""
-            )
+    def pages_to_ocr(self, document: DoclingDocument) -> list[int]:
+        """The pages of a parsed PDF (or page range) that OCR is to read, by the spec's mode:
+        ``auto`` those with ink and no readable text; ``force`` every page (on the native
+        pipeline: the standard one OCRs them itself); ``off`` none."""
+        classes = page_classes(document)
+        if self.ocr == "off" or not classes:
+            return []
+        if self.ocr == "force" and self.pdf_pipeline == "native":
+            return sorted(p for p, c in classes.items() if c is not PageClass.BLANK)
+        return sorted(
+            p for p, c in classes.items() if c in (PageClass.NO_TEXT, PageClass.UNREADABLE)
         )
+
+
+def ensure_has_text(document: DoclingDocument, kind: DocumentKind, ocr: str = "auto") -> None:
+    if any(
+        (getattr(item, "text", None) or "").strip()
+        or (isinstance(item, TableItem) and any(c.text.strip() for c in item.data.table_cells))
+        for item, _level in document.iterate_items()
+    ):
+        return
+    reason = ""
+    if kind is DocumentKind.PDF:
+        classes = page_classes(document)
+        unread = [p for p, c in classes.items() if c not in (PageClass.TEXT, PageClass.BLANK)]
+        if ocr == "off" and unread:
+            several = len(unread) > 1
+            reason = (
+                f" (page{'s' if several else ''} {page_ranges_text(unread)} "
+                f"{'have' if several else 'has'} no readable text layer and OCR is off: "
+                "DOCINDEX_OCR=off)"
+            )
+        elif classes and all(c is PageClass.BLANK for c in classes.values()):
+            reason = " (every page is blank)"
+        elif classes:
+            reason = " (OCR found no text either)"
+    raise EmptyDocument(f"no text could be extracted from this {kind.value}{reason}")
+
+
+def page_text(document: DoclingDocument) -> dict[int, str]:
+    """Each page's text, from the items that sit on it."""
+    texts: dict[int, list[str]] = {}
+    for item, _level in document.iterate_items():
+        text = getattr(item, "text", None)
+        prov = getattr(item, "prov", None)
+        if text and prov:
+            texts.setdefault(prov[0].page_no, []).append(text)
+    return {page: "\n".join(parts) for page, parts in texts.items()}
+
+
+def classify_pages(
+    document: DoclingDocument, data: bytes, password: str | None, pages: range
+) -> dict[int, PageClass]:
+    """Classify ``pages`` of a parsed PDF and record it on the document: text, no text (with
+    ink: to OCR), blank (no ink), or unreadable (a text layer of glyph garbage, whose items
+    are dropped here so the garbage is never indexed)."""
+    import pypdfium2
+
+    from docindex.pipeline.ocr import drop_items, items_on_pages
+
+    texts = page_text(document)
+    classes = {p: classify_text(texts.get(p, "")) for p in pages}
+    unreadable = [p for p, c in classes.items() if c is PageClass.UNREADABLE]
+    if unreadable:
+        drop_items(document, items_on_pages(document, unreadable, tables=True))
+    no_text = [p for p, c in classes.items() if c is PageClass.NO_TEXT]
+    if no_text:
+        pdf = pypdfium2.PdfDocument(data, password=password)
+        try:
+            for p in no_text:
+                page = pdf[p - 1]
+                try:
+                    if not has_ink(page):
+                        classes[p] = PageClass.BLANK
+                finally:
+                    page.close()
+        finally:
+            pdf.close()
+    set_page_classes(document, classes)
+    return classes
 
 
 def merge_parts(parts: Sequence[DoclingDocument], name: str) -> DoclingDocument:
     """Join page-range parts, given in page order, into one document."""
     merged = DoclingDocument.concatenate(list(parts))
     merged.name = name
-    # concatenate() drops the body's meta: carry the recovery note of the first range over.
+    # concatenate() drops the body's meta: carry the recovery note of the first range over,
+    # and each range's page classes.
     damage = next((d for d in map(recovered_damage, parts) if d is not None), None)
     if damage is not None:
         mark_recovered(merged, damage)
+    classes: dict[int, PageClass] = {}
+    for part in parts:
+        classes |= page_classes(part)
+    if classes:
+        set_page_classes(merged, classes)
     return merged
 
 
@@ -265,6 +368,66 @@ def mark_recovered(document: DoclingDocument, damage: str) -> None:
     if document.body.meta is None:
         document.body.meta = BaseMeta()
     document.body.meta.set_custom_field(_RECOVERED_NAMESPACE, _RECOVERED_NAME, damage)
+
+
+def apply_ocr(document: DoclingDocument, pages: Sequence[OcrPage]) -> dict[int, PageClass]:
+    """Put OCR's lines into ``document`` in place of what the pages had, and record the new
+    page classes: OCRed when OCR read something, else empty (or unreadable, as they were)."""
+    from docindex.pipeline.ocr import add_page_lines, drop_items, items_on_pages
+
+    classes = page_classes(document)
+    for page in sorted(pages, key=lambda p: p.page_no):
+        if page.lines:
+            drop_items(document, items_on_pages(document, [page.page_no], tables=True))
+            add_page_lines(document, page)
+            classes[page.page_no] = PageClass.OCR
+        elif classes.get(page.page_no) is PageClass.NO_TEXT:
+            classes[page.page_no] = PageClass.EMPTY
+    set_page_classes(document, classes)
+    return classes
+
+
+def settle_pages(document: DoclingDocument) -> None:
+    """A document described without (more) OCR: its pages waiting for OCR stay empty."""
+    classes = page_classes(document)
+    if any(c is PageClass.NO_TEXT for c in classes.values()):
+        set_page_classes(
+            document,
+            {p: PageClass.EMPTY if c is PageClass.NO_TEXT else c for p, c in classes.items()},
+        )
+
+
+# Page classes ride in the parsed document, in the meta of a group of their own on the
+# invisible layer: no export or chunker reads that layer (a body's meta is exported with its
+# text), and the group survives the JSON round trip and ``concatenate`` (one per range).
+_PAGES_GROUP, _PAGES_NAME = "docindex:page-classes", "page_classes"
+
+
+def _page_class_groups(document: DoclingDocument) -> list[GroupItem]:
+    return [g for g in document.groups if g.name == _PAGES_GROUP]
+
+
+def set_page_classes(document: DoclingDocument, classes: dict[int, PageClass]) -> None:
+    """Record on ``document`` what each page holds (see ``docindex.pipeline.pages``)."""
+    if old := _page_class_groups(document):
+        document.delete_items(node_items=old)
+    group = document.add_group(
+        name=_PAGES_GROUP, label=GroupLabel.UNSPECIFIED, content_layer=ContentLayer.INVISIBLE
+    )
+    group.meta = BaseMeta()
+    value = {str(p): c.value for p, c in sorted(classes.items())}
+    group.meta.set_custom_field(_RECOVERED_NAMESPACE, _PAGES_NAME, value)
+
+
+def page_classes(document: DoclingDocument) -> dict[int, PageClass]:
+    """What each page of a parsed PDF holds; empty for other formats and older parses."""
+    key = MetaUtils.create_meta_field_name(namespace=_RECOVERED_NAMESPACE, name=_PAGES_NAME)
+    classes: dict[int, PageClass] = {}
+    for group in _page_class_groups(document):
+        value = group.meta.get_custom_part().get(key) if group.meta is not None else None
+        if isinstance(value, dict):
+            classes |= {int(p): PageClass(c) for p, c in value.items()}
+    return classes
 
 
 def recovered_damage(document: DoclingDocument) -> str | None:

@@ -39,6 +39,23 @@ class Parsed(BaseModel):
     reused: bool = False
 
 
+class PageQuality(BaseModel):
+    """What became of each page of a PDF: its text layer indexed (``text``), OCRed
+    (``ocr``), a text layer of glyph garbage not indexed (``unreadable``), or no text at all
+    (``empty``, blank pages included). Pages not indexed are named in ``warning``."""
+
+    pages: int
+    text: int = 0
+    ocr: int = 0
+    unreadable: int = 0
+    empty: int = 0
+    empty_pages: list[int] = Field(default_factory=list)
+    blank_pages: list[int] = Field(default_factory=list)
+    unreadable_pages: list[int] = Field(default_factory=list)
+    tables: int = 0
+    warning: str | None = None
+
+
 class DocumentMetadata(BaseModel):
     title: str | None = None
     kind: str
@@ -52,6 +69,8 @@ class DocumentMetadata(BaseModel):
     # may be incomplete or wrong. ``damage`` says what was damaged.
     recovered: bool = False
     damage: str | None = None
+    # PDFs: what became of each page (None for other formats).
+    quality: PageQuality | None = None
 
 
 class Chunked(BaseModel):
@@ -76,6 +95,35 @@ class Prepared(BaseModel):
     parsed: Parsed | None = None
     metadata: DocumentMetadata | None = None
     chunked: Chunked | None = None
+    # Pages to OCR first: ``parsed`` is then the text layer's parse, and metadata and chunks
+    # come from the step that adds the OCR text (``apply_ocr``).
+    ocr_pages: list[int] = Field(default_factory=list)
+
+
+class OcrInput(BaseModel):
+    """OCR some pages of a PDF (a batch of the pages that need it)."""
+
+    document: DocumentRef
+    parser: ParserSpec
+    pages: list[int]
+
+
+class OcrResult(BaseModel):
+    ocr_key: str
+    pages: int
+    lines: int
+    seconds: float = 0.0
+    reused: bool = False
+
+
+class ApplyOcrInput(BaseModel):
+    """The text layer's parse plus the OCR of its pages, described and chunked."""
+
+    document: DocumentRef
+    parser: ParserSpec
+    chunker: ChunkerSpec
+    parsed: Parsed
+    ocr_keys: list[str]
 
 
 class PageRangeInput(BaseModel):

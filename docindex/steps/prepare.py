@@ -8,6 +8,7 @@ same spec finds it and does not redo the work.
 from __future__ import annotations
 
 import json
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from docling_core.types.doc import DoclingDocument
 from docindex.blobstore import (
     BlobStore,
     chunks_key,
+    ocr_key,
     parsed_key,
     parsed_meta_key,
     parsed_part_key,
@@ -24,15 +26,24 @@ from docindex.components import Components
 from docindex.filetypes import DocumentKind
 from docindex.metrics import count_in_activity
 from docindex.pagination import page_ranges
-from docindex.pipeline.metadata import extract_metadata
-from docindex.pipeline.parsing import DocumentParser, ensure_has_text, merge_parts
+from docindex.pipeline.metadata import extract_metadata, quality_report
+from docindex.pipeline.parsing import (
+    DocumentParser,
+    apply_ocr,
+    ensure_has_text,
+    merge_parts,
+    settle_pages,
+)
 from docindex.spec import ChunkerSpec
 
 from .models import (
+    ApplyOcrInput,
     Chunked,
     DocumentRef,
     Inspected,
     MergeInput,
+    OcrInput,
+    OcrResult,
     PageRangeInput,
     PageRangeResult,
     Parsed,
@@ -69,11 +80,9 @@ class PrepareSteps:
         variant = spec.variant(inspected.pipeline)
         if (parsed := await self._parsed_before(doc.sha256, variant)) is not None:
             document = await self._load_parsed(parsed.parsed_key)
-        else:
-            parsed, document = await self._parse_whole(
-                parser, doc, variant, data, password, progress
-            )
-        return await self._describe_and_chunk(doc, parsed, document, inp.chunker)
+            return await self._describe_and_chunk(doc, parsed, document, inp.chunker)
+        parsed, document = await self._parse_whole(parser, doc, variant, data, password, progress)
+        return await self._finish_or_ocr(parser, doc, variant, parsed, document, inp.chunker)
 
     async def parse_page_range(self, inp: PageRangeInput, progress: Progress) -> PageRangeResult:
         """Parse pages first..last, saving every ``checkpoint_pages``, so a retry after a
@@ -133,20 +142,127 @@ class PrepareSteps:
         inspected = Inspected(kind="pdf", pages=None, pipeline=pipeline)
         if (parsed := await self._parsed_before(doc.sha256, variant)) is not None:
             document = await self._load_parsed(parsed.parsed_key)
+            prepared = await self._describe_and_chunk(doc, parsed, document, inp.chunker)
         else:
+            parser = await blocking(self.components.parser, spec)
             parts = [await self._load(key) for key in inp.part_keys]
             document = await blocking(merge_parts, parts, Path(doc.filename).stem)
-            await blocking(ensure_has_text, document, DocumentKind.PDF)
             parsed = Parsed(
                 parsed_key=parsed_key(doc.sha256, variant),
                 kind="pdf",
                 pages=len(document.pages) or None,
                 pipeline=pipeline,
             )
-            await self._save_parsed(doc.sha256, variant, parsed, document)
+            prepared = await self._finish_or_ocr(
+                parser, doc, variant, parsed, document, inp.chunker
+            )
         inspected.pages = parsed.pages
-        prepared = await self._describe_and_chunk(doc, parsed, document, inp.chunker)
         return prepared.model_copy(update={"inspected": inspected})
+
+    async def ocr(self, inp: OcrInput, progress: Progress) -> OcrResult:
+        """OCR a batch of a PDF's pages; the lines, with their boxes, go to the blob store
+        (a retry of a batch already done finds them there)."""
+        from docindex.pipeline.ocr import OcrPage, ocr_pages
+
+        doc, spec = inp.document, inp.parser
+        variant = spec.variant(spec.pdf_pipeline)
+        key = ocr_key(doc.sha256, variant, inp.pages)
+        if await self.blobs.exists(key):
+            pages = [OcrPage.model_validate(p) for p in json.loads(await self.blobs.get(key))]
+            lines = sum(len(p.lines) for p in pages)
+            return OcrResult(ocr_key=key, pages=len(pages), lines=lines, reused=True)
+        data = await self.blobs.get(doc.blob_key)
+        password = await self._password(doc.password_key)
+        total = len(inp.pages)
+
+        def on_page(done: int) -> None:
+            progress.update(ocr_pages_done=done, ocr_pages_total=total)
+
+        started = time.monotonic()
+        pages = await blocking(
+            lambda: ocr_pages(data, inp.pages, password=password, on_page=on_page)
+        )
+        seconds = time.monotonic() - started
+        await self.blobs.put(key, json.dumps([p.model_dump() for p in pages]).encode())
+        count_in_activity("docindex_ocr_pages", len(pages), "PDF pages OCRed")
+        count_in_activity(
+            "docindex_ocr_milliseconds", round(seconds * 1000), "Time spent OCRing pages"
+        )
+        lines = sum(len(p.lines) for p in pages)
+        return OcrResult(ocr_key=key, pages=len(pages), lines=lines, seconds=round(seconds, 2))
+
+    async def apply_ocr(self, inp: ApplyOcrInput, progress: Progress) -> Prepared:
+        """The text layer's parse with the OCR text in place of the pages it read: saved as
+        the document's parse, then described and chunked."""
+        from docindex.pipeline.ocr import OcrPage
+
+        doc, spec = inp.document, inp.parser
+        variant = spec.variant(inp.parsed.pipeline)
+        if (parsed := await self._parsed_before(doc.sha256, variant)) is None:
+            document = await self._load(inp.parsed.parsed_key)
+            pages = [
+                OcrPage.model_validate(page)
+                for key in inp.ocr_keys
+                for page in json.loads(await self.blobs.get(key))
+            ]
+            await blocking(apply_ocr, document, pages)
+            parsed = inp.parsed.model_copy(
+                update={"parsed_key": parsed_key(doc.sha256, variant), "reused": False}
+            )
+            await self._finish(doc, variant, parsed, document, ocr=spec.ocr)
+        else:
+            document = await self._load_parsed(parsed.parsed_key)
+        return await self._describe_and_chunk(doc, parsed, document, inp.chunker)
+
+    async def _finish_or_ocr(
+        self,
+        parser: DocumentParser,
+        doc: DocumentRef,
+        variant: str,
+        parsed: Parsed,
+        document: DoclingDocument,
+        chunker: ChunkerSpec,
+    ) -> Prepared:
+        """A fresh parse: saved, described and chunked; or, when some pages are to be OCRed,
+        saved as the text layer's parse for the OCR steps to complete."""
+        inspected = Inspected(kind=parsed.kind, pages=parsed.pages, pipeline=parsed.pipeline)
+        if pending := parser.pages_to_ocr(document):
+            text_layer = parsed.model_copy(
+                update={"parsed_key": parsed_key(doc.sha256, f"{variant}.text-layer")}
+            )
+            await self.blobs.put(text_layer.parsed_key, await blocking(_to_json, document))
+            return Prepared(inspected=inspected, parsed=text_layer, ocr_pages=pending)
+        await self._finish(doc, variant, parsed, document, ocr=parser.ocr)
+        return await self._describe_and_chunk(doc, parsed, document, chunker)
+
+    async def _finish(
+        self,
+        doc: DocumentRef,
+        variant: str,
+        parsed: Parsed,
+        document: DoclingDocument,
+        *,
+        ocr: str = "auto",
+    ) -> None:
+        """Settle the pages, check there is text, count the pages by what they hold, save."""
+        await blocking(settle_pages, document)
+        await blocking(ensure_has_text, document, DocumentKind(parsed.kind), ocr)
+        quality = quality_report(document)
+        if quality is not None:
+            for name in ("text", "ocr", "unreadable", "empty"):
+                count_in_activity(
+                    "docindex_pdf_pages",
+                    getattr(quality, name),
+                    "PDF pages by what they hold",
+                    page_class=name,
+                )
+            if quality.warning:
+                count_in_activity(
+                    "docindex_documents_with_missing_pages",
+                    1,
+                    "Documents indexed with pages that gave no text (named in their warning)",
+                )
+        await self._save_parsed(doc.sha256, variant, parsed, document)
 
     async def _describe_and_chunk(
         self, doc: DocumentRef, parsed: Parsed, document: DoclingDocument, spec: ChunkerSpec
@@ -203,7 +319,6 @@ class PrepareSteps:
             pages=result.pages,
             pipeline=result.pipeline,
         )
-        await self._save_parsed(doc.sha256, variant, parsed, result.document)
         return parsed, result.document
 
     async def _password(self, key: str | None) -> str | None:
