@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	@# torch first, pinned: pip then takes the CPU build instead of pulling a multi-GB CUDA one.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@# The multilingual embedder too, so either model can be chosen (docs/quality.md).
+	$(PY) -m pip install --quiet -e '.[dev,multilingual]'
 	touch $(STAMP)
 
 install: $(STAMP)

