@@ -1,6 +1,6 @@
 """Parse quality of docindex's parser against the references in the shared corpus.
 
-Three sections, each against a different kind of reference:
+Five sections, each against a different kind of reference:
 
 1. GeoTopo: word recall/precision of a 117-page German PDF against py-pdf's hand-corrected
    plain text (independent).
@@ -9,6 +9,12 @@ Three sections, each against a different kind of reference:
    (independent). The math check is an approximation: olmOCR renders LaTeX with KaTeX.
 3. Docling groundtruth: word F1 against markdown that Docling itself produced with its layout
    pipeline. Not independent: a regression baseline only.
+4. OCR: pages with a known text layer rendered to image-only PDFs, OCRed through the
+   product's path; word recall/precision and CER against the text layer.
+5. Unreadable text layers: the pages of the corpus the detector flags, against the pages
+   known (checked by eye) to be unreadable.
+
+Scanned pages in sections 1-3 are OCRed as the product does (DOCINDEX_OCR=auto).
 
 Usage: ``python -m bench.parse_quality [--corpus PATH] [--json OUT.json] [--failures]``
 
@@ -543,15 +549,197 @@ class ParseCache:
 
     def _parse(self, relative: str) -> ParseOutcome:
         from docindex.errors import DocumentError
+        from docindex.pipeline.ocr import ocr_pages
+        from docindex.pipeline.parsing import apply_ocr, ensure_has_text, settle_pages
 
         path = self.corpus / relative
         start = time.perf_counter()
         try:
-            parsed = self.parser.parse(path.read_bytes(), path.name)
+            data = path.read_bytes()
+            parsed = self.parser.parse(data, path.name)
+            # As the product does: the pages with no readable text are OCRed (their own
+            # step there), then a document with no text at all is rejected.
+            if pending := self.parser.pages_to_ocr(parsed.document):
+                apply_ocr(parsed.document, ocr_pages(data, pending))
+            settle_pages(parsed.document)
+            ensure_has_text(parsed.document, parsed.kind, self.parser.ocr)
         except DocumentError as exc:
             seconds = time.perf_counter() - start
             return ParseOutcome(relative, seconds, error=f"{exc.error_type}: {exc}")
         return ParseOutcome(relative, time.perf_counter() - start, parsed=parsed)
+
+
+# --------------------------------------------------------------------------- section 4: OCR
+# Pages whose text layer is known are rendered to images and OCRed through the product's
+# path (parse, page classes, OCR, lines into the document); the OCR text is compared with
+# the text layer. The same pages' text layers are the detector's readable examples.
+
+OCR_PAGES = (
+    ("pdf/docling/multi_page.pdf", 1),
+    ("pdf/docling/redp5110_sampled.pdf", 2),
+    ("pdf/docling/2305.03393v1-pg9.pdf", 1),
+    ("pdf/docling/amt_handbook_sample.pdf", 1),
+    ("pdf/docling/code_and_formula.pdf", 1),
+    ("pdf/icdar2013/eu-001.pdf", 1),
+    ("pdf/icdar2013/us-002.pdf", 1),
+    ("pdf/pdfplumber/scotus-transcript-p1.pdf", 1),
+    ("pdf/pypdf_samples/GeoTopo-komprimiert.pdf", 4),
+    ("pdf/unstructured/multi-column-2p.pdf", 1),
+    ("olmocr_bench/pdfs/earnings.pdf", 1),
+    ("olmocr_bench/pdfs/olmo2-pg4.pdf", 1),
+    ("olmocr_bench/pdfs/openstax_caculus_pg_273.pdf", 1),
+    ("olmocr_bench/pdfs/small_page_size.pdf", 1),
+)
+OCR_DPI_SCAN = 150  # the "scan": what a 150 dpi scanner gives
+
+
+@dataclass
+class OcrRow:
+    page: str
+    word_recall: float
+    word_precision: float
+    cer: float
+    seconds: float
+
+
+@dataclass
+class OcrResult:
+    rows: list[OcrRow]
+    mean_recall: float
+    mean_precision: float
+    median_cer: float
+    seconds_per_page: float
+
+
+def char_error_rate(output: str, reference: str) -> float:
+    """Levenshtein distance over the reference's length, whitespace collapsed."""
+    out, ref = " ".join(output.split()), " ".join(reference.split())
+    if not ref:
+        return float(bool(out))
+    import numpy as np
+
+    # One row of the edit-distance table per reference character, vectorised over the
+    # output: substitutions and deletions first, then insertions as a running minimum.
+    codes = np.array([ord(c) for c in out], dtype=np.int64)
+    columns = np.arange(len(out) + 1)
+    previous = columns.copy()
+    for i, char in enumerate(ref, 1):
+        row = np.empty_like(previous)
+        row[0] = i
+        row[1:] = np.minimum(previous[1:] + 1, previous[:-1] + (codes != ord(char)))
+        previous = np.minimum.accumulate(row - columns) + columns
+    return int(previous[-1]) / len(ref)
+
+
+def _text_layer_in_reading_order(page: Any) -> str:
+    """A page's text layer as pdfium's text boxes, top to bottom then left to right: the
+    order the OCR lines of one column come in, so CER measures reading, not layout."""
+    from docindex.pipeline.ocr import OcrLine, reading_order
+
+    textpage = page.get_textpage()
+    lines = []
+    for k in range(textpage.count_rects()):
+        left, bottom, right, top = textpage.get_rect(k)
+        text = textpage.get_text_bounded(left, bottom, right, top).strip()
+        if text:
+            lines.append(OcrLine(text=text, l=left, r=right, t=top, b=bottom, score=1.0))
+    return "\n".join(line.text for line in reading_order(lines))
+
+
+def run_ocr(corpus: Path, cache: ParseCache) -> OcrResult:
+    import io
+
+    import pypdfium2
+
+    from docindex.pipeline.ocr import ocr_pages
+    from docindex.pipeline.parsing import DocumentParser, apply_ocr, page_text
+
+    parser = DocumentParser("native", ocr="auto")
+    rows = []
+    for relative, page_no in OCR_PAGES:
+        path = require(corpus, relative)
+        page = pypdfium2.PdfDocument(path)[page_no - 1]
+        reference = _text_layer_in_reading_order(page)
+        image = page.render(scale=OCR_DPI_SCAN / 72).to_pil().convert("RGB")
+        buffer = io.BytesIO()
+        image.save(buffer, format="PDF", resolution=OCR_DPI_SCAN)
+        scan = buffer.getvalue()
+        start = time.perf_counter()
+        parsed = parser.parse(scan, "scan.pdf")
+        apply_ocr(parsed.document, ocr_pages(scan, parser.pages_to_ocr(parsed.document)))
+        seconds = time.perf_counter() - start
+        output = page_text(parsed.document).get(1, "")
+        score = word_score(output, reference, nfkc=True)
+        rows.append(
+            OcrRow(
+                page=f"{relative}#{page_no}",
+                word_recall=score.recall,
+                word_precision=score.precision,
+                cer=char_error_rate(output, reference),
+                seconds=seconds,
+            )
+        )
+    cers = sorted(r.cer for r in rows)
+    return OcrResult(
+        rows=rows,
+        mean_recall=_mean([r.word_recall for r in rows]),
+        mean_precision=_mean([r.word_precision for r in rows]),
+        median_cer=cers[len(cers) // 2],
+        seconds_per_page=_mean([r.seconds for r in rows]),
+    )
+
+
+# Pages of the corpus whose text layer is known to be unreadable: crazyones.pdf (Docling's
+# parser reads its fonts as U+FFFD only) and the sidebar of redp5110_sampled.pdf's page 3.
+KNOWN_UNREADABLE = {("pdf/pypdf/crazyones.pdf", 1), ("pdf/docling/redp5110_sampled.pdf", 3)}
+
+
+@dataclass
+class DetectorResult:
+    pages: int
+    flagged: list[str]
+    known_unreadable: list[str]
+    missed: list[str]
+    false_positives: list[str]
+
+
+def run_detector(corpus: Path, cache: ParseCache) -> DetectorResult:
+    """Every text page of the corpus's PDFs through the unreadable-text-layer detector: the
+    pages it flags against those known to be unreadable."""
+    from docindex.pipeline.pages import PageClass
+    from docindex.pipeline.parsing import DocumentParser, page_classes
+
+    # OCR on: its parse classifies pages and leaves them to OCR (nothing is OCRed here);
+    # off, a PDF with no readable text at all would be rejected before it is counted.
+    parser = DocumentParser("native", ocr="auto")
+    pdfs = sorted(str(p.relative_to(corpus)) for p in (corpus / "pdf").rglob("*.pdf"))
+    pdfs += sorted(str(p.relative_to(corpus)) for p in (corpus / OLMOCR_DIR).rglob("*.pdf"))
+    if not pdfs:
+        raise MissingInput("no PDFs in the corpus")
+    flagged: list[tuple[str, int]] = []
+    pages = 0
+    from docindex.errors import DocumentError
+
+    for relative in pdfs:
+        try:
+            parsed = parser.parse((corpus / relative).read_bytes(), Path(relative).name)
+        except DocumentError:
+            continue
+        classes = page_classes(parsed.document)
+        pages += sum(c in (PageClass.TEXT, PageClass.UNREADABLE) for c in classes.values())
+        flagged += [(relative, p) for p, c in classes.items() if c is PageClass.UNREADABLE]
+    known = sorted(k for k in KNOWN_UNREADABLE if k[0] in pdfs)
+
+    def names(items: Iterable[tuple[str, int]]) -> list[str]:
+        return [f"{r}#{p}" for r, p in sorted(items)]
+
+    return DetectorResult(
+        pages=pages,
+        flagged=names(flagged),
+        known_unreadable=names(known),
+        missed=names(set(known) - set(flagged)),
+        false_positives=names(set(flagged) - set(known)),
+    )
 
 
 # --------------------------------------------------------------------------- section 1: GeoTopo
@@ -902,6 +1090,7 @@ def summary_rows(sections: Mapping[str, object]) -> list[tuple[str, str, str, st
     """(section, metric, value, reference) lines for the summary table and the JSON."""
     rows: list[tuple[str, str, str, str]] = []
     geotopo, olmocr, regression = (sections.get(k) for k in ("geotopo", "olmocr_bench", "docling"))
+    ocr, detector = sections.get("ocr"), sections.get("detector")
     if isinstance(geotopo, GeoTopoResult):
         if geotopo.raw and geotopo.nfkc:
             rows.extend(_geotopo_rows(geotopo.raw, geotopo.nfkc))
@@ -944,6 +1133,31 @@ def summary_rows(sections: Mapping[str, object]) -> list[tuple[str, str, str, st
                 "NOT independent: regression only",
             )
         )
+    if isinstance(ocr, OcrResult):
+        reference = f"text layers of {len(ocr.rows)} pages, rendered at {OCR_DPI_SCAN} dpi"
+        rows.append(("OCR", "word recall", _pct(ocr.mean_recall), reference))
+        rows.append(("OCR", "word precision", _pct(ocr.mean_precision), reference))
+        rows.append(("OCR", "median CER", _pct(ocr.median_cer), reference))
+        rows.append(("OCR", "seconds a page", f"{ocr.seconds_per_page:.1f}", "parse + OCR"))
+    if isinstance(detector, DetectorResult):
+        found = len(detector.known_unreadable) - len(detector.missed)
+        rows.append(
+            (
+                "Unreadable text",
+                "known unreadable pages found",
+                f"{found}/{len(detector.known_unreadable)}",
+                "pages checked by eye",
+            )
+        )
+        rows.append(
+            (
+                "Unreadable text",
+                "readable pages flagged",
+                f"{len(detector.false_positives)}/{detector.pages - len(detector.known_unreadable)}"
+                + (f" ({', '.join(detector.false_positives)})" if detector.false_positives else ""),
+                "every text page of the corpus",
+            )
+        )
     return rows
 
 
@@ -968,6 +1182,8 @@ SECTIONS: dict[str, Callable[[Path, ParseCache], object]] = {
     "geotopo": run_geotopo,
     "olmocr_bench": run_olmocr,
     "docling": run_regression,
+    "ocr": run_ocr,
+    "detector": run_detector,
 }
 
 

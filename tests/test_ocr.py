@@ -5,6 +5,7 @@ the pages that gave no text."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import textwrap
 import uuid
@@ -15,16 +16,23 @@ import httpx
 import pypdfium2
 import pytest
 from PIL import Image
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from docindex import repository
 from docindex.config import Settings
+from docindex.database import create_pool
 from docindex.errors import EmptyDocument
+from docindex.ids import document_workflow_id, run_workflow_id
 from docindex.pipeline.metadata import quality_report
 from docindex.pipeline.ocr import OcrLine, bundled_models, ocr_pages, reading_order
 from docindex.pipeline.pages import PageClass, classify_text, page_ranges_text, score_text
 from docindex.pipeline.parsing import DocumentParser, apply_ocr, page_classes
+from docindex.search_attributes import ensure_registered
+from workflows.indexing_contract import RunSummary
 
 from .helpers import DATA, app_with, wait_for_run
+from .test_cancel import start_run
 
 CRAZYONES = DATA / "pdf/pypdf/crazyones.pdf"
 MULTI_PAGE = DATA / "pdf/docling/multi_page.pdf"
@@ -279,3 +287,48 @@ async def test_with_ocr_off_pages_without_text_are_named_never_silent(
     scan = by_name["scan.pdf"]
     assert (scan["status"], scan["error_type"]) == ("failed", "EmptyDocument")
     assert "page 1 has no readable text layer and OCR is off" in scan["error"]
+
+
+async def test_a_split_scan_parses_by_page_ranges_then_ocrs_in_batches(
+    client: Client, settings: Settings, workers: None
+) -> None:
+    """A big scan keeps its page ranges (text layer and page classes per range, on any CPU
+    worker), then OCR runs as batches of its own: only the pages that need it."""
+    await ensure_registered(client, settings.temporal_namespace)
+    page = rendered(CRAZYONES)
+    blank = Image.new("RGB", page.size, "white")
+    data = image_pdf(page, blank, page.rotate(180), page) + b"\n% split\n"
+    run_id, (document_id,) = await start_run(
+        client,
+        settings,
+        [("scan.pdf", data)],
+        split_pdf_pages=1,
+        range_pages=2,
+        ocr_batch_pages=2,
+    )
+    run = client.get_workflow_handle(run_workflow_id(run_id), result_type=RunSummary)
+    assert (await asyncio.wait_for(run.result(), 300)).completed == 1
+
+    history = await client.get_workflow_handle(
+        document_workflow_id(run_id, document_id)
+    ).fetch_history()
+    steps = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert steps.count("parse_page_range") == 2 and "merge_parsed_parts" in steps
+    # Pages 1, 3, 4 need OCR (page 2 is blank): two batches of at most two pages.
+    assert steps.count("ocr_pages") == 2 and steps.count("apply_ocr") == 1
+
+    pool = await create_pool(settings.database_url or "")
+    try:
+        row = await repository.get_document(pool, document_id)
+    finally:
+        await pool.close()
+    assert row is not None
+    quality = row.metadata["quality"]
+    assert (quality["pages"], quality["ocr"], quality["empty_pages"]) == (4, 3, [2])
+    chunks = await chunks_of(settings, document_id)
+    pages = {p for _, chunk_pages in chunks for p in chunk_pages}
+    assert {1, 4} <= pages and 2 not in pages

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.parse_quality import (
+    char_error_rate,
     check_baseline,
     check_math,
     check_order,
@@ -65,6 +66,13 @@ def test_nfkc_folds_ligatures() -> None:
 
 def test_underscore_escapes_do_not_split_words() -> None:
     assert word_score(r"snake\_case", "snake_case").f1 == 1.0
+
+
+def test_char_error_rate() -> None:
+    assert char_error_rate("kitten", "sitting") == pytest.approx(3 / 7)
+    assert char_error_rate("the  cat\nsat", "the cat sat") == 0.0
+    assert char_error_rate("", "") == 0.0 and char_error_rate("x", "") == 1.0
+    assert char_error_rate("", "abc") == 1.0
 
 
 def test_empty_texts() -> None:
