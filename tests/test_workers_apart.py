@@ -132,6 +132,15 @@ async def test_workers_in_separate_processes_share_one_run(
     pages = sum(metric(m, "docindex_pages_parsed") for m in cpu_metrics)
     assert pages >= 5 + 2 + 1  # every PDF page, counted by whichever worker parsed it
     assert all("temporal_activity_execution_latency" in m for m in cpu_metrics)
+    # crazyones.pdf's text layer is unreadable: its page is OCRed, in a step of its own.
+    assert sum(metric(m, "docindex_ocr_pages") for m in cpu_metrics) >= 1
+    ocr_pages = [
+        line
+        for m in cpu_metrics
+        for line in m.splitlines()
+        if line.startswith("docindex_pdf_pages") and 'page_class="ocr"' in line
+    ]
+    assert ocr_pages and sum(float(line.rsplit(" ", 1)[1]) for line in ocr_pages) >= 1
     assert metric(gpu_metrics, "docindex_chunks_embedded") >= len(DOCS)
     assert metric(gpu_metrics, "docindex_provider_tokens{") > 0
 
