@@ -363,3 +363,20 @@ def test_cli_status_shows_each_documents_quality_and_warning():
     assert cli._quality(run["documents"][0]) == "1 text · 1 ocr · 1 empty · 2 tables"
     assert cli._quality({"step": "ocr", "ocr_pages": 9, "ocr_pages_done": 2}) == "OCR 2/9 pages"
     assert "warning scan.pdf: no text on page 3 (blank: 3)" in shown
+
+
+async def test_index_local_ocrs_as_the_workflow_does(settings: Settings, tmp_path: Path) -> None:
+    from cli.local_index import LocalIndexer
+
+    source = tmp_path / "scan.pdf"
+    source.write_bytes(scanned_crazyones() + b"\n% local\n")
+    pool = await create_pool(settings.database_url or "", max_size=2)
+    try:
+        run = await LocalIndexer(settings, pool).index([source])
+        [doc] = run.documents
+        assert doc.status == "completed", doc.error
+        row = await repository.get_document(pool, doc.document_id)
+    finally:
+        await pool.close()
+    assert row is not None
+    assert row.metadata["quality"]["ocr"] == 1 and row.metadata["quality"]["empty_pages"] == [2]
