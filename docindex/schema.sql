@@ -87,3 +87,57 @@ CREATE UNIQUE INDEX IF NOT EXISTS runs_tenant_idempotency_key
 -- The pipeline spec a run's documents are indexed with (docindex.spec), and its digest.
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS pipeline jsonb;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS pipeline_digest text;
+
+-- Keyword search (hybrid search, issue #15). Runs of Chinese, Japanese and Korean characters
+-- become overlapping character bigrams ("建筑节能" → "建筑 筑节 节能"), as Lucene's CJK analyzer
+-- indexes them: Chinese and Japanese put no spaces between words and Korean attaches
+-- particles to them, so the parser's words are whole runs that a query's words never equal.
+CREATE OR REPLACE FUNCTION docindex_cjk_bigrams(body text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT coalesce(string_agg(
+               CASE WHEN length(run) = 1 THEN run
+                    ELSE (SELECT string_agg(substr(run, i, 2), ' ' ORDER BY i)
+                          FROM generate_series(1, length(run) - 1) AS i)
+               END, ' '), '')
+    FROM regexp_matches(
+             body, '[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+', 'g'
+         ) AS m (found),
+         LATERAL (SELECT found[1] AS run) AS r
+$$;
+-- The query's text without those runs (its bigrams are matched on their own).
+CREATE OR REPLACE FUNCTION docindex_without_cjk(body text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT regexp_replace(
+        body, '[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+', ' ', 'g')
+$$;
+-- Any of a query's terms instead of all of them, so a chunk with some ranks rather than
+-- vanishing; phrases stay phrases. A query that excludes a term ("-paint") stays as it is.
+CREATE OR REPLACE FUNCTION docindex_any_term(query tsquery) RETURNS tsquery
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT CASE WHEN strpos(query::text, '!') > 0 THEN query
+                ELSE replace(query::text, ' & ', ' | ')::tsquery END
+$$;
+-- One part of a chunk, weighted: its English words (stemmed, stop words out), its words as
+-- written (`simple`: exact phrases, stop words such as "A" in "Detail A"), its CJK bigrams.
+CREATE OR REPLACE FUNCTION docindex_fts_part(body text, weight "char") RETURNS tsvector
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT setweight(
+        to_tsvector('english'::regconfig, coalesce(body, ''))
+        || to_tsvector('simple'::regconfig, coalesce(body, ''))
+        || to_tsvector('simple'::regconfig, docindex_cjk_bigrams(coalesce(body, ''))),
+        weight)
+$$;
+-- Headings weigh most (A), then the text (B), then an enricher's context (C). The column is
+-- generated, so ADD COLUMN fills it for chunks stored before it existed; changing the
+-- functions above changes nothing stored until the column is made again. STORAGE MAIN keeps
+-- it in the row (compressed) rather than in TOAST: ranking reads it for every matching
+-- chunk, 5-9 times faster from the row (docs/decisions.md, "Hybrid search").
+CREATE OR REPLACE FUNCTION docindex_chunk_fts(headings text[], body text, context text)
+RETURNS tsvector LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT docindex_fts_part(array_to_string(headings, ' / '), 'A')
+        || docindex_fts_part(body, 'B')
+        || docindex_fts_part(context, 'C')
+$$;
+ALTER TABLE chunks ADD COLUMN IF NOT EXISTS fts tsvector STORAGE MAIN
+    GENERATED ALWAYS AS (docindex_chunk_fts(headings, text, context)) STORED;
+CREATE INDEX IF NOT EXISTS chunks_fts ON chunks USING gin (fts);

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import numpy as np
@@ -32,7 +33,11 @@ class ChunkRow:
 
 @dataclass(frozen=True)
 class ChunkHit:
-    """A chunk found by search, nearest first."""
+    """A chunk found by search, best first.
+
+    ``score`` is the mode's: cosine similarity (vector), the keyword rank (keyword), or the
+    reciprocal rank fusion of both lists (hybrid). ``vector_rank`` and ``keyword_rank`` are
+    the chunk's places (from 1) in the candidate lists it was in."""
 
     chunk_id: str
     document_id: str
@@ -42,6 +47,64 @@ class ChunkHit:
     pages: list[int]
     headings: list[str]
     score: float
+    highlight: str = ""
+    similarity: float | None = None
+    vector_rank: int | None = None
+    keyword_rank: int | None = None
+
+
+SearchMode = Literal["vector", "keyword", "hybrid"]
+
+# Reciprocal rank fusion: a chunk scores 1/(RRF_K + rank) in each list it is in, twice that
+# in the keyword list when it has every term of the query. Without the double weight an
+# exact identifier ("Figure 7-27", "ISSN 2005-744X") that vector search does not find at
+# all is outranked by chunks both lists hold loosely (docs/decisions.md, "Hybrid search").
+RRF_K = 60
+# Hybrid search fuses this many candidates of each list (more when top_k asks for more).
+CANDIDATES = 50
+HIGHLIGHT_START, HIGHLIGHT_STOP = "<mark>", "</mark>"
+_HEADLINE = (
+    f"StartSel={HIGHLIGHT_START}, StopSel={HIGHLIGHT_STOP}, MinWords=15, MaxWords=35, "
+    'ShortWord=1, MaxFragments=2, FragmentDelimiter=" … "'
+)
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Which documents search looks in: any of ``document_ids``, a ``filename`` glob
+    (``*``, ``?``, ``[...]``; case-insensitive), and ``metadata`` the document's contains."""
+
+    document_ids: Sequence[uuid.UUID] | None = None
+    filename: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def filename_regex(glob: str) -> str:
+    """A glob as an anchored POSIX regular expression; ``ValueError`` when it is malformed."""
+    out, i = ["^"], 0
+    while i < len(glob):
+        ch = glob[i]
+        i += 1
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "[":
+            end = glob.find("]", i + 1 if glob[i : i + 1] in ("!", "^") else i)
+            if end < 0:
+                raise ValueError(f"unclosed '[' at position {i - 1}")
+            body = glob[i:end]
+            negate = body[:1] in ("!", "^")
+            body = body[1:] if negate else body
+            if not body or body.startswith("]"):
+                raise ValueError(f"empty character class at position {i - 1}")
+            # Inside a bracket expression only \ (Postgres' escape), ^ and ] are special.
+            body = "".join("\\" + c if c in "\\^]" else c for c in body)
+            out.append("[" + ("^" if negate else "") + body + "]")
+            i = end + 1
+        else:
+            out.append("\\" + ch if not ch.isalnum() and ch != " " else ch)
+    return "".join(out) + "$"
 
 
 async def store_document(
@@ -136,37 +199,28 @@ async def ensure_vector_index(db: Db, model: str, dimension: int) -> None:
 
 async def search_chunks(
     db: Db,
-    query_vector: np.ndarray,
-    model: str,
+    query_vector: np.ndarray | None,
+    model: str | None,
     top_k: int,
     tenant_id: str | None = None,
+    *,
+    text: str | None = None,
+    mode: SearchMode = "vector",
+    filters: SearchFilters | None = None,
 ) -> list[ChunkHit]:
-    dimension = int(query_vector.shape[0])
-    # The cast and the model literal must match the partial index at plan time for HNSW to
-    # be used; a bind parameter would not (a generic plan cannot prove the predicate).
-    literal = model.replace("'", "''")
+    """The ``top_k`` best chunks of completed documents (of ``tenant_id`` when given).
+
+    ``vector`` ranks by cosine distance to ``query_vector`` (chunks of ``model``);
+    ``keyword`` ranks ``text`` by full-text search and needs no vector; ``hybrid`` fuses
+    the first ``CANDIDATES`` of each by reciprocal rank. One statement either way; ``text``
+    also marks the highlights of a vector search."""
+    sql, params = _search_sql(query_vector, model, top_k, tenant_id, text, mode, filters)
     async with transaction(db) as conn:
-        # pgvector 0.8: keep scanning the graph when the status filter drops candidates.
-        await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        # Relaxed order may return neighbours slightly out of order; the materialized CTE
-        # puts them back in strict order (pgvector's documented pattern).
-        rows = await conn.fetch(
-            f"""WITH hits AS MATERIALIZED (
-                    SELECT c.chunk_id, c.document_id, c.text, c.context, c.pages, c.headings,
-                           d.filename,
-                           c.embedding::vector({dimension}) <=> $1::vector({dimension})
-                               AS distance
-                    FROM chunks c JOIN documents d USING (document_id)
-                    WHERE c.model = '{literal}' AND d.status = 'completed'
-                      AND ($3::text IS NULL OR d.tenant_id = $3)
-                    ORDER BY distance
-                    LIMIT $2
-                )
-                SELECT * FROM hits ORDER BY distance""",
-            query_vector,
-            top_k,
-            tenant_id,
-        )
+        # Planned for this query's text, never a generic plan (see _E); pgvector 0.8 keeps
+        # scanning the graph when the filters drop candidates (relaxed order: ``vrank`` puts
+        # them back in strict order). One round trip for both.
+        await conn.execute(_SEARCH_SETTINGS)
+        rows = await conn.fetch(sql, *params)
     return [
         ChunkHit(
             chunk_id=str(r["chunk_id"]),
@@ -176,24 +230,268 @@ async def search_chunks(
             context=r["context"],
             pages=list(r["pages"]),
             headings=list(r["headings"]),
-            score=1.0 - float(r["distance"]),
+            score=float(r["score"]),
+            highlight=_highlight(r["highlight"], r["heading_highlight"], r["text"], text or ""),
+            similarity=r["similarity"],
+            vector_rank=r["vector_rank"],
+            keyword_rank=r["keyword_rank"],
         )
         for r in rows
     ]
 
 
-async def explain_search(db: Db, dimension: int, model: str) -> str:
-    """The plan search would use; tests and benchmarks check it uses the HNSW index."""
-    literal = model.replace("'", "''")
+def _search_sql(
+    query_vector: np.ndarray | None,
+    model: str | None,
+    top_k: int,
+    tenant_id: str | None,
+    text: str | None,
+    mode: SearchMode,
+    filters: SearchFilters | None,
+) -> tuple[str, list[Any]]:
+    if mode != "keyword" and (query_vector is None or model is None):
+        raise ValueError(f"{mode} search needs a query vector and its model")
+    if mode != "vector" and not text:
+        raise ValueError(f"{mode} search needs the query's text")
+    params: list[Any] = [text or ""]
+    documents, named = _document_conditions(params, tenant_id, filters or SearchFilters())
+    dimension, vector_param = 0, ""
+    if query_vector is not None:
+        dimension = int(query_vector.shape[0])
+        params.append(query_vector)
+        vector_param = f"${len(params)}::vector({dimension})"
+    # The cast and the model literal must match the partial HNSW index at plan time for it
+    # to be used; a bind parameter would not (a generic plan cannot prove the predicate).
+    model_literal = "'" + (model or "").replace("'", "''") + "'"
+    candidates = top_k if mode != "hybrid" else max(CANDIDATES, top_k)
+    ctes = []
+    if mode != "keyword":
+        ctes.append(
+            f"""vec AS MATERIALIZED (
+                SELECT c.chunk_id, c.embedding::vector({dimension}) <=> {vector_param} AS distance
+                FROM chunks c JOIN documents d USING (document_id)
+                WHERE c.model = {model_literal} AND {documents}
+                ORDER BY distance LIMIT {candidates}
+            ),
+            vrank AS (
+                SELECT chunk_id, distance,
+                       row_number() OVER (ORDER BY distance, chunk_id) AS rank
+                FROM vec
+            )"""
+        )
+    if mode != "vector":
+        ctes.append(_keyword_ctes(documents + named, candidates))
+    if mode == "vector":
+        fused = """SELECT chunk_id, rank AS vector_rank, NULL::bigint AS keyword_rank,
+                          1 - distance AS score
+                   FROM vrank"""
+    elif mode == "keyword":
+        fused = """SELECT chunk_id, NULL::bigint AS vector_rank, rank AS keyword_rank,
+                          kscore AS score
+                   FROM krank"""
+    else:
+        fused = f"""SELECT chunk_id, v.rank AS vector_rank, k.rank AS keyword_rank,
+                          coalesce(1.0 / ({RRF_K} + v.rank), 0)
+                          + coalesce((1.0 + (k.kscore >= 1)::int) / ({RRF_K} + k.rank), 0)
+                          AS score
+                   FROM vrank v FULL JOIN krank k USING (chunk_id)"""
+    similarity = (
+        "NULL"
+        if query_vector is None
+        else f"""CASE WHEN c.model = {model_literal}
+                 THEN 1 - (c.embedding::vector({dimension}) <=> {vector_param}) END"""
+    )
+    sql = f"""WITH {", ".join(ctes)},
+        fused AS MATERIALIZED (
+            SELECT * FROM ({fused}) AS f
+            ORDER BY score DESC, least(vector_rank, keyword_rank), chunk_id
+            LIMIT {top_k}
+        )
+        SELECT c.chunk_id, c.document_id, d.filename, c.text, c.context, c.pages, c.headings,
+               f.score::float8 AS score, ({similarity})::float8 AS similarity,
+               f.vector_rank, f.keyword_rank,
+               ts_headline('english', c.text, {_LOOSE}, '{_HEADLINE}') AS highlight,
+               ts_headline('english', array_to_string(c.headings, ' / '), {_LOOSE},
+                           '{_HEADLINE}, HighlightAll=true') AS heading_highlight
+        FROM fused f JOIN chunks c USING (chunk_id) JOIN documents d USING (document_id)
+        ORDER BY f.score DESC, least(f.vector_rank, f.keyword_rank), c.chunk_id"""
+    return sql, params
+
+
+_SEARCH_SETTINGS = (
+    "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL hnsw.iterative_scan = relaxed_order"
+)
+
+# The query's tsqueries, written out where they are used rather than computed once in a
+# CTE: with a custom plan ($1 known: _SEARCH_SETTINGS) the planner folds each into a
+# constant and estimates from the index's statistics how many chunks match it, so a query
+# of common words reads chunks in order until it has enough instead of building a bitmap of
+# most of the table. ``_LOOSE`` matches chunks with any of the query's terms (English stems,
+# or its words as written when they are all stop words; CJK bigrams), ``_EVERY`` those with
+# all of them, ``_PHRASE`` those with its words as written, in order; ``_TERMS`` are the
+# lexemes of ``_LOOSE``.
+_E = "websearch_to_tsquery('english', docindex_without_cjk($1))"
+_S = "websearch_to_tsquery('simple', docindex_without_cjk($1))"
+_B = "plainto_tsquery('simple', docindex_cjk_bigrams($1))"
+_LOOSE = (
+    f"(CASE WHEN numnode({_E}) > 0 THEN docindex_any_term({_E})"
+    f" ELSE docindex_any_term({_S}) END || docindex_any_term({_B}))"
+)
+_EVERY = f"(CASE WHEN numnode({_E}) > 0 THEN {_E} ELSE {_S} END && {_B})"
+_PHRASE = "phraseto_tsquery('simple', $1)"
+_TERMS = (
+    f"(CASE WHEN numnode({_E}) > 0 THEN to_tsvector('english', docindex_without_cjk($1))"
+    " ELSE to_tsvector('simple', docindex_without_cjk($1)) END"
+    " || to_tsvector('simple', docindex_cjk_bigrams($1)))"
+)
+
+# Ranking reads each matching chunk's tsvector (microseconds each: a 100k-chunk index has
+# queries whose terms are in most chunks), so keyword search answers in tiers, each ranking
+# at most RANKED chunks: those with every term; if fewer than wanted, those with any of its
+# rarer terms; if still fewer, those with any term. A term is common when ANALYZE's
+# statistics put it in more than COMMON_ROWS chunks, so on a small index none is; like
+# BM25's IDF, a chunk that has only a query's "floor" or "section" adds little. ts_rank
+# orders within a tier (headings weigh most; length-normalised, scaled to [0, 1)); every
+# term adds 1 and the query's words in their order 1 more, so the tiers never interleave.
+RANKED = 1000
+COMMON_ROWS = 1000
+_STATS_CTES = f"""stats AS MATERIALIZED (
+    SELECT s.most_common_elems::text::text[] AS lexemes, s.most_common_elem_freqs AS freqs,
+           (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'chunks'::regclass) AS rows
+    FROM pg_stats s
+    WHERE s.schemaname = current_schema() AND s.tablename = 'chunks' AND s.attname = 'fts'
+),
+rare AS MATERIALIZED (
+    SELECT string_agg(
+               '''' || replace(replace(t.lexeme, '\\', '\\\\'), '''', '''''') || '''', ' | '
+           )::tsquery AS query
+    FROM unnest({_TERMS}) AS t
+    WHERE coalesce((SELECT freqs[array_position(lexemes, t.lexeme)] * rows FROM stats), 0)
+          <= {COMMON_ROWS}
+)"""
+
+
+def _keyword_ctes(documents: str, candidates: int) -> str:
+    """The keyword candidates, best first, as ``krank`` (chunk_id, kscore, rank)."""
+
+    def tier(name: str, match: str, bonus: str = "", gate: str = "") -> str:
+        return f"""{name} AS MATERIALIZED (
+            SELECT chunk_id, ts_rank(fts, {_LOOSE}, 1 | 32){bonus} AS kscore
+            FROM (SELECT c.chunk_id, c.fts
+                  FROM chunks c JOIN documents d USING (document_id)
+                  WHERE c.fts @@ {match} AND {documents} {gate}
+                  LIMIT {RANKED}) AS found
+            ORDER BY kscore DESC, chunk_id LIMIT {candidates}
+        )"""
+
+    found_before = """(SELECT count(*) FROM (SELECT chunk_id FROM kw_every
+                                          UNION SELECT chunk_id FROM kw_rare) AS found)"""
+    return ",\n".join(
+        [
+            _STATS_CTES,
+            tier("kw_every", _EVERY, f" + 1 + (fts @@ {_PHRASE})::int"),
+            tier(
+                "kw_rare",
+                "(SELECT query FROM rare)",
+                gate=f"AND (SELECT count(*) FROM kw_every) < {candidates}",
+            ),
+            tier("kw_any", _LOOSE, gate=f"AND {found_before} < {candidates}"),
+            f"""kw AS (
+                SELECT DISTINCT ON (chunk_id) chunk_id, kscore
+                FROM (SELECT * FROM kw_every UNION ALL SELECT * FROM kw_rare
+                      UNION ALL SELECT * FROM kw_any) AS found
+                ORDER BY chunk_id, kscore DESC
+            ),
+            krank AS (
+                SELECT chunk_id, kscore, row_number() OVER (ORDER BY kscore DESC, chunk_id) AS rank
+                FROM kw ORDER BY kscore DESC, chunk_id LIMIT {candidates}
+            )""",
+        ]
+    )
+
+
+_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
+
+
+def _highlight(headline: str, headings: str, text: str, query: str, width: int = 60) -> str:
+    """The text's ``ts_headline``; when the query's words are only in the chunk's headings,
+    those headings (marked) before it. ``ts_headline`` marks whole words, and a CJK query's
+    run is usually inside a longer word of the text: when it marked nothing, mark the first
+    place the text has one of those runs."""
+    if HIGHLIGHT_START in headline:
+        return headline
+    if HIGHLIGHT_START in headings:
+        return f"{headings}\n{headline}"
+    for run in sorted(_CJK_RUN.findall(query), key=len, reverse=True):
+        at = text.find(run) if len(run) > 1 else -1
+        if at >= 0:
+            start, end = max(0, at - width), min(len(text), at + len(run) + width)
+            return (
+                ("… " if start else "")
+                + text[start:at]
+                + HIGHLIGHT_START
+                + run
+                + HIGHLIGHT_STOP
+                + text[at + len(run) : end]
+                + (" …" if end < len(text) else "")
+            )
+    return headline
+
+
+def _document_conditions(
+    params: list[Any], tenant_id: str | None, f: SearchFilters
+) -> tuple[str, str]:
+    """SQL conditions on ``d`` (a chunk's document) for the search, and what keyword search
+    adds on ``c`` (the chunk); their values are appended to ``params``.
+
+    With filters, keyword search names the documents up front (an array the plan computes
+    once), so its index scan intersects the full-text index with those documents' chunks
+    instead of scanning the full-text index again for each document. Vector search keeps
+    the join: HNSW's iterative scan filters as it goes, faster than ordering every chunk of
+    the documents by distance."""
+
+    def param(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    conditions = ["{d}.status = 'completed'"]
+    if tenant_id is not None:
+        conditions.append(f"{{d}}.tenant_id = {param(tenant_id)}")
+    if f.document_ids is not None:
+        ids = param(list(f.document_ids))
+        conditions.append(f"{{d}}.document_id = ANY({ids}::uuid[])")
+    if f.filename is not None:
+        conditions.append(f"{{d}}.filename ~* {param(filename_regex(f.filename))}")
+    if f.metadata is not None:
+        conditions.append(f"{{d}}.metadata @> {param(json.dumps(f.metadata))}::jsonb")
+    where = " AND ".join(conditions)
+    if f.document_ids is None and f.filename is None and f.metadata is None:
+        return where.format(d="d"), ""
+    named = where.format(d="named")
+    return where.format(d="d"), (
+        " AND c.document_id = ANY(ARRAY("
+        f"SELECT named.document_id FROM documents named WHERE {named}))"
+    )
+
+
+async def explain_search(
+    db: Db,
+    dimension: int,
+    model: str,
+    *,
+    mode: SearchMode = "vector",
+    text: str = "search",
+    seqscan: bool = False,
+) -> str:
+    """The plan of ``search_chunks``'s statement; tests and benchmarks check it uses the
+    HNSW and full-text indexes. Sequential scans are off unless ``seqscan`` (a small test
+    table would otherwise be read whole); on with a big table, the planner's own choice."""
     probe = np.zeros(dimension, dtype=np.float32)
     probe[0] = 1.0
+    sql, params = _search_sql(probe, model, 5, None, text, mode, None)
     async with transaction(db) as conn:
-        await conn.execute("SET LOCAL enable_seqscan = off")
-        rows = await conn.fetch(
-            f"""EXPLAIN SELECT c.chunk_id FROM chunks c
-                WHERE c.model = '{literal}'
-                ORDER BY c.embedding::vector({dimension}) <=> $1::vector({dimension})
-                LIMIT 5""",
-            probe,
-        )
+        await conn.execute(_SEARCH_SETTINGS)
+        if not seqscan:
+            await conn.execute("SET LOCAL enable_seqscan = off")
+        rows = await conn.fetch("EXPLAIN " + sql, *params)
     return "\n".join(r[0] for r in rows)
