@@ -380,3 +380,30 @@ async def test_index_local_ocrs_as_the_workflow_does(settings: Settings, tmp_pat
         await pool.close()
     assert row is not None
     assert row.metadata["quality"]["ocr"] == 1 and row.metadata["quality"]["empty_pages"] == [2]
+
+
+def test_the_layout_pipeline_names_its_ocr_engine_and_builds_it_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Docling's automatic engine choice skips OCR silently when it finds no engine: the
+    standard pipeline gets RapidOCR by name, with the models of the rapidocr wheel, which
+    load with nothing under DOCLING_ARTIFACTS_PATH."""
+    from docling.datamodel.accelerator_options import AcceleratorOptions
+    from docling.datamodel.pipeline_options import PdfPipelineOptions, RapidOcrOptions
+    from docling.models.stages.ocr.rapid_ocr_model import RapidOcrModel
+
+    monkeypatch.setenv("DOCLING_ARTIFACTS_PATH", str(tmp_path))
+    options = DocumentParser("standard", ocr="auto")._pdf_options
+    assert isinstance(options, PdfPipelineOptions) and options.do_ocr
+    assert isinstance(options.ocr_options, RapidOcrOptions)
+    model = RapidOcrModel(
+        enabled=True,
+        artifacts_path=tmp_path,
+        options=options.ocr_options,
+        accelerator_options=AcceleratorOptions(),
+    )
+    assert model.enabled
+    forced = DocumentParser("standard", ocr="force")._pdf_options
+    assert isinstance(forced, PdfPipelineOptions) and forced.ocr_options.force_full_page_ocr
+    off = DocumentParser("standard", ocr="off")._pdf_options
+    assert isinstance(off, PdfPipelineOptions) and not off.do_ocr
