@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from docindex.models import DocStatus, RunState, Step
+from docindex.repository import filename_regex
 
 
 class AcceptedDocument(BaseModel):
@@ -122,8 +125,48 @@ class DocumentDetail(DocumentStatus):
 
 
 class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     query: str = Field(min_length=1, max_length=8000)
     top_k: int = Field(default=5, ge=1, le=100)
+    mode: Literal["hybrid", "vector", "keyword"] = Field(
+        default="hybrid",
+        description="hybrid: full-text and vector search fused by reciprocal rank; vector: "
+        "nearest embeddings; keyword: full-text search only (needs no embedding provider). "
+        "Quoted phrases, OR and -excluded words follow web-search syntax",
+    )
+    document_ids: list[uuid.UUID] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Only chunks of these documents",
+    )
+    filename: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Only documents whose file name matches this glob (*, ?, [abc], [!abc]); "
+        "case-insensitive",
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None,
+        description="Only documents whose metadata contains this JSON "
+        '(e.g. {"kind": "pdf"}; as Postgres\' jsonb @>)',
+    )
+
+    @field_validator("filename")
+    @classmethod
+    def _glob(cls, value: str | None) -> str | None:
+        if value is not None:
+            filename_regex(value)  # ValueError → 422 naming the mistake
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _small(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(json.dumps(value)) > 4096:
+            raise ValueError("at most 4096 bytes of JSON")
+        return value
 
 
 class SearchHit(BaseModel):
@@ -131,7 +174,11 @@ class SearchHit(BaseModel):
 
     document_id: str
     chunk_id: str
-    score: float
+    score: float = Field(
+        description="The mode's: cosine similarity (vector), keyword rank (keyword: 2 and "
+        "more with the query's words in order, 1 and more with all its terms), or the sum of "
+        "1/(60 + rank) over the lists the chunk is in (hybrid)"
+    )
     text: str
     context: str | None = Field(
         default=None, description="What enrichment said situates this chunk in its document"
@@ -139,10 +186,26 @@ class SearchHit(BaseModel):
     pages: list[int]
     headings: list[str]
     filename: str
+    highlight: str = Field(
+        description="A snippet of the text with the query's words between <mark> and </mark> "
+        "(not HTML-escaped); the start of the text when none of them is in it"
+    )
+    similarity: float | None = Field(
+        default=None, description="Cosine similarity to the query; null in keyword mode"
+    )
+    vector_rank: int | None = Field(
+        default=None, description="Place (from 1) among the vector search's candidates"
+    )
+    keyword_rank: int | None = Field(
+        default=None, description="Place (from 1) among the full-text search's candidates"
+    )
 
 
 class SearchResponse(BaseModel):
-    model: str
+    model: str | None = Field(
+        description="The embedding model the query was embedded with; null in keyword mode"
+    )
+    mode: str
     results: list[SearchHit]
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -284,17 +285,24 @@ def retry(
 def search(
     query: str,
     top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
+    mode: Annotated[str, typer.Option(help="hybrid, vector or keyword")] = "hybrid",
+    filename: Annotated[str | None, typer.Option(help="only files matching this glob")] = None,
 ) -> None:
     """Search the index."""
+    request: dict[str, Any] = {"query": query, "top_k": top_k, "mode": mode}
+    if filename:
+        request["filename"] = filename
     with _api() as http:
-        body = _check(http.post("/v1/search", json={"query": query, "top_k": top_k}))
+        body = _check(http.post("/v1/search", json=request))
     if not body["results"]:
         console.print("no results")
         return
     for i, hit in enumerate(body["results"], 1):
         pages = ",".join(map(str, hit["pages"])) or "-"
         console.print(f"[bold]{i}. {hit['filename']}[/bold]  p.{pages}  score {hit['score']:.3f}")
-        console.print("   " + hit["text"][:300].replace("\n", " "))
+        snippet = escape(hit.get("highlight") or hit["text"][:300]).replace("\n", " ")
+        marked = snippet.replace("<mark>", "[reverse]").replace("</mark>", "[/reverse]")
+        console.print("   " + marked)
 
 
 keys = typer.Typer(help="API keys of tenants (talks to Postgres directly: an operator tool).")

@@ -1,4 +1,4 @@
-"""Semantic search over the chunks of completed documents."""
+"""Search over the chunks of completed documents: full-text, vector, or both fused."""
 
 from __future__ import annotations
 
@@ -16,20 +16,40 @@ router = APIRouter(prefix="/v1/search", tags=["search"], responses=problems(502)
 
 @router.post("", response_model=SearchResponse)
 async def search(body: SearchRequest, res: ResourcesDep, principal: PrincipalDep) -> SearchResponse:
-    """Chunks of this tenant's completed documents nearest to the query."""
+    """Chunks of this tenant's completed documents that best answer the query."""
     with SEARCH_SECONDS.time():
         return await _search(body, res, principal.tenant_id)
 
 
 async def _search(body: SearchRequest, res: ResourcesDep, tenant: str) -> SearchResponse:
-    embedder = await res.embedder()
-    try:
-        vector = await embedder.embed_query(body.query)
-    except ProviderError as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE if exc.retryable else status.HTTP_502_BAD_GATEWAY,
-            f"the embedding provider failed: {exc}",
-            headers={"Retry-After": str(int(exc.retry_after_s))} if exc.retry_after_s else None,
-        ) from exc
-    hits = await repository.search_chunks(res.pool, vector, embedder.model, body.top_k, tenant)
-    return SearchResponse(model=embedder.model, results=[SearchHit.model_validate(h) for h in hits])
+    vector, model = None, None
+    if body.mode != "keyword":
+        # Keyword search never waits for the embedder, so it answers when the provider
+        # (or the local model, still loading) does not.
+        embedder = await res.embedder()
+        model = embedder.model
+        try:
+            vector = await embedder.embed_query(body.query)
+        except ProviderError as exc:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE
+                if exc.retryable
+                else status.HTTP_502_BAD_GATEWAY,
+                f"the embedding provider failed: {exc} (keyword mode needs no embeddings)",
+                headers={"Retry-After": str(int(exc.retry_after_s))} if exc.retry_after_s else None,
+            ) from exc
+    hits = await repository.search_chunks(
+        res.pool,
+        vector,
+        model,
+        body.top_k,
+        tenant,
+        text=body.query,
+        mode=body.mode,
+        filters=repository.SearchFilters(
+            document_ids=body.document_ids, filename=body.filename, metadata=body.metadata
+        ),
+    )
+    return SearchResponse(
+        model=model, mode=body.mode, results=[SearchHit.model_validate(h) for h in hits]
+    )
