@@ -40,6 +40,7 @@ class Components:
                     limits=self.limits or ParseLimits(),
                     ocr=spec.ocr,
                     table_structure=spec.table_structure,
+                    tables=spec.tables,
                     recover_damaged=spec.recover_damaged,
                 )
             return self._parsers[spec.digest]

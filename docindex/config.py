@@ -150,6 +150,10 @@ class Settings(BaseSettings):
     pdf_table_structure: bool = Field(
         default=True, description="Table structure model in the standard PDF pipeline"
     )
+    pdf_tables: bool = Field(
+        default=True,
+        description="Ruled tables (drawn with lines) kept as tables by the native PDF pipeline",
+    )
     # Unset: by PDF pipeline (docindex/pagination.py): 200 / 100 / 50 pages on the native
     # pipeline, 20 / 20 / 5 on the model pipeline, which is some 20 times slower a page.
     split_pdf_pages: int | None = Field(

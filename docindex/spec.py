@@ -48,6 +48,9 @@ class DoclingParser(_Part):
     ocr: Literal["auto", "off", "force"] = "auto"
     # Standard pipeline only: the table structure model.
     table_structure: bool = True
+    # Native pipeline only: ruled tables (drawn with lines) become tables, when they pass
+    # the checks of docindex.pipeline.tables; other tables stay text.
+    tables: bool = True
     # Index damaged files as far as they parse (noting the damage) instead of failing them.
     recover_damaged: bool = False
     # PDFs with more pages are parsed as page ranges of ``range_pages`` on any CPU worker,
@@ -182,6 +185,7 @@ def resolve_spec(settings: Settings) -> PipelineSpec:
         pdf_pipeline=pipeline,
         ocr=settings.ocr,
         table_structure=settings.pdf_table_structure,
+        tables=settings.pdf_tables,
         recover_damaged=settings.recover_damaged_files,
         split_pdf_pages=settings.split_pdf_pages or plan.split_above,
         range_pages=settings.range_pages or plan.range_pages,

@@ -45,6 +45,7 @@ from docindex.errors import (
 from docindex.filetypes import DocumentKind, detect_kind
 from docindex.pipeline.damage import find_damage
 from docindex.pipeline.pages import PageClass, classify_text, has_ink, page_ranges_text
+from docindex.pipeline.tables import keep_ruled_tables
 from docindex.spec import resolve_pdf_pipeline as spec_pdf_pipeline
 
 log = logging.getLogger(__name__)
@@ -124,10 +125,13 @@ class DocumentParser:
         limits: ParseLimits | None = None,
         ocr: str = "auto",
         table_structure: bool = True,
+        tables: bool = True,
         recover_damaged: bool = False,
     ) -> None:
         self.pdf_pipeline = resolve_pdf_pipeline(pdf_pipeline)
         self.ocr = ocr
+        # Ruled tables, on the native pipeline (the standard one has its table model).
+        self.tables = tables and self.pdf_pipeline == "native"
         self.limits = limits or ParseLimits()
         # Strict by default: a damaged file parses "fine" but its text cannot be trusted.
         self.recover_damaged = recover_damaged
@@ -242,7 +246,9 @@ class DocumentParser:
         document = result.document
         if kind is DocumentKind.PDF:
             first, last = page_range or (1, inspection.pages or len(document.pages))
-            classify_pages(document, data, password, range(first, last + 1))
+            classes = classify_pages(document, data, password, range(first, last + 1))
+            if self.tables and self.ocr != "force":  # forced OCR replaces every page's text
+                keep_ruled_tables(document, data, password, classes)
         # A page range may legitimately be blank (a run of figures); a whole document not,
         # unless OCR may yet find its text.
         if page_range is None and not self.pages_to_ocr(document):
