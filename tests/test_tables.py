@@ -1,5 +1,6 @@
 """Ruled tables on the model-free PDF pipeline (issue #15, "Tables kept"): a table drawn with
-lines becomes a table item with its header; anything that is not plainly a ruled table stays text.
+lines becomes a table item with its header, and chunks keep every row with that header;
+anything that is not plainly a ruled table stays text.
 
 The PDFs are written here, line by line, so each test says exactly what the page draws;
 one real PDF (ICDAR 2013, tests/data) checks the tables against human annotations."""
@@ -7,17 +8,20 @@ one real PDF (ICDAR 2013, tests/data) checks the tables against human annotation
 from __future__ import annotations
 
 import re
+import uuid
 from collections import Counter
 
+import httpx
 import pytest
 from docling_core.types.doc import CoordOrigin, DoclingDocument, TableItem, TextItem
 
 from bench.table_quality import match, ours, read_truth, rotated_offsets, same_cells
 from docindex.config import Settings
+from docindex.pipeline.chunking import DocumentChunker
 from docindex.pipeline.parsing import DocumentParser
 from docindex.spec import resolve_spec
 
-from .helpers import DATA
+from .helpers import DATA, unique, wait_for_run
 
 # --------------------------------------------------------------------------- drawing PDFs
 
@@ -354,3 +358,63 @@ def test_tables_follow_the_spec(parser: DocumentParser, settings: Settings) -> N
     data = pdf(thresholds_page())
     assert DocumentParser("native", tables=False).parse(data, "t.pdf").document.tables == []
     assert len(parser.parse(data, "t.pdf").document.tables) == 1
+
+
+# --------------------------------------------------------------------------- chunks
+
+HEADER = "| Pollutant | Air kg/year | Water kg/year | Land kg/year |"
+
+
+def long_table() -> list[list[str]]:
+    names = [f"Substance {n:02d}" for n in range(1, 45)]
+    return [THRESHOLDS[0]] + [
+        [name, str(10 * k), str(k), str(k % 7)] for k, name in enumerate(names, 1)
+    ]
+
+
+def test_a_table_cut_into_chunks_repeats_its_header_in_each(parser: DocumentParser) -> None:
+    rows = long_table()
+    content = text(72, 760, "All thresholds", 14) + ruled_table(rows, top=740, row_height=15)
+    document = parser.parse(pdf(content), "long.pdf").document
+    (table,) = document.tables
+    assert table.data.num_rows == len(rows)
+
+    chunker = DocumentChunker(128)
+    chunks = chunker.chunk(document)
+    with_rows = [c for c in chunks if "| Substance" in c.text]
+    assert len(with_rows) > 3
+    seen: list[str] = []
+    for chunk in with_rows:
+        assert chunker.count_tokens(chunk.embed_text) <= 128
+        lines = chunk.text.splitlines()
+        start = lines.index(HEADER)  # the first chunk starts with the title
+        assert lines[start + 1].startswith("| - |") or lines[start + 1].startswith("| -")
+        seen += [line for line in lines[start + 2 :] if line.startswith("| Substance")]
+    # Every row once, whole, in order.
+    assert seen == [f"| {' | '.join(row)} |" for row in rows[1:]]
+
+
+# --------------------------------------------------------------------------- the service
+
+
+async def test_an_uploaded_table_is_found_row_with_header(api: httpx.AsyncClient) -> None:
+    name = f"thresholds-{uuid.uuid4().hex[:6]}.pdf"
+    response = await api.post(
+        "/v1/documents", files=[("files", (name, unique(pdf(thresholds_page()))))]
+    )
+    assert response.status_code == 202, response.text
+    run = await wait_for_run(api, response.json()["run_id"])
+    assert run["status"] == "completed", run
+    document_id = run["documents"][0]["document_id"]
+    detail = (await api.get(f"/v1/documents/{document_id}")).json()
+    assert detail["metadata"]["tables"] == 1
+
+    hits = (
+        await api.post(
+            "/v1/search",
+            json={"query": "Cadmium water", "mode": "keyword", "document_ids": [document_id]},
+        )
+    ).json()["results"]
+    assert hits, "no chunk has the row"
+    lines = hits[0]["text"].splitlines()
+    assert HEADER in lines and "| Cadmium | 10 | 5 | 5 |" in lines

@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from docling_core.transforms.chunker.hierarchical_chunker import (
+    ChunkingDocSerializer,
+    ChunkingSerializerProvider,
+)
 from docling_core.transforms.chunker.hybrid_chunker import HybridChunker
 from docling_core.transforms.chunker.tokenizer.huggingface import HuggingFaceTokenizer
+from docling_core.transforms.serializer.markdown import MarkdownParams, MarkdownTableSerializer
 from docling_core.types.doc import DoclingDocument
 
 from docindex.ids import config_digest
@@ -23,6 +28,24 @@ class Chunk:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class _TableRowsSerializer(ChunkingDocSerializer):
+    """Tables as compact Markdown, one row a line under one header line (the header rows
+    joined per column), so that a table too big for one chunk is cut between rows and each
+    piece starts with the header again (HybridChunker's repeat_table_header). Docling's
+    default for chunks, one line of "row, column = value" triplets, was cut anywhere, rows
+    from their labels, and padded Markdown spends the token budget on dashes."""
+
+    table_serializer: MarkdownTableSerializer = MarkdownTableSerializer()
+    params: MarkdownParams = ChunkingDocSerializer.model_fields["params"].default.model_copy(
+        update={"compact_tables": True}
+    )
+
+
+class _TableRowsProvider(ChunkingSerializerProvider):
+    def get_serializer(self, doc: DoclingDocument) -> ChunkingDocSerializer:
+        return _TableRowsSerializer(doc=doc)
 
 
 def default_tokenizer_path() -> Path:
@@ -53,6 +76,8 @@ class DocumentChunker:
             self._chunkers[size] = HybridChunker(
                 tokenizer=HuggingFaceTokenizer(tokenizer=self._hf_tokenizer, max_tokens=size),
                 merge_peers=True,
+                repeat_table_header=True,
+                serializer_provider=_TableRowsProvider(),
             )
         return self._chunkers[size]
 
@@ -65,7 +90,8 @@ class DocumentChunker:
                 "parsed": parsed_key,
                 "max_tokens": max_tokens or self.max_tokens,
                 "tokenizer": self.tokenizer_name,
-                "chunker": "hybrid-v1",
+                # v2: tables as Markdown rows under a repeated header (_TableRowsSerializer).
+                "chunker": "hybrid-v2",
             }
         )
 
