@@ -74,6 +74,8 @@ COLUMN_GAP = 3.0
 WORD_INSIDE = 0.8
 # Pages drawing more path segments than this are charts or drawings, not tables.
 MAX_SEGMENTS = 20_000
+# A path whose first segments are mostly curves is not walked further.
+CURVES_SAMPLE = 16
 
 
 @dataclass(frozen=True)
@@ -289,7 +291,10 @@ def _path_rules(
     get_segment, get_point = pdfium.FPDFPath_GetPathSegment, pdfium.FPDFPathSegment_GetPoint
     get_type, get_close = pdfium.FPDFPathSegment_GetType, pdfium.FPDFPathSegment_GetClose
     moveto, bezierto = pdfium.FPDF_SEGMENT_MOVETO, pdfium.FPDF_SEGMENT_BEZIERTO
+    curves = 0
     for k in range(count):
+        if k == CURVES_SAMPLE and 2 * curves > k:
+            return True  # mostly curves (handwriting, a plot's line): no rule worth the walk
         segment = get_segment(obj, k)
         if not get_point(segment, px, py):
             continue
@@ -302,6 +307,7 @@ def _path_rules(
             subpaths[-1].append(point)
             if kind == bezierto:
                 curved[-1] = True
+                curves += 1
         if get_close(segment) and len(subpaths[-1]) > 1:
             subpaths[-1].append(subpaths[-1][0])
     for points, is_curved in zip(subpaths, curved, strict=True):
@@ -669,23 +675,28 @@ def _share_inside(
 def page_grids(data: bytes, password: str | None, pages: Iterable[int]) -> dict[int, list[Grid]]:
     """The candidate grids of ``pages`` (1-based), by page, before any text check."""
     import pypdfium2
+    from docling.utils.locks import pypdfium2_lock
 
+    rules: dict[int, list[Rule] | None] = {}
+    # pdfium is not thread-safe: Docling serializes its own calls with this lock, and
+    # workers parse in threads.
+    with pypdfium2_lock:
+        pdf = pypdfium2.PdfDocument(data, password=password)
+        try:
+            for page_no in pages:
+                page = pdf[page_no - 1]
+                try:
+                    rules[page_no] = page_rules(page)
+                finally:
+                    page.close()
+        finally:
+            pdf.close()
     found: dict[int, list[Grid]] = {}
-    pdf = pypdfium2.PdfDocument(data, password=password)
-    try:
-        for page_no in pages:
-            page = pdf[page_no - 1]
-            try:
-                rules = page_rules(page)
-            finally:
-                page.close()
-            if rules is None:
-                log.info("page %d draws too much to look for ruled tables", page_no)
-                continue
-            if grids := find_grids(rules):
-                found[page_no] = grids
-    finally:
-        pdf.close()
+    for page_no, drawn in rules.items():
+        if drawn is None:
+            log.info("page %d draws too much to look for ruled tables", page_no)
+        elif grids := find_grids(drawn):
+            found[page_no] = grids
     return found
 
 
