@@ -39,6 +39,7 @@ format: install
 quality: install
 	mkdir -p .docindex
 	$(PY) -m bench.parse_quality --json .docindex/parse-quality.json
+	$(PY) -m bench.table_quality --json .docindex/table-quality.json
 
 # Retrieval measured on questions (a report, not a test; docs/quality.md): the corpus indexed
 # through the service, each question asked in every search mode and to a BM25 baseline;
