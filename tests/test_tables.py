@@ -10,12 +10,23 @@ from __future__ import annotations
 import re
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import pytest
 from docling_core.types.doc import CoordOrigin, DoclingDocument, TableItem, TextItem
 
-from bench.table_quality import match, ours, read_truth, rotated_offsets, same_cells
+from bench import table_quality
+from bench.table_quality import (
+    Annotated,
+    Cell,
+    adjacency,
+    match,
+    ours,
+    read_truth,
+    rotated_offsets,
+    same_cells,
+)
 from docindex.config import Settings
 from docindex.pipeline.chunking import DocumentChunker
 from docindex.pipeline.parsing import DocumentParser
@@ -358,6 +369,29 @@ def test_tables_follow_the_spec(parser: DocumentParser, settings: Settings) -> N
     data = pdf(thresholds_page())
     assert DocumentParser("native", tables=False).parse(data, "t.pdf").document.tables == []
     assert len(parser.parse(data, "t.pdf").document.tables) == 1
+
+
+def test_adjacency_relations_and_a_missing_table_without_the_corpus(tmp_path: Path) -> None:
+    # The bench's measure: each non-empty cell and its nearest non-empty neighbour to the
+    # right and below, empty cells skipped, spans counted once per row or column.
+    cells = [
+        Cell(0, 0, 1, 0, "Topic"),  # spans two rows
+        Cell(0, 1, 0, 1, "Count"),
+        Cell(1, 1, 1, 1, ""),
+        Cell(2, 0, 2, 0, "EU"),
+        Cell(2, 1, 2, 1, "3.597"),
+    ]
+    relations = adjacency(Annotated(1, cells, (0, 0, 1, 1)))
+    assert relations == Counter(
+        {
+            ("Topic", "Count", "right"): 1,
+            ("Topic", "EU", "below"): 1,
+            ("Count", "3.597", "below"): 1,
+            ("EU", "3.597", "right"): 1,
+        }
+    )
+    # No ICDAR PDFs: the report says so and exits 0.
+    assert table_quality.main(["--corpus", str(tmp_path)]) == 0
 
 
 # --------------------------------------------------------------------------- chunks
