@@ -280,7 +280,12 @@ def _search_sql(
             )"""
         )
     if mode != "vector":
-        ctes.append(_keyword_ctes(documents + named, candidates))
+        ctes.append(
+            _keyword_ctes(
+                named or f"chunks c JOIN documents d USING (document_id) WHERE {documents}",
+                candidates,
+            )
+        )
     if mode == "vector":
         fused = """SELECT chunk_id, rank AS vector_rank, NULL::bigint AS keyword_rank,
                           1 - distance AS score
@@ -371,15 +376,14 @@ rare AS MATERIALIZED (
 )"""
 
 
-def _keyword_ctes(documents: str, candidates: int) -> str:
-    """The keyword candidates, best first, as ``krank`` (chunk_id, kscore, rank)."""
+def _keyword_ctes(chunks: str, candidates: int) -> str:
+    """The keyword candidates, best first, as ``krank`` (chunk_id, kscore, rank), from
+    ``chunks`` (a FROM and WHERE that give the chunks ``c`` search may return)."""
 
     def tier(name: str, match: str, bonus: str = "", gate: str = "") -> str:
         return f"""{name} AS MATERIALIZED (
             SELECT chunk_id, ts_rank(fts, {_LOOSE}, 1 | 32){bonus} AS kscore
-            FROM (SELECT c.chunk_id, c.fts
-                  FROM chunks c JOIN documents d USING (document_id)
-                  WHERE c.fts @@ {match} AND {documents} {gate}
+            FROM (SELECT c.chunk_id, c.fts FROM {chunks} AND c.fts @@ {match} {gate}
                   LIMIT {RANKED}) AS found
             ORDER BY kscore DESC, chunk_id LIMIT {candidates}
         )"""
@@ -441,14 +445,14 @@ def _highlight(headline: str, headings: str, text: str, query: str, width: int =
 def _document_conditions(
     params: list[Any], tenant_id: str | None, f: SearchFilters
 ) -> tuple[str, str]:
-    """SQL conditions on ``d`` (a chunk's document) for the search, and what keyword search
-    adds on ``c`` (the chunk); their values are appended to ``params``.
+    """SQL conditions on ``d`` (a chunk's document) for the search, and, with filters, the
+    chunks keyword search reads instead of joining; values are appended to ``params``.
 
     With filters, keyword search names the documents up front (an array the plan computes
-    once), so its index scan intersects the full-text index with those documents' chunks
-    instead of scanning the full-text index again for each document. Vector search keeps
-    the join: HNSW's iterative scan filters as it goes, faster than ordering every chunk of
-    the documents by distance."""
+    once) and reads ``chunks`` alone, so one scan intersects the full-text index with those
+    documents' chunks; a join had the planner scan the full-text index again for each
+    document. Vector search keeps the join: HNSW's iterative scan filters as it goes,
+    faster than ordering every chunk of the documents by distance."""
 
     def param(value: Any) -> str:
         params.append(value)
@@ -469,7 +473,7 @@ def _document_conditions(
         return where.format(d="d"), ""
     named = where.format(d="named")
     return where.format(d="d"), (
-        " AND c.document_id = ANY(ARRAY("
+        "chunks c WHERE c.document_id = ANY(ARRAY("
         f"SELECT named.document_id FROM documents named WHERE {named}))"
     )
 
