@@ -97,28 +97,43 @@ def ocr_pages(
 ) -> list[OcrPage]:
     """OCR ``pages`` (1-based) of a PDF; ``on_page(done)`` after each."""
     import numpy as np
-    import pypdfium2
 
-    pdf = pypdfium2.PdfDocument(data, password=password)
     results: list[OcrPage] = []
-    try:
-        for done, page_no in enumerate(pages, 1):
+    scale = OCR_DPI / 72
+    for done, page_no in enumerate(pages, 1):
+        image = render_page(data, page_no, scale, password=password)
+        width, height = image.shape[1] / scale, image.shape[0] / scale
+        with _ocr_lock:
+            result = engine()(np.ascontiguousarray(image))
+        lines = _lines(result, scale, height)
+        results.append(OcrPage(page_no=page_no, width=width, height=height, lines=lines))
+        if on_page is not None:
+            on_page(done)
+    return results
+
+
+def render_page(data: bytes, page_no: int, scale: float, *, password: str | None = None) -> Any:
+    """One page as an RGB array. pdfium is not thread-safe and aborts the process when two
+    threads use it at once: every use holds Docling's lock, which its own backends hold."""
+    import numpy as np
+    import pypdfium2
+    from docling.utils.locks import pypdfium2_lock
+
+    with pypdfium2_lock:
+        pdf = pypdfium2.PdfDocument(data, password=password)
+        try:
             page = pdf[page_no - 1]
             try:
-                scale = OCR_DPI / 72
-                image = page.render(scale=scale).to_pil().convert("RGB")
-                width, height = image.width / scale, image.height / scale
-                with _ocr_lock:
-                    result = engine()(np.asarray(image))
+                bitmap = page.render(scale=scale)
+                try:
+                    # A copy (convert copies): the bitmap's memory is pdfium's, freed below.
+                    return np.asarray(bitmap.to_pil().convert("RGB"))
+                finally:
+                    bitmap.close()
             finally:
                 page.close()
-            lines = _lines(result, scale, height)
-            results.append(OcrPage(page_no=page_no, width=width, height=height, lines=lines))
-            if on_page is not None:
-                on_page(done)
-    finally:
-        pdf.close()
-    return results
+        finally:
+            pdf.close()
 
 
 def _lines(result: Any, scale: float, page_height: float) -> list[OcrLine]:

@@ -29,11 +29,11 @@ from enum import StrEnum
 # a stray mark): it is OCRed when it has ink.
 MIN_PAGE_CHARS = 20
 # Thresholds, with their margins on the corpus (docs/decisions.md): readable pages scored at
-# most 0.002 lost, at least 0.37 wordlike and 0.28 vowels; unreadable ones at least 0.057
+# most 0.002 lost, at least 0.37 wordlike and 0.26 vowels; unreadable ones at least 0.056
 # lost, or at most 0.31 wordlike, or at most 0.20 vowels.
 MAX_LOST = 0.02
 MIN_WORDLIKE = 0.25
-MIN_VOWELS = 0.24
+MIN_VOWELS = 0.22
 # Readable pages had at least 0.48 (a table of contents' dot leaders), ASCII-read glyphs
 # at most 0.25.
 MIN_ALNUM = 0.35
@@ -144,13 +144,17 @@ MIN_INK = 0.001
 
 
 def has_ink(page: object) -> bool:
-    """Whether a pdfium page draws anything visible (text, vector art, images)."""
+    """Whether a pdfium page draws anything visible (text, vector art, images). The caller
+    holds Docling's pdfium lock."""
 
     bitmap = page.render(scale=INK_DPI / 72, grayscale=True)  # type: ignore[attr-defined]
-    pixels = bitmap.to_numpy()
-    if pixels.ndim == 3:
-        pixels = pixels[..., 0]
-    return bool((pixels < INK_LEVEL).mean() >= MIN_INK)
+    try:
+        pixels = bitmap.to_numpy()
+        if pixels.ndim == 3:
+            pixels = pixels[..., 0]
+        return bool((pixels < INK_LEVEL).mean() >= MIN_INK)
+    finally:
+        bitmap.close()
 
 
 def page_ranges_text(pages: Iterable[int]) -> str:

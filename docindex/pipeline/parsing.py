@@ -322,6 +322,7 @@ def classify_pages(
     ink: to OCR), blank (no ink), or unreadable (a text layer of glyph garbage, whose items
     are dropped here so the garbage is never indexed)."""
     import pypdfium2
+    from docling.utils.locks import pypdfium2_lock
 
     from docindex.pipeline.ocr import drop_items, items_on_pages
 
@@ -332,17 +333,19 @@ def classify_pages(
         drop_items(document, items_on_pages(document, unreadable, tables=True))
     no_text = [p for p, c in classes.items() if c is PageClass.NO_TEXT]
     if no_text:
-        pdf = pypdfium2.PdfDocument(data, password=password)
-        try:
-            for p in no_text:
-                page = pdf[p - 1]
-                try:
-                    if not has_ink(page):
-                        classes[p] = PageClass.BLANK
-                finally:
-                    page.close()
-        finally:
-            pdf.close()
+        # pdfium is not thread-safe: every use holds Docling's lock (see ocr.render_page).
+        with pypdfium2_lock:
+            pdf = pypdfium2.PdfDocument(data, password=password)
+            try:
+                for p in no_text:
+                    page = pdf[p - 1]
+                    try:
+                        if not has_ink(page):
+                            classes[p] = PageClass.BLANK
+                    finally:
+                        page.close()
+            finally:
+                pdf.close()
     set_page_classes(document, classes)
     return classes
 
@@ -449,21 +452,24 @@ def _pdf_page_count(data: bytes, password: str | None) -> int:
     """Open the PDF with pdfium: catches encrypted and unreadable files before Docling,
     which may half-read them."""
     import pypdfium2
+    from docling.utils.locks import pypdfium2_lock
 
-    try:
-        pdf = pypdfium2.PdfDocument(data, password=password)
-    except pypdfium2.PdfiumError as exc:
-        if "password" in str(exc).lower():
-            raise EncryptedDocument(
-                "the PDF is encrypted: the password given is wrong"
-                if password
-                else "the PDF is encrypted with a user password; upload it with its password"
-            ) from exc
-        raise CorruptDocument(f"the PDF could not be opened: {exc}") from exc
-    try:
-        pages = len(pdf)
-    finally:
-        pdf.close()
+    # pdfium is not thread-safe (two threads in it at once abort the process): Docling's lock.
+    with pypdfium2_lock:
+        try:
+            pdf = pypdfium2.PdfDocument(data, password=password)
+        except pypdfium2.PdfiumError as exc:
+            if "password" in str(exc).lower():
+                raise EncryptedDocument(
+                    "the PDF is encrypted: the password given is wrong"
+                    if password
+                    else "the PDF is encrypted with a user password; upload it with its password"
+                ) from exc
+            raise CorruptDocument(f"the PDF could not be opened: {exc}") from exc
+        try:
+            pages = len(pdf)
+        finally:
+            pdf.close()
     if pages == 0:
         raise EmptyDocument("the PDF has no pages")
     return pages
