@@ -6,7 +6,8 @@ mode, and score the answers beside a plain BM25 over whole pages.
 2. A throwaway stack (``bench.stack.Stack``: embedded Postgres, Temporal dev server, one
    worker process of each kind, the API) indexes every document of the corpus (``pdf/``,
    ``office/``, ``olmocr_bench/pdfs/``; the files the questions use and the rest as
-   distractors) in one upload, with the settings a deployment gets by default.
+   distractors) in one upload, with the settings a deployment gets by default
+   (``--embed-model``: the API's DOCINDEX_EMBED_MODEL, which puts that model in the spec).
 3. Each question goes to ``POST /v1/search`` with ``top_k`` 10, once per mode. A mode the
    API does not offer (no ``mode`` in its request schema, or a 422 naming ``mode``) is
    reported "not available"; ``vector`` is then asked without the field (what it was).
@@ -67,13 +68,17 @@ def baseline_rankings(
 
 
 async def index_corpus(
-    stack: Any, files: Sequence[str], documents: list[tuple[str, bytes]], console: Console
+    stack: Any,
+    files: Sequence[str],
+    documents: list[tuple[str, bytes]],
+    console: Console,
+    api_env: dict[str, str] | None = None,
 ) -> tuple[str, dict[str, str], dict[str, str], dict[str, Any]]:
     """Upload every file as one run through the API and wait for it; return the API's URL,
     its auth headers, corpus path by document id, and what indexing did."""
     started = time.perf_counter()
     await stack.start_workers(("workflow", "cpu", "gpu", "hosted"))
-    _, url = await stack.start_api()
+    _, url = await stack.start_api(**(api_env or {}))
     headers = await stack.api_headers(TENANT)
     console.print(f"  stack up in {time.perf_counter() - started:.0f} s; uploading {len(files)}")
     started = time.perf_counter()
@@ -84,6 +89,9 @@ async def index_corpus(
         by_id.setdefault(doc["document_id"], rel)  # identical bytes: the first file names it
     status = await stack.wait_run_closed(body["run_id"], list(by_id))
     wall = time.perf_counter() - started
+    async with httpx.AsyncClient(base_url=url) as http:
+        run = (await http.get(f"/v1/runs/{body['run_id']}", headers=headers)).json()
+    embedder = run.get("pipeline", {}).get("embedder")
     failed = {by_id[d]: s for d, s in status.items() if s != "completed"}
     console.print(
         f"  indexed {len(status) - len(failed)}/{len(status)} documents in {wall:.0f} s"
@@ -93,7 +101,12 @@ async def index_corpus(
         url,
         headers,
         by_id,
-        {"wall_s": round(wall, 1), "documents": len(status), "not_completed": failed},
+        {
+            "wall_s": round(wall, 1),
+            "documents": len(status),
+            "not_completed": failed,
+            "embedder": embedder,
+        },
     )
 
 
@@ -269,11 +282,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--baseline-only", action="store_true", help="BM25 only: no service (seconds, not minutes)"
     )
+    p.add_argument(
+        "--embed-model",
+        default=None,
+        help="the API's DOCINDEX_EMBED_MODEL (e.g. multilingual-e5-small); default: bundled",
+    )
     return p.parse_args(argv)
 
 
 async def measure_service(
-    corpus: Path, files: Sequence[str], questions: Sequence[Question], modes: Sequence[str]
+    corpus: Path,
+    files: Sequence[str],
+    questions: Sequence[Question],
+    modes: Sequence[str],
+    embed_model: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Index the corpus on a throwaway stack and ask every question in each mode."""
     from bench.stack import Stack
@@ -282,7 +304,10 @@ async def measure_service(
     documents = [(Path(f).name, (corpus / f).read_bytes()) for f in files]
     methods: dict[str, Any] = {}
     async with Stack() as stack:
-        url, headers, by_id, indexing = await index_corpus(stack, files, documents, console)
+        api_env = {"DOCINDEX_EMBED_MODEL": embed_model} if embed_model else None
+        url, headers, by_id, indexing = await index_corpus(
+            stack, files, documents, console, api_env
+        )
         async with httpx.AsyncClient(base_url=url) as http:
             answers = await service_rankings(http, headers, by_id, questions, modes, console)
     for mode, ranked in answers.items():
@@ -316,7 +341,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     indexing: dict[str, Any] | None = None
     if not args.baseline_only:
         modes = [m for m in args.modes.split(",") if m]
-        methods, indexing = asyncio.run(measure_service(corpus, files, questions, modes))
+        methods, indexing = asyncio.run(
+            measure_service(corpus, files, questions, modes, args.embed_model)
+        )
     summary, per_question = evaluate(questions, baseline_rankings(corpus, files, questions))
     methods[BASELINE] = {"summary": summary, "per_question": per_question}
 
