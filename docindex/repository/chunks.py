@@ -216,10 +216,10 @@ async def search_chunks(
     also marks the highlights of a vector search."""
     sql, params = _search_sql(query_vector, model, top_k, tenant_id, text, mode, filters)
     async with transaction(db) as conn:
-        # Planned for this query's text, never a generic plan (see _E); pgvector 0.8 keeps
-        # scanning the graph when the filters drop candidates (relaxed order: ``vrank`` puts
-        # them back in strict order). One round trip for both.
-        await conn.execute(_SEARCH_SETTINGS)
+        # Keyword search is planned for the query's text, never a generic plan (see _E);
+        # pgvector 0.8 keeps scanning the graph when the filters drop candidates (relaxed
+        # order: ``vrank`` puts them back in strict order). One round trip for both.
+        await conn.execute(_VECTOR_SETTINGS if mode == "vector" else _SEARCH_SETTINGS)
         rows = await conn.fetch(sql, *params)
     return [
         ChunkHit(
@@ -323,9 +323,8 @@ def _search_sql(
     return sql, params
 
 
-_SEARCH_SETTINGS = (
-    "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL hnsw.iterative_scan = relaxed_order"
-)
+_VECTOR_SETTINGS = "SET LOCAL hnsw.iterative_scan = relaxed_order"
+_SEARCH_SETTINGS = f"SET LOCAL plan_cache_mode = force_custom_plan; {_VECTOR_SETTINGS}"
 
 # The query's tsqueries, written out where they are used rather than computed once in a
 # CTE: with a custom plan ($1 known: _SEARCH_SETTINGS) the planner folds each into a
