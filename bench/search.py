@@ -194,7 +194,9 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
     latencies: dict[str, list[float]] = {mode: [] for mode in MODES}
     latencies["hybrid, filtered"] = []
     recalls: list[float] = []
-    by_kind: dict[str, dict[str, list[float]]] = {k: {m: [] for m in MODES} for k in kinds}
+    by_kind: dict[str, dict[str, list[float]]] = {
+        k: {m: [] for m in (*MODES, "hybrid, filtered")} for k in kinds
+    }
     found = {mode: 0 for mode in MODES}
     filters = repository.SearchFilters(filename="synthetic-1*.pdf", metadata={"kind": "md"})
     for i, ((kind, text, target), q) in enumerate(zip(asked, probes, strict=True)):
@@ -215,6 +217,7 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
             pool, q, MODEL, TOP_K, text=text, mode="hybrid", filters=filters
         )
         latencies["hybrid, filtered"].append(time.perf_counter() - t)
+        by_kind[kind]["hybrid, filtered"].append(latencies["hybrid, filtered"][-1])
     await pool.execute("DELETE FROM runs WHERE run_id = $1", run_id)  # cascades
     await pool.execute(f"DROP INDEX IF EXISTS {name}")
 
