@@ -487,14 +487,16 @@ async def explain_search(
     seqscan: bool = False,
 ) -> str:
     """The plan of ``search_chunks``'s statement; tests and benchmarks check it uses the
-    HNSW and full-text indexes. Sequential scans are off unless ``seqscan`` (a small test
-    table would otherwise be read whole); on with a big table, the planner's own choice."""
+    HNSW and full-text indexes. Unless ``seqscan``, sequential scans and sorts are off: a small
+    test table would otherwise be read whole or sorted by distance, which the planner rightly
+    prefers at that size (and chooses by statistics that autovacuum may not have gathered
+    yet); with ``seqscan`` on a big table, the planner's own choice."""
     probe = np.zeros(dimension, dtype=np.float32)
     probe[0] = 1.0
     sql, params = _search_sql(probe, model, 5, None, text, mode, None)
     async with transaction(db) as conn:
         await conn.execute(_SEARCH_SETTINGS)
         if not seqscan:
-            await conn.execute("SET LOCAL enable_seqscan = off")
+            await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off")
         rows = await conn.fetch("EXPLAIN " + sql, *params)
     return "\n".join(r[0] for r in rows)
