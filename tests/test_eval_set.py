@@ -1,7 +1,7 @@
 """The question set of ``make eval`` and its scoring (bench/eval/), without services.
 
 The set's shape and the metrics run anywhere; checking every question against the corpus's
-text needs ../shared/corpus and is skipped without it.
+text needs the shared corpus beside the checkout and is skipped without it.
 """
 
 from __future__ import annotations
@@ -216,7 +216,9 @@ def test_validation_finds_wrong_pages_and_missing_evidence(tmp_path: Path) -> No
     assert validate(q("office/none.docx", "x"), tmp_path) != []
 
 
-@pytest.mark.skipif(not default_corpus().is_dir(), reason="needs ../shared/corpus")
+@pytest.mark.skipif(
+    not default_corpus().is_dir(), reason="needs the shared corpus beside the checkout"
+)
 def test_every_question_holds_against_the_corpus_text() -> None:
     corpus = default_corpus()
     assert validate_all(load_questions(), corpus) == []
