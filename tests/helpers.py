@@ -122,15 +122,12 @@ def run_input(settings: Settings, run_id: str, document_count: int, **overrides:
     """The input the API would start a run with; ``overrides`` name orchestration options
     (``RunOptions``) or options of the spec's parser (``split_pdf_pages``, ``range_pages``,
     ``checkpoint_pages``)."""
-    from docindex.spec import DoclingParser, resolve_spec
-    from workflows.indexing_contract import RunInput
-    from workflows.starter import run_options
+    from docindex.spec import DoclingParser
+    from workflows import starter
 
-    spec = resolve_spec(settings)
+    base = starter.run_input(settings, run_id, document_count)
     parser = {k: overrides.pop(k) for k in list(overrides) if k in DoclingParser.model_fields}
-    return RunInput(
-        run_id=run_id,
-        document_count=document_count,
-        spec=spec.model_copy(update={"parser": spec.parser.model_copy(update=parser)}),
-        options=run_options(settings).model_copy(update=overrides),
+    spec = base.spec.model_copy(update={"parser": base.spec.parser.model_copy(update=parser)})
+    return base.model_copy(
+        update={"spec": spec, "options": base.options.model_copy(update=overrides)}
     )

@@ -49,6 +49,27 @@ def run_options(settings: Settings) -> RunOptions:
     )
 
 
+def run_input(
+    settings: Settings,
+    run_id: str,
+    document_count: int,
+    tenant_id: str = "default",
+    spec: PipelineSpec | None = None,
+    *,
+    retry_only: bool = False,
+) -> RunInput:
+    """A run's workflow input: its stored spec (None: the one the settings resolve to) and
+    the orchestration options of these settings."""
+    return RunInput(
+        run_id=run_id,
+        document_count=document_count,
+        spec=spec or resolve_spec(settings),
+        options=run_options(settings),
+        tenant_id=tenant_id,
+        retry_only=retry_only,
+    )
+
+
 def tenant_priority(tenant_id: str) -> Priority:
     """Every task of a run (its children and activities inherit this) is dispatched under
     its tenant's fairness key, so one tenant's backlog cannot starve another tenant."""
@@ -83,13 +104,7 @@ async def start_run(
     try:
         await client.start_workflow(
             IndexingWorkflow.run,
-            RunInput(
-                run_id=run_id,
-                document_count=document_count,
-                spec=spec or resolve_spec(settings),
-                options=run_options(settings),
-                tenant_id=tenant_id,
-            ),
+            run_input(settings, run_id, document_count, tenant_id, spec),
             id=run_workflow_id(run_id),
             task_queue=settings.workflow_task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -119,14 +134,7 @@ async def retry_run(
     documents."""
     start = WithStartWorkflowOperation(
         IndexingWorkflow.run,
-        RunInput(
-            run_id=run_id,
-            document_count=document_count,
-            spec=spec or resolve_spec(settings),
-            options=run_options(settings),
-            tenant_id=tenant_id,
-            retry_only=True,
-        ),
+        run_input(settings, run_id, document_count, tenant_id, spec, retry_only=True),
         id=run_workflow_id(run_id),
         task_queue=settings.workflow_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
