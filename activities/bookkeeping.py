@@ -29,6 +29,9 @@ class RunStatusUpdate(BaseModel):
 
 class RecordOutcomeInput(BaseModel):
     outcome: DocumentOutcome
+    # Set when the document was being derived into a generation under construction: the
+    # outcome is the generation's, not the document's.
+    generation_id: str | None = None
 
 
 class RequeueInput(BaseModel):
@@ -71,6 +74,16 @@ class Bookkeeping:
     @activity.defn
     async def record_document_outcome(self, inp: RecordOutcomeInput) -> None:
         o = inp.outcome
+        if inp.generation_id is not None:
+            await repository.record_derive_failure(
+                self.pool,
+                inp.generation_id,
+                o.document_id,
+                o.status.value,
+                o.error_type or "Error",
+                o.error or "",
+            )
+            return
         await repository.record_outcome(self.pool, o.document_id, o.status, o.error_type, o.error)
 
     @activity.defn

@@ -23,7 +23,7 @@ from workflows.starter import resume_orphaned_runs
 
 from .body_limit import BodySizeLimit
 from .deps import Resources, authenticate
-from .routes import documents, health, metrics, retries, runs, search
+from .routes import documents, generations, health, metrics, retries, runs, search
 from .schemas import problems
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     # Everything a tenant owns needs its key; health and metrics are for the platform.
-    for module in (documents, runs, retries, search):
+    for router in (
+        documents.router,
+        runs.router,
+        retries.router,
+        search.router,
+        generations.router,
+        generations.eval_sets,
+    ):
         app.include_router(
-            module.router,
+            router,
             dependencies=[Depends(authenticate)],
             responses=problems(401, 429, 503),
         )

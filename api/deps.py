@@ -17,6 +17,7 @@ from docindex.blobstore import BlobStore
 from docindex.config import Settings
 from docindex.pipeline.embedders import Embedder
 from docindex.ratelimit import RateLimiter
+from docindex.spec import EmbedderSpec
 
 
 @dataclass
@@ -27,24 +28,28 @@ class Resources:
     temporal: Client
     keys: KeyVerifier
     limiter: RateLimiter
-    _embedder: asyncio.Future[Embedder] | None = field(default=None)
+    # Query embedders by the digest of their spec: each generation's queries are embedded
+    # by the model its chunks were.
+    _embedders: dict[str, asyncio.Future[Embedder]] = field(default_factory=dict)
 
-    def load_embedder(self) -> asyncio.Future[Embedder]:
-        """Start loading the query embedder (once) in a thread; a local model takes seconds.
-        Queries are embedded by the model of the spec new runs get, the model their
-        documents are embedded with."""
-        if self._embedder is None:
-            from docindex.pipeline.embedders import build_embedder
+    def load_embedder(self, spec: EmbedderSpec | None = None) -> asyncio.Future[Embedder]:
+        """Start loading a query embedder (once per spec) in a thread; a local model takes
+        seconds. Without a spec: the embedder of the spec the settings resolve to, the one a
+        tenant's first generation gets."""
+        if spec is None:
             from docindex.spec import resolve_spec
 
             spec = resolve_spec(self.settings).embedder
-            self._embedder = asyncio.ensure_future(
+        if spec.digest not in self._embedders:
+            from docindex.pipeline.embedders import build_embedder
+
+            self._embedders[spec.digest] = asyncio.ensure_future(
                 asyncio.to_thread(build_embedder, spec, self.settings)
             )
-        return self._embedder
+        return self._embedders[spec.digest]
 
-    async def embedder(self) -> Embedder:
-        return await self.load_embedder()
+    async def embedder(self, spec: EmbedderSpec | None = None) -> Embedder:
+        return await self.load_embedder(spec)
 
 
 def get_resources(request: Request) -> Resources:

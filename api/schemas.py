@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from docindex.models import DocStatus, RunState, Step
+from docindex.models import DocStatus, GenerationStatus, RunState, Step
 from docindex.repository import filename_regex
+from docindex.spec import ChunkerSpec, EmbedderSpec, EnricherSpec
 
 
 class AcceptedDocument(BaseModel):
@@ -122,6 +123,13 @@ class DocumentDetail(DocumentStatus):
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     updated_at: datetime
+    last_error_type: str | None = Field(
+        default=None,
+        description="Why the latest reindex of this document did not take: it stayed "
+        "completed and search kept serving what it had",
+    )
+    last_error: str | None = None
+    last_error_at: datetime | None = None
 
 
 class SearchRequest(BaseModel):
@@ -152,6 +160,11 @@ class SearchRequest(BaseModel):
         default=None,
         description="Only documents whose metadata contains this JSON "
         '(e.g. {"kind": "pdf"}; as Postgres\' jsonb @>)',
+    )
+    generation_id: uuid.UUID | None = Field(
+        default=None,
+        description="Search this index generation instead of the active one (to compare a "
+        "generation being built or retired with the one serving)",
     )
 
     @field_validator("filename")
@@ -206,6 +219,9 @@ class SearchResponse(BaseModel):
         description="The embedding model the query was embedded with; null in keyword mode"
     )
     mode: str
+    generation_id: str | None = Field(
+        default=None, description="The index generation searched (null: nothing indexed yet)"
+    )
     results: list[SearchHit]
 
 
@@ -226,3 +242,95 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         503: "A backing service (Temporal, Postgres, a provider) is unavailable; retry",
     }
     return {code: {"model": Problem, "description": reasons[code]} for code in codes}
+
+
+class GenerationRequest(BaseModel):
+    """A new index generation: the parts to change; omitted parts are the active
+    generation's. The parse is shared: a generation never re-parses a document."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chunker: ChunkerSpec | None = None
+    embedder: EmbedderSpec | None = None
+    enricher: EnricherSpec | None = None
+
+
+class GenerationAccepted(BaseModel):
+    generation_id: str
+    status_url: str
+    workflow_id: str
+
+
+class GenerationDetail(BaseModel):
+    generation_id: str
+    status: GenerationStatus
+    documents_total: int = Field(description="The tenant's indexed documents when it started")
+    documents_done: int
+    documents_failed: int
+    chunk_count: int
+    tokens: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    cost_usd: float = 0.0
+    pipeline: dict[str, Any] = Field(description="Its chunker, embedder and enricher")
+    workflow_id: str | None = None
+    error: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+    promoted_at: datetime | None = None
+
+
+class GenerationList(BaseModel):
+    generations: list[GenerationDetail]
+
+
+class PromotionGate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    eval_set: str = Field(min_length=1, max_length=200)
+    min_recall_at_5: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    require: PromotionGate | None = Field(
+        default=None,
+        description="Run the eval set on both generations first; refuse (409) when the new "
+        "one scores below min_recall_at_5 or below the active one",
+    )
+
+
+class EvalScores(BaseModel):
+    eval_set: str
+    queries: int
+    candidate_recall_at_5: float
+    active_recall_at_5: float | None
+    min_recall_at_5: float
+
+
+class PromoteResult(BaseModel):
+    generation_id: str
+    status: GenerationStatus
+    previous_generation_id: str | None
+    evaluation: EvalScores | None = None
+
+
+class EvalQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=2000)
+    document_ids: list[uuid.UUID] = Field(
+        min_length=1, max_length=100, description="Documents a good answer comes from"
+    )
+
+
+class EvalSetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
+    queries: list[EvalQuery] = Field(min_length=1, max_length=1000)
+
+
+class EvalSetSummary(BaseModel):
+    name: str
+    queries: int
+    updated_at: datetime

@@ -466,5 +466,14 @@ def bench(ctx: typer.Context) -> None:
     raise typer.Exit(bench_main(list(ctx.args)))
 
 
+def _subcommands() -> None:
+    from .generations import generations
+
+    app.add_typer(generations, name="generations")
+
+
+_subcommands()
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

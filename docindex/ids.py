@@ -25,8 +25,18 @@ def config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def chunk_id(document_id: str, ordinal: int, chunk_config: str, model: str) -> uuid.UUID:
-    return uuid.uuid5(_NAMESPACE, f"{document_id}:{ordinal}:{chunk_config}:{model}")
+def chunk_id(
+    document_id: str, ordinal: int, chunk_config: str, model: str, generation_id: str
+) -> uuid.UUID:
+    return uuid.uuid5(_NAMESPACE, f"{document_id}:{ordinal}:{chunk_config}:{model}:{generation_id}")
+
+
+def generation_workflow_id(tenant_id: str, generation_id: str) -> str:
+    return f"index-gen/{tenant_id}/{generation_id}"
+
+
+def derive_workflow_id(generation_id: str, document_id: str) -> str:
+    return f"index-derive/{generation_id}/{document_id}"
 
 
 def slug(text: str) -> str:

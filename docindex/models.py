@@ -44,6 +44,17 @@ class RunState(StrEnum):
     TERMINATED = "terminated"
 
 
+class GenerationStatus(StrEnum):
+    """Where an index generation is (docindex.repository.generations)."""
+
+    BUILDING = "building"
+    READY = "ready"
+    ACTIVE = "active"
+    RETIRED = "retired"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 class Step(StrEnum):
     PARSE = "parse"
     # PDF pages with no readable text layer, read by OCR (after the parse, before chunking).

@@ -141,3 +141,88 @@ $$;
 ALTER TABLE chunks ADD COLUMN IF NOT EXISTS fts tsvector STORAGE MAIN
     GENERATED ALWAYS AS (docindex_chunk_fts(headings, text, context)) STORED;
 CREATE INDEX IF NOT EXISTS chunks_fts ON chunks USING gin (fts);
+
+-- Index generations (issue #16): a generation is a pipeline spec applied to all of a
+-- tenant's documents; search serves the tenant's active one. Chunks belong to one
+-- generation; a document's membership in each (and what it cost there) is a row of
+-- generation_documents. One active generation per tenant, switched in one transaction.
+CREATE TABLE IF NOT EXISTS generations (
+    generation_id   uuid PRIMARY KEY,
+    tenant_id       text NOT NULL,
+    status          text NOT NULL,
+    pipeline        jsonb NOT NULL,
+    pipeline_digest text NOT NULL,
+    workflow_id     text,
+    documents_total integer NOT NULL DEFAULT 0,
+    chunk_count     bigint NOT NULL DEFAULT 0,
+    error           text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz,
+    promoted_at     timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS generations_one_active
+    ON generations (tenant_id) WHERE status = 'active';
+CREATE INDEX IF NOT EXISTS generations_tenant ON generations (tenant_id, created_at);
+CREATE TABLE IF NOT EXISTS generation_documents (
+    generation_id   uuid NOT NULL REFERENCES generations (generation_id) ON DELETE CASCADE,
+    document_id     uuid NOT NULL REFERENCES documents (document_id) ON DELETE CASCADE,
+    status          text NOT NULL,
+    chunk_count     integer NOT NULL DEFAULT 0,
+    tokens          jsonb NOT NULL DEFAULT '{}'::jsonb,
+    cost_usd        double precision NOT NULL DEFAULT 0,
+    error_type      text,
+    error           text,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (generation_id, document_id)
+);
+CREATE INDEX IF NOT EXISTS generation_documents_document
+    ON generation_documents (document_id);
+ALTER TABLE chunks ADD COLUMN IF NOT EXISTS generation_id uuid;
+CREATE INDEX IF NOT EXISTS chunks_generation ON chunks (generation_id, document_id);
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS generation_id uuid;
+-- A reindex that failed or was cancelled leaves the document completed with its old
+-- chunks; why it did not take is kept beside it.
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS last_error_type text;
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS last_error text;
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS last_error_at timestamptz;
+-- Chunks stored before generations existed join their tenant's first generation (made
+-- active, with the spec of the tenant's newest run). The partial index makes the check
+-- for such chunks free once there are none.
+CREATE INDEX IF NOT EXISTS chunks_without_generation ON chunks (chunk_id)
+    WHERE generation_id IS NULL;
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM chunks WHERE generation_id IS NULL) THEN
+        INSERT INTO generations (generation_id, tenant_id, status, pipeline, pipeline_digest,
+                                 promoted_at)
+        SELECT DISTINCT ON (d.tenant_id)
+               md5('docindex-first-generation:' || d.tenant_id)::uuid, d.tenant_id, 'active',
+               coalesce(r.pipeline, '{}'::jsonb), coalesce(r.pipeline_digest, ''), now()
+        FROM documents d JOIN runs r USING (run_id)
+        WHERE NOT EXISTS (SELECT 1 FROM generations g
+                          WHERE g.tenant_id = d.tenant_id AND g.status = 'active')
+        ORDER BY d.tenant_id, r.created_at DESC
+        ON CONFLICT DO NOTHING;
+        UPDATE chunks c SET generation_id = g.generation_id
+        FROM documents d, generations g
+        WHERE c.generation_id IS NULL AND d.document_id = c.document_id
+          AND g.tenant_id = d.tenant_id AND g.status = 'active';
+        INSERT INTO generation_documents (generation_id, document_id, status, chunk_count,
+                                          tokens, cost_usd)
+        SELECT g.generation_id, d.document_id, 'completed', coalesce(d.chunk_count, 0),
+               d.tokens, d.cost_usd
+        FROM documents d JOIN generations g ON g.tenant_id = d.tenant_id AND g.status = 'active'
+        WHERE d.status = 'completed'
+        ON CONFLICT DO NOTHING;
+    END IF;
+END $$;
+-- A tenant's golden queries: what a promotion can be required to pass.
+CREATE TABLE IF NOT EXISTS eval_sets (
+    tenant_id       text NOT NULL,
+    name            text NOT NULL,
+    queries         jsonb NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, name)
+);

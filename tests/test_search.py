@@ -245,6 +245,15 @@ async def test_keyword_search_needs_no_embedding_provider(
 ) -> None:
     ids = await upload(api, {"pumps.md": "# Pumps\n\nPump P-101 feeds the cooling loop.\n"})
     async with api_without_embeddings(settings, client, api.tenant) as down:  # type: ignore[attr-defined]
+        # Queries are embedded by the model of the tenant's generation: make it the hosted
+        # one that is down (the chunks stay as they are; keyword search reads only them).
+        pool = down._transport.app.state.resources.pool  # type: ignore[attr-defined]
+        await pool.execute(
+            """UPDATE generations SET pipeline = jsonb_set(pipeline, '{embedder}', $2::jsonb)
+               WHERE tenant_id = $1 AND status = 'active'""",
+            api.tenant,  # type: ignore[attr-defined]
+            '{"kind": "voyage", "model": "voyage-3.5", "output_dimension": null}',
+        )
         response = await down.post("/v1/search", json={"query": "P-101", "mode": "keyword"})
         assert response.status_code == 200, response.text
         body = response.json()

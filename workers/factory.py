@@ -66,9 +66,11 @@ async def build_workers(
     }
     if kind is Queue.WORKFLOW:
         from activities.bookkeeping import Bookkeeping
+        from activities.generations import GenerationBookkeeping
         from activities.storing import StoreActivities
         from docindex.steps.store import StoreSteps
         from workflows.document import DocumentWorkflow
+        from workflows.generation import GenerationWorkflow
         from workflows.indexing import IndexingWorkflow
 
         from .bytecode import compile_workflow_modules
@@ -79,11 +81,12 @@ async def build_workers(
             Worker(
                 client,
                 task_queue=settings.workflow_task_queue,
-                workflows=[IndexingWorkflow, DocumentWorkflow],
+                workflows=[IndexingWorkflow, DocumentWorkflow, GenerationWorkflow],
                 # Postgres I/O only, run as local activities: bookkeeping and the store step
                 # (and the outcome of a failed document, as an activity).
                 activities=[
                     *Bookkeeping(pool).all(),
+                    *GenerationBookkeeping(pool).all(),
                     *StoreActivities(StoreSteps(blobs, pool, settings.prices)).all(),
                 ],
                 **common,

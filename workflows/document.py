@@ -15,8 +15,10 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
+    ChildWorkflowError,
     TimeoutError,
     TimeoutType,
+    WorkflowAlreadyStartedError,
 )
 
 with workflow.unsafe.imports_passed_through():
@@ -27,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.storing import StoreActivities
     from docindex import search_attributes as sa
     from docindex.errors import DOCUMENT_ERROR_TYPES, PROVIDER_FINAL_ERROR_TYPES, WORKER_LOST
+    from docindex.ids import derive_workflow_id
     from docindex.metrics import count_in_workflow
     from docindex.models import DocStatus, DocumentOutcome, Step
     from docindex.pagination import page_ranges
@@ -35,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         ApplyOcrInput,
         ContextInput,
         Contexts,
+        DeriveTarget,
         DocumentRef,
         Embedded,
         EmbedInput,
@@ -175,8 +179,17 @@ class DocumentWorkflow:
             self._enter(Step.STORE)
             stored: Stored = await self._step(
                 StoreActivities.store_document,
-                StoreInput.of(task.document_id, prepared, enriched, contexts, embedded),
+                StoreInput.of(
+                    task.document_id,
+                    prepared,
+                    enriched,
+                    contexts,
+                    embedded,
+                    generation_id=inp.generation_id,
+                    derive=inp.derive,
+                ),
             )
+            await self._derive_into(stored.derive_into)
         except ActivityError as err:
             failure = await self._record_failure(err)
             if failure is None:
@@ -357,6 +370,39 @@ class DocumentWorkflow:
         inputs = enriched.context_inputs(sha256, enricher, chunked)
         return enriched, list(await asyncio.gather(*(contextualize(i) for i in inputs)))
 
+    async def _derive_into(self, targets: list[DeriveTarget]) -> None:
+        """Index the document into its tenant's other live generations too (one being
+        built, or the one kept for a rollback), each by a child with that generation's
+        spec and this document's parse, which is reused. A failure there is recorded with
+        that generation and does not undo this document's completion."""
+        inp = self._input
+        children = []
+        for target in targets:
+            spec = target.spec.model_copy(update={"parser": inp.spec.parser})
+            try:
+                children.append(
+                    await workflow.start_child_workflow(
+                        DocumentWorkflow.run,
+                        DocumentInput(
+                            task=inp.task,
+                            spec=spec,
+                            options=inp.options,
+                            generation_id=target.generation_id,
+                            derive=True,
+                        ),
+                        id=derive_workflow_id(target.generation_id, inp.task.document_id),
+                        task_queue=inp.options.workflow_task_queue,
+                        static_summary=f"{inp.task.filename} → generation {target.generation_id}",
+                    )
+                )
+            except WorkflowAlreadyStartedError:
+                continue  # the generation's build is deriving this document right now
+        for child in children:
+            try:
+                await child
+            except ChildWorkflowError:
+                workflow.logger.warning("%s: a derive failed", inp.task.filename)
+
     def _embed_queue(self) -> str:
         opts = self._input.options
         if isinstance(self._input.spec.embedder, VoyageEmbedder):
@@ -440,12 +486,16 @@ class DocumentWorkflow:
         outcome = DocumentOutcome(
             document_id=progress.document_id, status=status, error_type=error_type, error=message
         )
-        # Runs even while this workflow is being cancelled: the cleanup must happen.
-        await asyncio.shield(
-            self._step(Bookkeeping.record_document_outcome, RecordOutcomeInput(outcome=outcome))
+        derive = self._input.derive
+        record = RecordOutcomeInput(
+            outcome=outcome, generation_id=self._input.generation_id if derive else None
         )
-        # Delivered before this workflow ends: the error message travels with it.
-        await self._tell_parent()
+        # Runs even while this workflow is being cancelled: the cleanup must happen.
+        await asyncio.shield(self._step(Bookkeeping.record_document_outcome, record))
+        # Delivered before this workflow ends: the error message travels with it. A derive's
+        # parent learns the outcome from its result.
+        if not derive:
+            await self._tell_parent()
 
     async def _tell_parent(self) -> None:
         parent = workflow.info().parent

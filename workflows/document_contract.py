@@ -14,6 +14,11 @@ class DocumentInput(BaseModel):
     task: DocumentTask
     spec: PipelineSpec
     options: RunOptions
+    # The index generation its chunks go to (None: the tenant's active one when stored).
+    generation_id: str | None = None
+    # Derived into a generation being built from the already indexed document: only that
+    # generation is written; the document's own status and row stay as they are.
+    derive: bool = False
 
 
 class DocumentProgress(BaseModel):

@@ -282,7 +282,12 @@ class IndexingWorkflow:
         opts = self._input.options
         handle = await workflow.start_child_workflow(
             DocumentWorkflow.run,
-            DocumentInput(task=task, spec=self._input.spec, options=opts),
+            DocumentInput(
+                task=task,
+                spec=self._input.spec,
+                options=opts,
+                generation_id=self._input.generation_id,
+            ),
             id=document_workflow_id(task.run_id, task.document_id),
             task_queue=opts.workflow_task_queue,
             # What the Temporal UI shows for the child, and what operators filter on.

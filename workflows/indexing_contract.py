@@ -18,6 +18,8 @@ class RunInput(BaseModel):
     spec: PipelineSpec = Field(default_factory=PipelineSpec)
     options: RunOptions = Field(default_factory=RunOptions)
     tenant_id: str = "default"
+    # The index generation whose spec the run has (None: the tenant's active one).
+    generation_id: str | None = None
     # Started by a retry after the run had closed: index only what the retry asks for.
     retry_only: bool = False
     # Carried across continue-as-new.

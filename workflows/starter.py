@@ -20,11 +20,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from docindex import repository
 from docindex import search_attributes as sa
 from docindex.config import Settings
-from docindex.ids import run_workflow_id
+from docindex.ids import generation_workflow_id, run_workflow_id
 from docindex.models import RetryRequest
 from docindex.spec import PipelineSpec, resolve_spec
 
 from . import names
+from .generation import GenerationWorkflow
+from .generation_contract import GenerationInput
 from .indexing import IndexingWorkflow
 from .indexing_contract import RetryAccepted, RunInput
 from .options import RunOptions
@@ -57,9 +59,10 @@ def run_input(
     spec: PipelineSpec | None = None,
     *,
     retry_only: bool = False,
+    generation_id: str | None = None,
 ) -> RunInput:
-    """A run's workflow input: its stored spec (None: the one the settings resolve to) and
-    the orchestration options of these settings."""
+    """A run's workflow input: its stored spec (None: the one the settings resolve to), the
+    generation that spec is of, and the orchestration options of these settings."""
     return RunInput(
         run_id=run_id,
         document_count=document_count,
@@ -67,6 +70,7 @@ def run_input(
         options=run_options(settings),
         tenant_id=tenant_id,
         retry_only=retry_only,
+        generation_id=generation_id,
     )
 
 
@@ -94,6 +98,7 @@ async def start_run(
     uploaded_by: str | None = None,
     *,
     spec: PipelineSpec | None = None,
+    generation_id: str | None = None,
 ) -> bool:
     """Start the run's IndexingWorkflow with the spec stored on its row (None: the one the
     settings resolve to); False if it was already started.
@@ -104,7 +109,9 @@ async def start_run(
     try:
         await client.start_workflow(
             IndexingWorkflow.run,
-            run_input(settings, run_id, document_count, tenant_id, spec),
+            run_input(
+                settings, run_id, document_count, tenant_id, spec, generation_id=generation_id
+            ),
             id=run_workflow_id(run_id),
             task_queue=settings.workflow_task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -128,13 +135,22 @@ async def retry_run(
     tenant_id: str = "default",
     *,
     spec: PipelineSpec | None = None,
+    generation_id: str | None = None,
 ) -> RetryAccepted:
     """Send the ``retry`` Update to the run; if the run has closed, start a new execution
     of it (same workflow id, same spec) that receives the Update and indexes just those
     documents."""
     start = WithStartWorkflowOperation(
         IndexingWorkflow.run,
-        run_input(settings, run_id, document_count, tenant_id, spec, retry_only=True),
+        run_input(
+            settings,
+            run_id,
+            document_count,
+            tenant_id,
+            spec,
+            retry_only=True,
+            generation_id=generation_id,
+        ),
         id=run_workflow_id(run_id),
         task_queue=settings.workflow_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -159,10 +175,37 @@ async def resume_orphaned_runs(
     """
     started: list[str] = []
     for run in await repository.resumable_runs(pool, older_than_s):
-        spec = getattr(run, "pipeline", None)
         if await start_run(
-            client, settings, run.run_id, run.document_count, run.tenant_id, spec=spec
+            client,
+            settings,
+            run.run_id,
+            run.document_count,
+            run.tenant_id,
+            spec=run.pipeline,
+            generation_id=run.generation_id,
         ):
             log.warning("started orphaned run %s", run.run_id)
             started.append(run.run_id)
     return started
+
+
+async def start_generation(
+    client: Client, settings: Settings, tenant_id: str, generation_id: str, spec: PipelineSpec
+) -> None:
+    """Start the GenerationWorkflow that builds a recorded generation, under the tenant's
+    fairness key like its runs (its children inherit it)."""
+    await client.start_workflow(
+        GenerationWorkflow.run,
+        GenerationInput(
+            generation_id=generation_id,
+            tenant_id=tenant_id,
+            spec=spec,
+            options=run_options(settings),
+        ),
+        id=generation_workflow_id(tenant_id, generation_id),
+        task_queue=settings.workflow_task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        static_summary=f"index generation {generation_id} of {tenant_id}",
+        priority=tenant_priority(tenant_id),
+        search_attributes=TypedSearchAttributes([SearchAttributePair(sa.TENANT_ID, tenant_id)]),
+    )

@@ -47,6 +47,7 @@ async def retry_by_error_type(
             RetryRequest(error_types=[body.error_type]),
             tenant,
             spec=run.pipeline,
+            generation_id=run.generation_id,
         )
         documents += len(accepted.document_ids)
     return BulkRetryAccepted(runs=len(run_ids), documents=documents)

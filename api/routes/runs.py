@@ -185,6 +185,7 @@ async def retry_run(
             request,
             principal.tenant_id,
             spec=run.pipeline,
+            generation_id=run.generation_id,
         )
     except RPCError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc

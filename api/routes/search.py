@@ -11,7 +11,7 @@ from ..deps import PrincipalDep, ResourcesDep
 from ..schemas import SearchHit, SearchRequest, SearchResponse, problems
 from .metrics import SEARCH_SECONDS
 
-router = APIRouter(prefix="/v1/search", tags=["search"], responses=problems(502))
+router = APIRouter(prefix="/v1/search", tags=["search"], responses=problems(404, 502))
 
 
 @router.post("", response_model=SearchResponse)
@@ -22,11 +22,21 @@ async def search(body: SearchRequest, res: ResourcesDep, principal: PrincipalDep
 
 
 async def _search(body: SearchRequest, res: ResourcesDep, tenant: str) -> SearchResponse:
+    # The tenant's active generation, or the one named (to compare before a promotion).
+    if body.generation_id is not None:
+        generation = await repository.get_generation(res.pool, str(body.generation_id), tenant)
+        if generation is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such generation")
+    else:
+        generation = await repository.active_generation(res.pool, tenant)
+        if generation is None:  # nothing uploaded yet
+            return SearchResponse(model=None, mode=body.mode, results=[])
     vector, model = None, None
     if body.mode != "keyword":
         # Keyword search never waits for the embedder, so it answers when the provider
-        # (or the local model, still loading) does not.
-        embedder = await res.embedder()
+        # (or the local model, still loading) does not. Queries are embedded by the model
+        # the generation's chunks were.
+        embedder = await res.embedder(generation.spec.embedder)
         model = embedder.model
         try:
             vector = await embedder.embed_query(body.query)
@@ -49,7 +59,11 @@ async def _search(body: SearchRequest, res: ResourcesDep, tenant: str) -> Search
         filters=repository.SearchFilters(
             document_ids=body.document_ids, filename=body.filename, metadata=body.metadata
         ),
+        generation_id=generation.generation_id,
     )
     return SearchResponse(
-        model=model, mode=body.mode, results=[SearchHit.model_validate(h) for h in hits]
+        model=model,
+        mode=body.mode,
+        generation_id=generation.generation_id,
+        results=[SearchHit.model_validate(h) for h in hits],
     )

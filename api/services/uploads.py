@@ -121,11 +121,24 @@ async def upload_documents(
                 password_key=secret_key,
             )
 
-    spec = resolve_spec(settings)
+    # New documents get the tenant's active generation's chunker, embedder and enricher
+    # (its first generation is made from the settings) and the settings' parser.
+    configured = resolve_spec(settings)
+    generation = await repository.ensure_active_generation(res.pool, tenant, configured)
+    spec = generation.spec.model_copy(update={"parser": configured.parser})
     trace_id = current_trace_id()
     try:
         prior, existing, new = await _record(
-            res, tenant, run_id, digests, candidates, spec, trace_id, idempotency_key, fingerprint
+            res,
+            tenant,
+            run_id,
+            digests,
+            candidates,
+            spec,
+            trace_id,
+            idempotency_key,
+            fingerprint,
+            generation.generation_id,
         )
     except UploadRefused:
         await _forget_password(res, secret_key)
@@ -142,7 +155,14 @@ async def upload_documents(
     UPLOAD_BYTES.inc(sum(d.size_bytes for d in documents))
     try:
         await start_run(
-            res.temporal, settings, run_id, len(documents), tenant, principal.key_id, spec=spec
+            res.temporal,
+            settings,
+            run_id,
+            len(documents),
+            tenant,
+            principal.key_id,
+            spec=spec,
+            generation_id=generation.generation_id,
         )
     except RPCError:
         # The run is recorded and its files are stored: the reconciler starts it once
@@ -183,6 +203,7 @@ async def _record(
     trace_id: str | None,
     idempotency_key: str | None,
     fingerprint: str,
+    generation_id: str,
 ) -> tuple[RunRow | None, dict[str, DocumentRow], dict[str, NewDocument]]:
     """In one transaction under the tenant's run lock: the run an earlier request with this
     Idempotency-Key recorded (then nothing else), else the tenant's documents that already
@@ -215,6 +236,7 @@ async def _record(
             tenant_id=tenant,
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
+            generation_id=generation_id,
         )
     return None, existing, new
 

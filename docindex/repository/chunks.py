@@ -16,6 +16,7 @@ import numpy as np
 from docindex.ids import slug
 
 from ._db import Db, transaction
+from .generations import record_generation_document
 
 
 @dataclass(frozen=True)
@@ -117,66 +118,122 @@ async def store_document(
     metadata: dict[str, Any],
     tokens: dict[str, Any] | None = None,
     cost_usd: float = 0.0,
+    *,
+    generation_id: str,
+    derive: bool = False,
 ) -> int:
-    """Replace the document's chunks and mark it completed, in one transaction.
+    """Replace the document's chunks in the generation, in one transaction: search serves
+    the old ones until it commits, the new ones after. Unless ``derive`` (a generation
+    being built from an indexed document), the document is marked completed too.
 
     Chunk ids are deterministic, so a retried store writes the same rows again.
     """
     dimension = int(vectors.shape[1]) if len(chunks) else 0
     if len(chunks):
         await ensure_vector_index(db, model, dimension)
-    doc_uuid = uuid.UUID(document_id)
+    doc_uuid, gen_uuid = uuid.UUID(document_id), uuid.UUID(generation_id)
+    total_tokens = tokens or {}
     async with transaction(db) as conn:
         # Two attempts of one store can overlap (a worker presumed dead finishing while its
         # retry runs): the row lock makes the second wait, then replace the first's chunks,
         # instead of both deleting the old rows and colliding on the new ones.
-        await conn.execute("SELECT 1 FROM documents WHERE document_id = $1 FOR UPDATE", doc_uuid)
-        await conn.execute("DELETE FROM chunks WHERE document_id = $1", doc_uuid)
-        await conn.copy_records_to_table(
-            "chunks",
-            columns=[
-                "chunk_id",
-                "document_id",
-                "ordinal",
-                "text",
-                "embed_text",
-                "headings",
-                "pages",
-                "model",
-                "dimension",
-                "embedding",
-                "context",
-            ],
-            records=[
-                (
-                    c.chunk_id,
-                    doc_uuid,
-                    c.ordinal,
-                    c.text,
-                    c.embed_text,
-                    c.headings,
-                    c.pages,
-                    model,
-                    dimension,
-                    vectors[i],
-                    c.context,
-                )
-                for i, c in enumerate(chunks)
-            ],
+        found = await conn.fetchval(
+            "SELECT 1 FROM documents WHERE document_id = $1 FOR UPDATE", doc_uuid
         )
-        await conn.execute(
-            """UPDATE documents SET status = 'completed', pages = $2, chunk_count = $3,
-                      metadata = $4::jsonb, tokens = $5::jsonb, cost_usd = $6,
-                      error_type = NULL, error = NULL, updated_at = now()
-               WHERE document_id = $1""",
-            doc_uuid,
-            pages,
-            len(chunks),
-            json.dumps(metadata),
-            json.dumps(tokens or {}),
-            cost_usd,
+        if found is None:
+            return 0  # deleted while it was being indexed: nothing to store it for
+        # A generation deleted since the run started gets nothing: the document is indexed
+        # into the tenant's live generations instead (the store step's derive_into). The
+        # share lock keeps a deletion from passing between this check and the insert.
+        kept = await conn.fetchval(
+            """SELECT status NOT IN ('failed', 'cancelled') FROM generations
+               WHERE generation_id = $1 FOR KEY SHARE""",
+            gen_uuid,
         )
-    return len(chunks)
+        if kept:
+            await _replace_chunks(conn, doc_uuid, gen_uuid, chunks, vectors, model, dimension)
+            await record_generation_document(
+                conn,
+                gen_uuid,
+                doc_uuid,
+                "completed",
+                chunk_count=len(chunks),
+                tokens=total_tokens,
+                cost_usd=cost_usd,
+            )
+        if not derive:
+            await conn.execute(
+                """UPDATE documents SET status = 'completed', pages = $2, chunk_count = $3,
+                          metadata = $4::jsonb, tokens = $5::jsonb, cost_usd = $6,
+                          error_type = NULL, error = NULL, last_error_type = NULL,
+                          last_error = NULL, last_error_at = NULL, updated_at = now()
+                   WHERE document_id = $1""",
+                doc_uuid,
+                pages,
+                len(chunks),
+                json.dumps(metadata),
+                json.dumps(total_tokens),
+                cost_usd,
+            )
+    return len(chunks) if kept else 0
+
+
+async def _replace_chunks(
+    conn: asyncpg.Connection,
+    document: uuid.UUID,
+    generation: uuid.UUID,
+    chunks: Sequence[ChunkRow],
+    vectors: np.ndarray,
+    model: str,
+    dimension: int,
+) -> None:
+    removed = await conn.fetchval(
+        """WITH gone AS (DELETE FROM chunks WHERE document_id = $1 AND generation_id = $2
+                         RETURNING 1)
+           SELECT count(*) FROM gone""",
+        document,
+        generation,
+    )
+    await conn.copy_records_to_table(
+        "chunks",
+        columns=[
+            "chunk_id",
+            "document_id",
+            "ordinal",
+            "text",
+            "embed_text",
+            "headings",
+            "pages",
+            "model",
+            "dimension",
+            "embedding",
+            "context",
+            "generation_id",
+        ],
+        records=[
+            (
+                c.chunk_id,
+                document,
+                c.ordinal,
+                c.text,
+                c.embed_text,
+                c.headings,
+                c.pages,
+                model,
+                dimension,
+                vectors[i],
+                c.context,
+                generation,
+            )
+            for i, c in enumerate(chunks)
+        ],
+    )
+    await conn.execute(
+        """UPDATE generations SET chunk_count = greatest(chunk_count + $2, 0)
+           WHERE generation_id = $1""",
+        generation,
+        len(chunks) - removed,
+    )
 
 
 def vector_index_name(model: str, dimension: int) -> str:
@@ -184,8 +241,15 @@ def vector_index_name(model: str, dimension: int) -> str:
     return f"chunks_hnsw_{slug(model)[:30]}_{dimension}_{digest}"
 
 
+# Vector indexes this process made sure of: a store does not run DDL each time (it takes
+# a lock on the table's catalog entry that waits behind every open transaction on chunks).
+_INDEXED: set[str] = set()
+
+
 async def ensure_vector_index(db: Db, model: str, dimension: int) -> None:
     name = vector_index_name(model, dimension)
+    if name in _INDEXED:
+        return
     literal = model.replace("'", "''")
     try:
         await db.execute(
@@ -195,6 +259,7 @@ async def ensure_vector_index(db: Db, model: str, dimension: int) -> None:
         )
     except asyncpg.UniqueViolationError:
         pass  # another worker created it at the same moment
+    _INDEXED.add(name)
 
 
 async def search_chunks(
@@ -207,14 +272,18 @@ async def search_chunks(
     text: str | None = None,
     mode: SearchMode = "vector",
     filters: SearchFilters | None = None,
+    generation_id: str | None = None,
 ) -> list[ChunkHit]:
-    """The ``top_k`` best chunks of completed documents (of ``tenant_id`` when given).
+    """The ``top_k`` best chunks of a generation: ``generation_id``, or the active one of
+    ``tenant_id`` (of every tenant when neither is given).
 
     ``vector`` ranks by cosine distance to ``query_vector`` (chunks of ``model``);
     ``keyword`` ranks ``text`` by full-text search and needs no vector; ``hybrid`` fuses
     the first ``CANDIDATES`` of each by reciprocal rank. One statement either way; ``text``
     also marks the highlights of a vector search."""
-    sql, params = _search_sql(query_vector, model, top_k, tenant_id, text, mode, filters)
+    sql, params = _search_sql(
+        query_vector, model, top_k, tenant_id, text, mode, filters, generation_id
+    )
     async with transaction(db) as conn:
         # Keyword search is planned for the query's text, never a generic plan (see _E);
         # pgvector 0.8 keeps scanning the graph when the filters drop candidates (relaxed
@@ -248,6 +317,7 @@ def _search_sql(
     text: str | None,
     mode: SearchMode,
     filters: SearchFilters | None,
+    generation_id: str | None = None,
 ) -> tuple[str, list[Any]]:
     if mode != "keyword" and (query_vector is None or model is None):
         raise ValueError(f"{mode} search needs a query vector and its model")
@@ -255,6 +325,7 @@ def _search_sql(
         raise ValueError(f"{mode} search needs the query's text")
     params: list[Any] = [text or ""]
     documents, named = _document_conditions(params, tenant_id, filters or SearchFilters())
+    generation = _generation_condition(params, tenant_id, generation_id)
     dimension, vector_param = 0, ""
     if query_vector is not None:
         dimension = int(query_vector.shape[0])
@@ -270,7 +341,7 @@ def _search_sql(
             f"""vec AS MATERIALIZED (
                 SELECT c.chunk_id, c.embedding::vector({dimension}) <=> {vector_param} AS distance
                 FROM chunks c JOIN documents d USING (document_id)
-                WHERE c.model = {model_literal} AND {documents}
+                WHERE c.model = {model_literal} AND {generation} AND {documents}
                 ORDER BY distance LIMIT {candidates}
             ),
             vrank AS (
@@ -282,7 +353,12 @@ def _search_sql(
     if mode != "vector":
         ctes.append(
             _keyword_ctes(
-                named or f"chunks c JOIN documents d USING (document_id) WHERE {documents}",
+                f"{named} AND {generation}"
+                if named
+                else (
+                    "chunks c JOIN documents d USING (document_id) "
+                    f"WHERE {generation} AND {documents}"
+                ),
                 candidates,
             )
         )
@@ -457,7 +533,7 @@ def _document_conditions(
         params.append(value)
         return f"${len(params)}"
 
-    conditions = ["{d}.status = 'completed'"]
+    conditions = ["true"]
     if tenant_id is not None:
         conditions.append(f"{{d}}.tenant_id = {param(tenant_id)}")
     if f.document_ids is not None:
@@ -475,6 +551,25 @@ def _document_conditions(
         "chunks c WHERE c.document_id = ANY(ARRAY("
         f"SELECT named.document_id FROM documents named WHERE {named}))"
     )
+
+
+def _generation_condition(
+    params: list[Any], tenant_id: str | None, generation_id: str | None
+) -> str:
+    """The SQL condition on ``c`` that keeps the chunks of the generation searched: the one
+    named, or the tenant's active one (every tenant's without a tenant). Read in the same
+    statement as the chunks, so a promotion switches search between two statements, never
+    within one."""
+    if generation_id is not None:
+        params.append(uuid.UUID(generation_id))
+        return f"c.generation_id = ${len(params)}::uuid"
+    if tenant_id is not None:
+        params.append(tenant_id)
+        return (
+            "c.generation_id = (SELECT generation_id FROM generations "
+            f"WHERE tenant_id = ${len(params)} AND status = 'active')"
+        )
+    return "c.generation_id IN (SELECT generation_id FROM generations WHERE status = 'active')"
 
 
 async def explain_search(

@@ -49,6 +49,10 @@ class DocumentRow:
     metadata: dict[str, Any] = field(default_factory=dict)
     tokens: dict[str, Any] = field(default_factory=dict)
     cost_usd: float = 0.0
+    # Why the latest reindex of this completed document did not take (it kept its chunks).
+    last_error_type: str | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> DocumentRow:
@@ -72,6 +76,9 @@ class DocumentRow:
             metadata=json.loads(r["metadata"]) if r["metadata"] else {},
             tokens=json.loads(r["tokens"]) if r["tokens"] else {},
             cost_usd=r["cost_usd"],
+            last_error_type=r["last_error_type"],
+            last_error=r["last_error"],
+            last_error_at=r["last_error_at"],
         )
 
 
@@ -168,22 +175,43 @@ async def record_outcome(
     status: DocStatus,
     error_type: str | None,
     error: str | None,
-) -> None:
-    """Record a document that ended without being stored (failed or cancelled).
+) -> DocStatus:
+    """Record a document that ended without being stored (failed or cancelled); return the
+    status it has now.
 
-    Its chunks go too: no half-indexed document is ever searchable.
+    A document indexed before (a reindex that failed or was cancelled) keeps its chunks
+    and stays completed: search goes on serving what it had, and why the reindex did not
+    take is kept beside it (``last_error``). Chunks are only ever written whole, by one
+    transaction, so a document that has none was never searchable.
     """
+    doc = uuid.UUID(document_id)
     async with transaction(db) as conn:
-        await conn.execute("DELETE FROM chunks WHERE document_id = $1", uuid.UUID(document_id))
+        indexed = await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM chunks WHERE document_id = $1)
+                      OR EXISTS (SELECT 1 FROM generation_documents
+                                 WHERE document_id = $1 AND status = 'completed')""",
+            doc,
+        )
+        if indexed:
+            await conn.execute(
+                """UPDATE documents SET status = 'completed', last_error_type = $2,
+                          last_error = $3, last_error_at = now(), updated_at = now()
+                   WHERE document_id = $1""",
+                doc,
+                error_type,
+                error,
+            )
+            return DocStatus.COMPLETED
         await conn.execute(
             """UPDATE documents SET status = $2, error_type = $3, error = $4, chunk_count = 0,
                       updated_at = now()
                WHERE document_id = $1""",
-            uuid.UUID(document_id),
+            doc,
             status.value,
             error_type,
             error,
         )
+    return status
 
 
 async def requeue_documents(

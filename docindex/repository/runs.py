@@ -39,6 +39,8 @@ class RunRow:
     request_fingerprint: str | None = None
     # What its documents become; None for runs recorded before runs stored their spec.
     pipeline: PipelineSpec | None = None
+    # The index generation whose spec it has; None for runs recorded before generations.
+    generation_id: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -63,6 +65,7 @@ class RunRow:
             idempotency_key=r["idempotency_key"],
             request_fingerprint=r["request_fingerprint"],
             pipeline=PipelineSpec.model_validate_json(r["pipeline"]) if r["pipeline"] else None,
+            generation_id=str(r["generation_id"]) if r["generation_id"] else None,
         )
 
 
@@ -77,6 +80,7 @@ async def create_run(
     tenant_id: str = "default",
     idempotency_key: str | None = None,
     fingerprint: str | None = None,
+    generation_id: str | None = None,
 ) -> None:
     """Record a run, the spec its documents are indexed with, and its documents, in one
     transaction (or in the caller's). Raises ``asyncpg.UniqueViolationError`` when the
@@ -85,8 +89,8 @@ async def create_run(
         await conn.execute(
             """INSERT INTO runs (run_id, workflow_id, document_count, trace_id, tenant_id,
                                  idempotency_key, request_fingerprint, pipeline,
-                                 pipeline_digest)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)""",
+                                 pipeline_digest, generation_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10)""",
             uuid.UUID(run_id),
             workflow_id,
             len(documents),
@@ -96,6 +100,7 @@ async def create_run(
             fingerprint,
             spec.model_dump_json(),
             spec.digest,
+            uuid.UUID(generation_id) if generation_id else None,
         )
         await insert_documents(conn, run_id, tenant_id, documents)
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from docindex.pagination import page_ranges
-from docindex.spec import AnthropicEnricher, ChunkerSpec, EmbedderSpec, EnricherSpec, ParserSpec
+from docindex.spec import (
+    AnthropicEnricher,
+    ChunkerSpec,
+    EmbedderSpec,
+    EnricherSpec,
+    ParserSpec,
+    PipelineSpec,
+)
 from docindex.usage import Usage
 
 
@@ -248,6 +255,11 @@ class StoreInput(BaseModel):
     enrichment_status: str = "skipped"
     enrichment_reason: str | None = None
     usage: list[Usage] = Field(default_factory=list)
+    # The index generation to store into; None: the tenant's active one.
+    generation_id: str | None = None
+    # A generation being built from an indexed document: the document's own row (status,
+    # metadata) is left as it is, and nothing else is derived from this store.
+    derive: bool = False
 
     @classmethod
     def of(
@@ -257,10 +269,15 @@ class StoreInput(BaseModel):
         enriched: Enriched | None,
         contexts: list[Contexts],
         embedded: Embedded,
+        *,
+        generation_id: str | None = None,
+        derive: bool = False,
     ) -> StoreInput:
         """What the earlier steps of one document hand to the store step."""
         assert prepared.chunked is not None and prepared.metadata is not None
         return cls(
+            generation_id=generation_id,
+            derive=derive,
             document_id=document_id,
             chunks_key=prepared.chunked.chunks_key,
             chunk_config=prepared.chunked.chunk_config,
@@ -281,5 +298,14 @@ class StoreInput(BaseModel):
         )
 
 
+class DeriveTarget(BaseModel):
+    """Another live generation of the document's tenant, which must have it too."""
+
+    generation_id: str
+    spec: PipelineSpec
+
+
 class Stored(BaseModel):
     chunk_count: int
+    generation_id: str | None = None
+    derive_into: list[DeriveTarget] = Field(default_factory=list)

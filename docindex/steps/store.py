@@ -17,7 +17,7 @@ from docindex.ids import chunk_id
 from docindex.usage import combine, cost_usd
 
 from .contexts import load_contexts, with_context
-from .models import Stored, StoreInput
+from .models import DeriveTarget, Stored, StoreInput
 from .progress import Progress
 
 
@@ -41,9 +41,14 @@ class StoreSteps:
                 f"{len(vectors)} vectors, {len(contexts)} contexts for {len(chunks)} chunks: "
                 "artifacts out of step"
             )
+        generation_id = inp.generation_id or await repository.generation_for_document(
+            self.pool, inp.document_id
+        )
         rows = [
             repository.ChunkRow(
-                chunk_id=chunk_id(inp.document_id, c["ordinal"], inp.chunk_config, inp.model),
+                chunk_id=chunk_id(
+                    inp.document_id, c["ordinal"], inp.chunk_config, inp.model, generation_id
+                ),
                 ordinal=c["ordinal"],
                 text=c["text"],
                 embed_text=with_context(c["embed_text"], ctx),
@@ -73,5 +78,16 @@ class StoreSteps:
                 for key, u in usage.items()
             },
             cost_usd=sum(cost_usd(u, self.prices) for u in usage.values()),
+            generation_id=generation_id,
+            derive=inp.derive,
         )
-        return Stored(chunk_count=count)
+        others = (
+            []
+            if inp.derive
+            else await repository.other_live_generations(self.pool, inp.document_id, generation_id)
+        )
+        return Stored(
+            chunk_count=count,
+            generation_id=generation_id,
+            derive_into=[DeriveTarget(generation_id=g.generation_id, spec=g.spec) for g in others],
+        )
