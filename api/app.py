@@ -21,8 +21,9 @@ from docindex.telemetry import setup_tracing
 from docindex.temporal_client import connect
 from workflows.starter import resume_orphaned_runs
 
-from .body_limit import BodySizeLimit
+from .body_limit import BodyLimits
 from .deps import Resources, authenticate
+from .key_gate import KeyGate
 from .routes import documents, generations, health, metrics, retries, runs, search
 from .schemas import problems
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             temporal=await connect(settings),
             keys=KeyVerifier(pool),
             limiter=RateLimiter(settings.rate_limit, settings.rate_limit_storage),
+            bad_keys=RateLimiter(settings.bad_key_rate_limit, settings.rate_limit_storage),
         )
         app.state.resources = resources
         await ensure_registered(resources.temporal, settings.temporal_namespace)
@@ -119,8 +121,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         TimeoutError,
     ):
         app.add_exception_handler(exc_type, database_unavailable)
+    # The last added runs first: metrics count every answer, the key is checked before any
+    # body byte is read, and bodies are then held to their limits as they stream in.
+    app.add_middleware(BodyLimits, settings=settings, upload_paths={documents.router.prefix})
+    app.add_middleware(KeyGate, resources=lambda: app.state.resources)
     app.middleware("http")(metrics.measure)
-    app.add_middleware(BodySizeLimit, max_bytes=lambda: settings.max_request_bytes)
     setup_tracing("docindex-api")
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
     return app

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -27,7 +26,8 @@ class Resources:
     blobs: BlobStore
     temporal: Client
     keys: KeyVerifier
-    limiter: RateLimiter
+    limiter: RateLimiter  # requests per API key
+    bad_keys: RateLimiter  # requests with a bad key per client address
     # Query embedders by the digest of their spec: each generation's queries are embedded
     # by the model its chunks were.
     _embedders: dict[str, asyncio.Future[Embedder]] = field(default_factory=dict)
@@ -67,30 +67,16 @@ _bearer = HTTPBearer(
 
 async def authenticate(
     request: Request,
-    res: ResourcesDep,
+    # Not read here: it names the scheme in the OpenAPI description.
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
-    """The calling tenant, from its key; every request also counts against its key's limit."""
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None:
+    """The calling tenant. ``api/key_gate.py`` found it from its key (and counted the request
+    against the key's rate limit) before the body was read."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None:  # the gate admits no tenant route without one
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "an API key is required: Authorization: Bearer <key>",
-            headers=challenge,
+            status.HTTP_401_UNAUTHORIZED, "an API key is required", {"WWW-Authenticate": "Bearer"}
         )
-    principal = await res.keys.verify(credentials.credentials)
-    if principal is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "unknown or revoked API key", headers=challenge
-        )
-    retry_after = await res.limiter.acquire(principal.key_id)
-    if retry_after is not None:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"rate limit of this API key ({res.settings.rate_limit}) exceeded",
-            headers={"Retry-After": str(math.ceil(retry_after))},
-        )
-    request.state.principal = principal
     return principal
 
 

@@ -11,6 +11,7 @@ import hashlib
 import re
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import asyncpg
@@ -19,8 +20,10 @@ from docindex.repository import keys
 
 KEY_PREFIX = "dk_"
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-# How long a verified key is trusted without asking Postgres again; a revoked key stops
-# working within this time.
+# The only shape create_key issues: 12 hex digits of key id, 43 URL-safe characters of secret.
+_KEY_SHAPE = re.compile(r"^dk_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$")
+# How long a lookup's answer is kept: a revoked key stops working within this time, and an
+# unknown key presented again within it costs no query.
 _CACHE_TTL_S = 10.0
 
 
@@ -78,26 +81,45 @@ async def list_keys(pool: asyncpg.Pool, tenant: str | None = None) -> list[keys.
 
 
 class KeyVerifier:
-    """Resolves a presented key to its tenant, with a short cache of good answers."""
+    """Resolves a presented key to its tenant, with short caches of good and bad answers.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    Both caches are bounded: the good one by the keys in use, the bad one by dropping its
+    oldest entries, so a stream of invented keys costs a fixed amount of memory."""
+
+    def __init__(self, pool: asyncpg.Pool, max_entries: int = 10_000) -> None:
         self._pool = pool
-        self._cache: dict[bytes, tuple[Principal, float]] = {}
+        self._max_entries = max_entries
+        self._good: dict[bytes, tuple[Principal, float]] = {}
+        self._bad: OrderedDict[bytes, float] = OrderedDict()
+
+    def cached(self, key: str) -> Principal | None:
+        """The key's tenant if a recent lookup found it; never asks Postgres."""
+        found = self._good.get(hash_key(key))
+        return found[0] if found and found[1] > time.monotonic() else None
 
     async def verify(self, key: str) -> Principal | None:
-        if not key.startswith(KEY_PREFIX) or len(key) > 200:
+        # A key that cannot have been issued is refused without a lookup.
+        if not _KEY_SHAPE.match(key):
             return None
         digest = hash_key(key)
-        cached = self._cache.get(digest)
         now = time.monotonic()
-        if cached and cached[1] > now:
-            return cached[0]
+        good = self._good.get(digest)
+        if good and good[1] > now:
+            return good[0]
+        bad = self._bad.get(digest)
+        if bad is not None and bad > now:
+            return None
         row = await keys.active_key(self._pool, digest)
         if row is None:
-            self._cache.pop(digest, None)
+            self._good.pop(digest, None)
+            self._bad[digest] = now + _CACHE_TTL_S
+            self._bad.move_to_end(digest)
+            while len(self._bad) > self._max_entries:
+                self._bad.popitem(last=False)
             return None
+        self._bad.pop(digest, None)
         principal = Principal(tenant_id=row.tenant_id, key_id=row.key_id)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[digest] = (principal, now + _CACHE_TTL_S)
+        if len(self._good) >= self._max_entries:
+            self._good.clear()
+        self._good[digest] = (principal, now + _CACHE_TTL_S)
         return principal

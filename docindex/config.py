@@ -84,6 +84,28 @@ class Settings(BaseSettings):
         ge=1,
         description="Largest upload request; counted while it streams in, refused past it",
     )
+    max_json_bytes: int = Field(
+        default=64 * 1024,
+        ge=1,
+        description="Largest body of any other request (search, retry...); counted while it "
+        "streams in, refused (413) past it",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request body that is not all in after this long is refused (408): a "
+        "client trickling bytes in cannot hold a connection",
+    )
+    upload_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="The same deadline for an upload's body (1 GiB in 15 min is 1.2 MB/s)",
+    )
+    bad_key_rate_limit: str = Field(
+        default="30/minute",
+        description="Requests with an unknown, revoked or malformed key per client address "
+        "('limits' notation); past it 429, and keys it presents are no longer looked up",
+    )
     max_files_per_request: int = Field(
         default=1000,
         ge=1,
@@ -106,6 +128,15 @@ class Settings(BaseSettings):
     )
     tenant_max_active_runs: int = Field(
         default=50, ge=1, description="Runs a tenant may have queued or running at once"
+    )
+    tenant_max_documents_in_flight: int = Field(
+        default=20_000, ge=1, description="Documents a tenant may have queued or running at once"
+    )
+    tenant_max_stored_bytes: int = Field(
+        default=100 * 1024**3,
+        ge=1,
+        description="Bytes of uploaded files a tenant may keep (its documents' distinct "
+        "contents); an upload that would pass it is refused (413) before it is stored",
     )
     dev_tenant: str = Field(
         default="dev", description="Tenant whose key `docindex dev` creates for local tools"

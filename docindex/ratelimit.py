@@ -22,11 +22,17 @@ class RateLimiter:
 
     async def acquire(self, key: str) -> float | None:
         """Count one request of ``key``; None when allowed, else seconds until it would be."""
+        # Test every window before counting in any, so a refused request costs nothing.
+        if (retry_after := await self.peek(key)) is not None:
+            return retry_after
         for item in self._items:
-            # Test every window before counting in any, so a refused request costs nothing.
+            await self._strategy.hit(item, "docindex-api", key)
+        return None
+
+    async def peek(self, key: str) -> float | None:
+        """Like ``acquire``, without counting a request."""
+        for item in self._items:
             if not await self._strategy.test(item, "docindex-api", key):
                 stats = await self._strategy.get_window_stats(item, "docindex-api", key)
                 return max(1.0, stats.reset_time - time.time())
-        for item in self._items:
-            await self._strategy.hit(item, "docindex-api", key)
         return None
