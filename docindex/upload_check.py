@@ -1,20 +1,33 @@
 """What the API refuses at the door, before anything is stored.
 
-Only bytes that positively identify a format we do not index are refused here (an
-executable, an image, an archive, or a format outside ``allowed_types``). Damaged or
-unrecognisable files are accepted: they become documents that fail with a typed error
-(``CorruptDocument``, ``EmptyDocument``...) in the run, where the uploader can see why.
+Only formats docindex indexes get in, and the bytes say which a file is, never its name:
+PDF (``%PDF-`` in the first KiB), Word, PowerPoint and Excel (a ZIP holding ``word/``,
+``ppt/`` or ``xl/`` parts, or an Office file encrypted with a password), and UTF-8 text,
+told apart as HTML, Markdown (by name) or plain text (CSV, JSON... are plain text). Each must
+also be in ``allowed_types``. Anything else (an executable, an image, an archive, a legacy
+binary Office file, text in another encoding, bytes of no known format) is refused.
+
+A document of an accepted format that is damaged, empty or encrypted gets in: it becomes a
+document that fails with a typed error (``CorruptDocument``, ``EmptyDocument``,
+``EncryptedDocument``) in its run, where the uploader can see why, and may be retried.
 """
 
 from __future__ import annotations
 
+import codecs
 import zipfile
 from collections.abc import Collection
 from typing import IO
 
-from docindex.errors import DocumentError
-from docindex.filetypes import SNIFF_BYTES, detect_kind, ooxml_kind
+from docindex.errors import CorruptDocument, EmptyDocument, UnsupportedFormat
+from docindex.filetypes import SNIFF_BYTES, DocumentKind, detect_kind, ooxml_kind
 
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+# An OOXML document encrypted with a password is an OLE2 file holding this stream.
+_ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
+_OFFICE = (DocumentKind.DOCX, DocumentKind.PPTX, DocumentKind.XLSX)
+
+# Formats people upload by mistake, named so the refusal says what the file is.
 _FOREIGN: tuple[tuple[bytes, str], ...] = (
     (b"\x7fELF", "an ELF executable"),
     (b"MZ", "a Windows executable"),
@@ -41,35 +54,89 @@ _FOREIGN: tuple[tuple[bytes, str], ...] = (
 
 
 class RefusedUpload(ValueError):
-    """The bytes are a known format that this service does not accept."""
+    """The bytes are not a format that this service accepts."""
 
 
-def check_upload(file: IO[bytes], filename: str, allowed: Collection[str]) -> None:
-    """Raise ``RefusedUpload`` for a file that must not be stored; leaves ``file`` at 0."""
+def check_upload(file: IO[bytes], filename: str, allowed: Collection[str]) -> str | None:
+    """The file's format, or None for an empty file (its run reports it); raise
+    ``RefusedUpload`` for a file that must not be stored. Leaves ``file`` at 0."""
     file.seek(0)
     head = file.read(SNIFF_BYTES)
     file.seek(0)
+    try:
+        kinds = _kinds(file, head, filename)
+    finally:
+        file.seek(0)
+    if kinds is None:
+        return None
+    accepted = [k for k in kinds if k in allowed]
+    if not accepted:
+        shown = kinds[0] if len(kinds) == 1 else "Office"
+        raise RefusedUpload(f"{shown} files are not accepted here (allowed: {sorted(allowed)})")
+    return accepted[0]
+
+
+def _kinds(file: IO[bytes], head: bytes, filename: str) -> tuple[str, ...] | None:
+    """The formats the bytes may be (several only for an encrypted Office file)."""
     for magic, what in _FOREIGN:
         if head.startswith(magic):
             raise RefusedUpload(f"this is {what}, not a document docindex indexes")
-    kind = _kind(file, head, filename)
-    file.seek(0)
-    if kind is not None and kind not in allowed:
-        raise RefusedUpload(f"{kind} files are not accepted here (allowed: {sorted(allowed)})")
-
-
-def _kind(file: IO[bytes], head: bytes, filename: str) -> str | None:
     if b"%PDF-" in head[:1024]:
-        return "pdf"
+        return (DocumentKind.PDF.value,)
     if head.startswith(b"PK\x03\x04"):
         try:
             names = zipfile.ZipFile(file).namelist()
-        except (zipfile.BadZipFile, OSError, ValueError):
-            return None  # damaged: the parse step reports it as a typed error
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise RefusedUpload(
+                "this ZIP container cannot be read, so it is no Word, PowerPoint or Excel "
+                "document docindex can index"
+            ) from exc
         if (kind := ooxml_kind(names)) is None:
             raise RefusedUpload("this is a ZIP archive, not a Word, PowerPoint or Excel document")
-        return kind.value
+        return (kind.value,)
+    if head.startswith(_OLE2):
+        if _contains(file, _ENCRYPTED_PACKAGE):
+            return tuple(k.value for k in _OFFICE)  # the run says it needs its password
+        raise RefusedUpload(
+            "this is a legacy binary Office file (.doc/.ppt/.xls); save it as .docx/.pptx/.xlsx"
+        )
     try:
-        return detect_kind(head, filename).value  # text formats are told apart by the head
-    except DocumentError:
+        kind = detect_kind(head, filename)
+    except EmptyDocument:
         return None
+    except CorruptDocument:
+        return (DocumentKind.PDF.value,)  # PDF objects without their header: a damaged PDF
+    except UnsupportedFormat as exc:
+        raise RefusedUpload(
+            f"{exc}: not PDF, Office, or UTF-8 text, so not a document docindex indexes"
+        ) from exc
+    # Text is judged by its head; the rest must be text too, or anything could follow it.
+    if not _all_text(file):
+        raise RefusedUpload("text followed by binary data: not a document docindex indexes")
+    return (kind.value,)
+
+
+def _all_text(file: IO[bytes], block: int = 1 << 20) -> bool:
+    """Whether the whole file is UTF-8 without NUL bytes, read a block at a time."""
+    file.seek(0)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        while data := file.read(block):
+            if b"\x00" in data:
+                return False
+            decoder.decode(data)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _contains(file: IO[bytes], needle: bytes, block: int = 1 << 20) -> bool:
+    """Whether ``needle`` is anywhere in the file, read a block at a time."""
+    file.seek(0)
+    tail = b""
+    while data := file.read(block):
+        if needle in tail + data:
+            return True
+        tail = data[-len(needle) :]
+    return False

@@ -27,10 +27,16 @@ router = APIRouter(prefix="/v1/documents", tags=["documents"], responses=problem
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     200: {"description": "Every file was already uploaded by this tenant; no run started"},
-    413: {"description": "A file, the request or the number of files is over its limit"},
+    413: {
+        "description": "A file, the request or the number of files is over its limit, or the "
+        "tenant's storage quota"
+    },
     415: {"description": "A file is a format docindex does not index"},
     422: {"description": "The Idempotency-Key was used before for a different upload"},
-    429: {"description": "Rate limit or the tenant's limit of active runs; see Retry-After"},
+    429: {
+        "description": "Rate limit, or the tenant's limit of active runs or documents in "
+        "flight; see Retry-After"
+    },
 }
 
 
@@ -79,15 +85,14 @@ _REFUSED_STATUS: dict[type[uploads.UploadRefused], int] = {
     uploads.UnsupportedFile: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     uploads.IdempotencyKeyReused: status.HTTP_422_UNPROCESSABLE_CONTENT,
     uploads.TooManyActiveRuns: status.HTTP_429_TOO_MANY_REQUESTS,
+    uploads.TooManyDocumentsInFlight: status.HTTP_429_TOO_MANY_REQUESTS,
+    uploads.StorageQuotaExceeded: status.HTTP_413_CONTENT_TOO_LARGE,
 }
 
 
 def _http_error(exc: uploads.UploadRefused) -> HTTPException:
-    headers = (
-        {"Retry-After": str(exc.retry_after_s)}
-        if isinstance(exc, uploads.TooManyActiveRuns)
-        else None
-    )
+    retry_after_s = getattr(exc, "retry_after_s", None)
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
     return HTTPException(_REFUSED_STATUS[type(exc)], str(exc), headers=headers)
 
 

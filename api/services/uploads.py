@@ -1,9 +1,12 @@
 """The upload use case: check the files, store their bytes, record one run of the new ones
 with the pipeline spec they will be indexed with, and start its workflow.
 
-Everything that decides what an upload becomes (a repeat of an Idempotency-Key, files the
-tenant already uploaded, the tenant's limit of active runs) is read and written in one
-transaction under the tenant's run lock, so two uploads at once decide one after another.
+Nothing is stored before the files are known to be formats docindex indexes (by their
+bytes) and the tenant is known to be within its quotas (active runs, documents in flight,
+stored bytes). Everything that decides what an upload becomes (a repeat of an
+Idempotency-Key, files the tenant already uploaded, its quotas) is then read and written
+again in one transaction under the tenant's run lock, so two uploads at once decide one
+after another.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from temporalio.service import RPCError
 from docindex import repository
 from docindex.auth import Principal
 from docindex.blobstore import password_key
+from docindex.config import Settings
 from docindex.ids import run_workflow_id
 from docindex.repository import DocumentRow, NewDocument, RunRow
+from docindex.repository.quotas import TenantUsage, tenant_usage
 from docindex.spec import PipelineSpec, resolve_spec
 from docindex.telemetry import current_trace_id
 from docindex.upload_check import RefusedUpload, check_upload
@@ -69,6 +74,14 @@ class TooManyActiveRuns(UploadRefused):
     retry_after_s = 30
 
 
+class TooManyDocumentsInFlight(UploadRefused):
+    retry_after_s = 30
+
+
+class StorageQuotaExceeded(UploadRefused):
+    pass
+
+
 def clean_filename(raw: str | None) -> str:
     """Keep only a printable base name; it is shown to people, never used as a path."""
     name = PurePath((raw or "").replace("\\", "/")).name
@@ -88,17 +101,23 @@ async def upload_documents(
 
     The answer has one entry per file, in upload order; ``run_id`` is None when every file
     was already uploaded by this tenant. Raises an ``UploadRefused`` before anything is
-    stored for files over the limits or of a refused format, and before anything is
-    recorded for a reused Idempotency-Key or a tenant at its limit of active runs."""
+    stored for files over the limits or of a refused format, for a reused Idempotency-Key,
+    or for a tenant that would pass one of its quotas."""
     settings = res.settings
     tenant = principal.tenant_id
     names = [clean_filename(f.filename) for f in files]
-    digests = await _check(res, files, names)
+    digests, sizes = await _check(res, files, names)
     fingerprint = hashlib.sha256("\n".join([*digests, str(bool(password))]).encode()).hexdigest()
     if idempotency_key is not None:
         prior = await repository.run_by_idempotency_key(res.pool, tenant, idempotency_key)
         if prior is not None:
             return await _replay(res, prior, fingerprint, digests, tenant)
+    # A tenant at a quota stores nothing. Checked again with the run recorded, under the
+    # tenant's lock: two uploads at once may both pass here, never both there.
+    existing = await repository.indexed_documents(res.pool, tenant, digests)
+    fresh = {d: sizes[d] for d in digests if d not in existing}
+    if fresh:
+        _within_quotas(settings, tenant, await tenant_usage(res.pool, tenant, list(fresh)), fresh)
 
     # The bytes go first, outside the transaction: they are stored under their digest, so
     # bytes of an upload that is then refused or deduplicated cost space, never correctness.
@@ -171,14 +190,18 @@ async def upload_documents(
     return _answer(run_id, digests, new, existing, trace_id)
 
 
-async def _check(res: Resources, files: Sequence[IncomingFile], names: list[str]) -> list[str]:
-    """Every file's sha256, once all are checked: a refused request stores nothing."""
+async def _check(
+    res: Resources, files: Sequence[IncomingFile], names: list[str]
+) -> tuple[list[str], dict[str, int]]:
+    """Every file's sha256 and the size of each content, once all are checked: a refused
+    request stores nothing."""
     settings = res.settings
     if len(files) > settings.max_files_per_request:
         raise TooManyFiles(
             f"{len(files)} files in one request; the limit is {settings.max_files_per_request}"
         )
     digests: list[str] = []
+    sizes: dict[str, int] = {}
     for upload, name in zip(files, names, strict=True):
         if upload.size is not None and upload.size > settings.max_upload_bytes:
             raise FileTooLarge(
@@ -189,8 +212,34 @@ async def _check(res: Resources, files: Sequence[IncomingFile], names: list[str]
             await asyncio.to_thread(check_upload, upload.file, name, settings.allowed_types)
         except RefusedUpload as exc:
             raise UnsupportedFile(f"{name}: {exc}") from exc
-        digests.append(await asyncio.to_thread(_sha256, upload.file))
-    return digests
+        digest, size = await asyncio.to_thread(_sha256, upload.file)
+        digests.append(digest)
+        sizes[digest] = size
+    return digests, sizes
+
+
+def _within_quotas(
+    settings: Settings, tenant: str, usage: TenantUsage, fresh: Mapping[str, int]
+) -> None:
+    """Raise if recording ``fresh`` (new contents and their sizes) would pass a quota."""
+    if usage.active_runs >= settings.tenant_max_active_runs:
+        raise TooManyActiveRuns(
+            f"tenant {tenant} already has {settings.tenant_max_active_runs} runs queued or "
+            "running; wait for one to finish"
+        )
+    limit = settings.tenant_max_documents_in_flight
+    if usage.documents_in_flight + len(fresh) > limit:
+        raise TooManyDocumentsInFlight(
+            f"tenant {tenant} has {usage.documents_in_flight} documents queued or running and "
+            f"this upload adds {len(fresh)}, over its limit of {limit}; wait for some to finish"
+        )
+    added = sum(size for digest, size in fresh.items() if digest not in usage.held)
+    quota = settings.tenant_max_stored_bytes
+    if usage.stored_bytes + added > quota:
+        raise StorageQuotaExceeded(
+            f"tenant {tenant} stores {usage.stored_bytes} bytes and this upload adds {added}, "
+            f"over its storage quota of {quota} bytes; delete documents to make room"
+        )
 
 
 async def _record(
@@ -208,7 +257,7 @@ async def _record(
     """In one transaction under the tenant's run lock: the run an earlier request with this
     Idempotency-Key recorded (then nothing else), else the tenant's documents that already
     hold some of these bytes, and the rest recorded as a new run if the tenant is under its
-    limit of active runs. Returns (earlier run, existing documents, new documents)."""
+    quotas. Returns (earlier run, existing documents, new documents)."""
     async with repository.transaction(res.pool) as conn:
         await repository.lock_tenant_runs(conn, tenant)
         if idempotency_key is not None:
@@ -220,12 +269,8 @@ async def _record(
         new = {d: doc for d, doc in candidates.items() if d not in existing}
         if not new:
             return None, existing, new
-        limit = res.settings.tenant_max_active_runs
-        if await repository.active_runs(conn, tenant) >= limit:
-            raise TooManyActiveRuns(
-                f"tenant {tenant} already has {limit} runs queued or running; "
-                "wait for one to finish"
-            )
+        usage = await tenant_usage(conn, tenant, list(new))
+        _within_quotas(res.settings, tenant, usage, {d: n.size_bytes for d, n in new.items()})
         await repository.create_run(
             conn,
             run_id,
@@ -247,11 +292,13 @@ async def _forget_password(res: Resources, secret_key: str | None) -> None:
         await res.blobs.delete(secret_key)
 
 
-def _sha256(file: IO[bytes]) -> str:
+def _sha256(file: IO[bytes]) -> tuple[str, int]:
+    """The file's sha256 and size."""
     file.seek(0)
     digest = hashlib.file_digest(file, "sha256").hexdigest()
+    size = file.tell()
     file.seek(0)
-    return digest
+    return digest, size
 
 
 def _answer(
