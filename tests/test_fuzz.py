@@ -59,6 +59,7 @@ def live_api(
         DOCINDEX_API_PORT=str(port),
         DOCINDEX_WORKFLOW_TASK_QUEUE=f"fuzz-unpolled-{uuid.uuid4().hex[:6]}",
         DOCINDEX_RATE_LIMIT="100000/minute",
+        DOCINDEX_BAD_KEY_RATE_LIMIT="100000/minute",  # its auth check sends many bad keys
         DOCINDEX_MAX_UPLOAD_BYTES="1000000",
         DOCINDEX_TENANT_MAX_ACTIVE_RUNS="1000",
     )

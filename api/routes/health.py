@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
-from ..deps import ResourcesDep
+from ..deps import Resources, ResourcesDep
+from ..key_gate import bearer_token
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 3.0
 
 
@@ -21,17 +24,43 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(res: ResourcesDep, response: Response) -> dict[str, object]:
-    """Temporal, Postgres and the blob store are reachable; 503 with details if not."""
+async def readyz(request: Request, res: ResourcesDep, response: Response) -> dict[str, object]:
+    """Temporal, Postgres and the blob store are reachable; 503 naming those that are not.
+
+    Anyone may ask (probes carry no key), so why a check failed (an exception's text: hosts,
+    paths, driver messages) is shown only to a caller with a valid key, and logged."""
     checks = await asyncio.gather(
         _check("temporal", res.temporal.service_client.check_health()),
         _check("postgres", res.pool.fetchval("SELECT 1")),
         _check("blob_store", res.blobs.exists("readyz-probe")),
     )
-    ready = all(c["ok"] for c in checks)
-    if not ready:
+    failed = [c["name"] for c in checks if not c["ok"]]
+    if failed:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return {"status": "ready" if ready else "not ready", "checks": {c["name"]: c for c in checks}}
+        for c in checks:
+            if not c["ok"]:
+                log.warning("not ready: %s: %s", c["name"], c["error"])
+        if not await _has_valid_key(request, res, ask_postgres="postgres" not in failed):
+            for c in checks:
+                c.pop("error", None)
+    return {
+        "status": "not ready" if failed else "ready",
+        "failed": failed,
+        "checks": {c["name"]: c for c in checks},
+    }
+
+
+async def _has_valid_key(request: Request, res: Resources, ask_postgres: bool) -> bool:
+    token = bearer_token(request.scope)
+    if token is None:
+        return False
+    # A key looked up a moment ago is known without Postgres, which may be what failed.
+    if res.keys.cached(token) is not None:
+        return True
+    try:
+        return ask_postgres and await res.keys.verify(token) is not None
+    except Exception:  # Postgres went away meanwhile: the key cannot be vouched for
+        return False
 
 
 async def _check(name: str, probe: Awaitable[object]) -> dict[str, object]:
