@@ -66,16 +66,17 @@ def unique(data: bytes) -> bytes:
 
 @contextlib.asynccontextmanager
 async def app_with(
-    settings: Settings, client: Client, **overrides: Any
+    settings: Settings, client: Client, *, tenant: str | None = None, **overrides: Any
 ) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
-    """An API with other limits, over the session's Temporal, Postgres and workers."""
+    """An API with other limits, over the session's Temporal, Postgres and workers, with a
+    key of ``tenant`` (a new tenant by default)."""
     overrides.setdefault("temporal_address", client.service_client.config.target_host)
     from api.app import create_app
     from docindex.auth import create_api_key
 
     app = create_app(settings.model_copy(update=overrides))
     async with app.router.lifespan_context(app):
-        key = await create_api_key(app.state.resources.pool, f"t-{uuid.uuid4().hex[:10]}")
+        key = await create_api_key(app.state.resources.pool, tenant or f"t-{uuid.uuid4().hex[:10]}")
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url="http://docindex",

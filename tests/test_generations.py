@@ -1,0 +1,309 @@
+"""Index generations (issue #16): reindex without a gap, a new generation built from the
+parses already made, promotion and rollback, the evaluation gate, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from docindex import repository
+from docindex.config import Settings
+from docindex.ids import derive_workflow_id
+from docindex.models import DocStatus
+
+from .helpers import app_with, wait_for_run
+
+DOCS = {
+    "pumps.md": "# Pumps\n\nPump P-101 feeds the cooling loop of the east hall. "
+    "It is checked every month and its seals are replaced yearly.\n\n"
+    "## Spares\n\nTwo spare impellers are kept in store room B.\n",
+    "boilers.md": "# Boilers\n\nBoiler B-7 heats the west wing with natural gas. "
+    "Its flue is inspected each autumn before the heating season starts.\n",
+    "roof.md": "# Roof\n\nThe roof membrane is bitumen over mineral wool, laid in 2011. "
+    "Gutters are cleared in spring and autumn.\n",
+}
+
+
+async def upload(http: httpx.AsyncClient, files: dict[str, str]) -> dict[str, str]:
+    response = await http.post(
+        "/v1/documents",
+        files=[("files", (n, t.encode(), "text/markdown")) for n, t in files.items()],
+    )
+    assert response.status_code == 202, response.text
+    body = response.json()
+    await wait_for_run(http, body["run_id"], limit_s=120)
+    return {d["filename"]: d["document_id"] for d in body["documents"]}
+
+
+async def search(http: httpx.AsyncClient, query: str, **extra: Any) -> dict[str, Any]:
+    response = await http.post("/v1/search", json={"query": query, "top_k": 10, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def wait_for_generation(
+    http: httpx.AsyncClient, generation_id: str, within_s: float = 120
+) -> dict[str, Any]:
+    deadline = time.monotonic() + within_s
+    while True:
+        body = (await http.get(f"/v1/generations/{generation_id}")).json()
+        if body["status"] != "building":
+            return body
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.3)
+
+
+async def test_a_reindex_keeps_the_document_searchable(api: httpx.AsyncClient) -> None:
+    ids = await upload(api, {"pumps.md": DOCS["pumps.md"]})
+    doc = ids["pumps.md"]
+    before = {h["chunk_id"] for h in (await search(api, "spare impellers"))["results"]}
+    assert before
+
+    response = await api.post(f"/v1/documents/{doc}/reindex")
+    assert response.status_code == 200, response.text
+    run_id = response.json()["run_id"]
+    # Requeued (not yet indexed again), and still served: the old chunks stay until the
+    # new ones replace them in one transaction.
+    seen = 0
+    while True:
+        hits = (await search(api, "spare impellers"))["results"]
+        assert doc in {h["document_id"] for h in hits}
+        seen += 1
+        status = (await api.get(f"/v1/runs/{run_id}")).json()["status"]
+        if status not in ("queued", "running"):
+            break
+    assert status == "completed" and seen >= 1
+    detail = (await api.get(f"/v1/documents/{doc}")).json()
+    assert detail["status"] == "completed" and detail["last_error"] is None
+    # Same chunks (deterministic ids), no duplicates.
+    after = [h["chunk_id"] for h in (await search(api, "spare impellers"))["results"]]
+    assert set(after) == before and len(after) == len(set(after))
+
+
+async def test_a_reindex_that_fails_keeps_the_old_chunks(
+    api: httpx.AsyncClient, database_url: str
+) -> None:
+    ids = await upload(api, {"boilers.md": DOCS["boilers.md"]})
+    doc = ids["boilers.md"]
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        chunks = await pool.fetchval(
+            "SELECT count(*) FROM chunks WHERE document_id = $1", uuid.UUID(doc)
+        )
+        assert chunks > 0
+        # What a reindex's document workflow records when a step fails for good.
+        status = await repository.record_outcome(
+            pool, doc, DocStatus.FAILED, "ParseError", "the parser gave up"
+        )
+        assert status == DocStatus.COMPLETED
+        row = await repository.get_document(pool, doc)
+        assert row is not None and row.status == DocStatus.COMPLETED
+        assert (row.last_error_type, row.last_error) == ("ParseError", "the parser gave up")
+        assert (
+            await pool.fetchval(
+                "SELECT count(*) FROM chunks WHERE document_id = $1", uuid.UUID(doc)
+            )
+            == chunks
+        )
+    finally:
+        await pool.close()
+    detail = (await api.get(f"/v1/documents/{doc}")).json()
+    assert detail["status"] == "completed" and detail["last_error_type"] == "ParseError"
+    assert doc in {h["document_id"] for h in (await search(api, "flue inspected"))["results"]}
+
+
+async def test_a_generation_is_built_from_the_parses_then_promoted_and_rolled_back(
+    api: httpx.AsyncClient, client: Client
+) -> None:
+    ids = await upload(api, {n: DOCS[n] for n in ("pumps.md", "boilers.md")})
+    first = await search(api, "spare impellers")
+    active_id = first["generation_id"]
+
+    # Smaller chunks: the same documents, more chunks, from the same parses.
+    response = await api.post(
+        "/v1/generations", json={"chunker": {"kind": "hybrid", "max_tokens": 24}}
+    )
+    assert response.status_code == 202, response.text
+    new_id = response.json()["generation_id"]
+    assert response.json()["status_url"] == f"/v1/generations/{new_id}"
+    assert (await api.post("/v1/generations", json={})).status_code in (202, 409)
+
+    built = await wait_for_generation(api, new_id)
+    assert built["status"] == "ready", built
+    assert built["documents_total"] == built["documents_done"] == 2, built
+    assert built["pipeline"]["chunker"]["max_tokens"] == 24
+    generations = (await api.get("/v1/generations")).json()["generations"]
+    old = next(g for g in generations if g["generation_id"] == active_id)
+    assert old["status"] == "active" and built["chunk_count"] > old["chunk_count"]
+
+    # No re-parse: each derive's prepare step reused the parse the document had.
+    history = await client.get_workflow_handle(
+        derive_workflow_id(new_id, ids["pumps.md"])
+    ).fetch_history()
+    results = [
+        e.activity_task_completed_event_attributes.result.payloads[0].data
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+    ]
+    assert any(b'"reused":true' in r for r in results), "the derive parsed again"
+
+    # Search serves the active generation until the promotion; the new one on request.
+    assert (await search(api, "spare impellers"))["generation_id"] == active_id
+    candidate = await search(api, "spare impellers", generation_id=new_id)
+    assert candidate["generation_id"] == new_id
+    assert ids["pumps.md"] in {h["document_id"] for h in candidate["results"]}
+    assert {h["chunk_id"] for h in candidate["results"]}.isdisjoint(
+        {h["chunk_id"] for h in first["results"]}
+    )
+
+    # A document uploaded now goes into both.
+    late = await upload(api, {"roof.md": DOCS["roof.md"]})
+    for generation in (None, new_id):
+        extra = {"generation_id": generation} if generation else {}
+        hits = (await search(api, "bitumen roof membrane", **extra))["results"]
+        assert late["roof.md"] in {h["document_id"] for h in hits}, generation
+
+    promoted = await api.post(f"/v1/generations/{new_id}/promote")
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["previous_generation_id"] == active_id
+    assert (await search(api, "spare impellers"))["generation_id"] == new_id
+    states = {
+        g["generation_id"]: g["status"]
+        for g in (await api.get("/v1/generations")).json()["generations"]
+    }
+    assert states[new_id] == "active" and states[active_id] == "retired"
+    assert (await api.delete(f"/v1/generations/{new_id}")).status_code == 409
+
+    # Roll back: the retired generation kept up with uploads and serves again at once.
+    back = await api.post(f"/v1/generations/{active_id}/promote")
+    assert back.status_code == 200, back.text
+    rolled = await search(api, "bitumen roof membrane")
+    assert rolled["generation_id"] == active_id
+    assert late["roof.md"] in {h["document_id"] for h in rolled["results"]}
+
+
+async def test_promotion_is_refused_below_the_bar_of_the_eval_set(api: httpx.AsyncClient) -> None:
+    ids = await upload(api, DOCS)
+    response = await api.post(
+        "/v1/eval-sets",
+        json={
+            "name": "facilities",
+            "queries": [
+                {"query": "spare impellers store room", "document_ids": [ids["pumps.md"]]},
+                {
+                    "query": "flue inspection before heating season",
+                    "document_ids": [ids["boilers.md"]],
+                },
+                {"query": "bitumen membrane", "document_ids": [ids["roof.md"]]},
+            ],
+        },
+    )
+    assert response.status_code == 201, response.text
+    assert (await api.get("/v1/eval-sets")).json()[0]["queries"] == 3
+
+    created = await api.post(
+        "/v1/generations", json={"chunker": {"kind": "hybrid", "max_tokens": 64}}
+    )
+    new_id = created.json()["generation_id"]
+    assert (await wait_for_generation(api, new_id))["status"] == "ready"
+
+    passed = await api.post(
+        f"/v1/generations/{new_id}/promote",
+        json={"require": {"eval_set": "facilities", "min_recall_at_5": 1.0}},
+    )
+    # Three documents, three queries that each name one: both generations find them all.
+    assert passed.status_code == 200, passed.text
+    scores = passed.json()["evaluation"]
+    assert scores["candidate_recall_at_5"] == 1.0 and scores["active_recall_at_5"] == 1.0
+
+    # Below the bar: an eval set whose expected document no generation holds.
+    again = await api.post(
+        "/v1/generations", json={"chunker": {"kind": "hybrid", "max_tokens": 48}}
+    )
+    other = again.json()["generation_id"]
+    assert (await wait_for_generation(api, other))["status"] == "ready"
+    await api.post(
+        "/v1/eval-sets",
+        json={
+            "name": "missing",
+            "queries": [{"query": "spare impellers", "document_ids": [str(uuid.uuid4())]}],
+        },
+    )
+    refused = await api.post(
+        f"/v1/generations/{other}/promote",
+        json={"require": {"eval_set": "missing", "min_recall_at_5": 0.5}},
+    )
+    assert refused.status_code == 409, refused.text
+    body = refused.json()
+    assert body["evaluation"]["candidate_recall_at_5"] == 0.0
+    assert body["evaluation"]["active_recall_at_5"] == 0.0
+    assert "below the required" in body["detail"]
+    assert (await search(api, "spare impellers"))["generation_id"] == new_id
+    unknown = await api.post(
+        f"/v1/generations/{other}/promote", json={"require": {"eval_set": "nope"}}
+    )
+    assert unknown.status_code == 404
+
+
+async def test_a_build_that_cannot_work_fails_and_keeps_nothing(
+    api: httpx.AsyncClient, database_url: str
+) -> None:
+    await upload(api, {"pumps.md": DOCS["pumps.md"]})
+    # A hosted embedder whose key the workers do not have: every derive fails for good.
+    created = await api.post(
+        "/v1/generations", json={"embedder": {"kind": "voyage", "model": "voyage-3.5"}}
+    )
+    assert created.status_code == 202, created.text
+    gen = created.json()["generation_id"]
+    ended = await wait_for_generation(api, gen)
+    assert ended["status"] == "failed", ended
+    assert ended["documents_failed"] == 1 and ended["chunk_count"] == 0
+    assert "every one of 1 documents failed" in ended["error"]
+    assert await _chunks_of(database_url, gen) == 0
+    # Search never saw it; the tenant can start another one and delete this one.
+    assert (await search(api, "spare impellers"))["generation_id"] != gen
+    assert (await api.delete(f"/v1/generations/{gen}")).status_code == 204
+    assert (await api.get(f"/v1/generations/{gen}")).status_code == 404
+
+
+async def test_a_cancelled_build_keeps_nothing(
+    api: httpx.AsyncClient, settings: Settings, client: Client, database_url: str
+) -> None:
+    await upload(api, {"pumps.md": DOCS["pumps.md"]})
+    # An API whose builds embed on a queue no worker polls: the build waits until cancelled.
+    tenant = api.tenant  # type: ignore[attr-defined]
+    async with app_with(settings, client, tenant=tenant, gpu_task_queue="nobody-polls-this") as (
+        _,
+        http,
+    ):
+        await http.post("/v1/generations", json={})
+        created = await http.post(
+            "/v1/generations", json={"chunker": {"kind": "hybrid", "max_tokens": 40}}
+        )
+        assert created.status_code == 409  # one build at a time
+        generations = (await http.get("/v1/generations")).json()["generations"]
+        gen = next(g["generation_id"] for g in generations if g["status"] == "building")
+        await asyncio.sleep(1.0)
+        assert (await http.get(f"/v1/generations/{gen}")).json()["status"] == "building"
+        assert (await http.post(f"/v1/generations/{gen}/cancel")).status_code == 202
+        ended = await wait_for_generation(http, gen, within_s=60)
+        assert ended["status"] == "cancelled" and ended["chunk_count"] == 0
+        assert await _chunks_of(database_url, gen) == 0
+        assert (await http.delete(f"/v1/generations/{gen}")).status_code == 204
+
+
+async def _chunks_of(database_url: str, generation_id: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval(
+            "SELECT count(*) FROM chunks WHERE generation_id = $1", uuid.UUID(generation_id)
+        )
+    finally:
+        await conn.close()
