@@ -17,6 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workflows.document import DocumentWorkflow
+from workflows.generation import GenerationWorkflow
 from workflows.indexing import IndexingWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*/*.json"))
@@ -29,14 +30,23 @@ def test_there_are_histories_to_replay() -> None:
     assert labels, "no recorded histories"
     for label in labels:
         names = {p.stem for p in HISTORIES if p.parent.name == label}
-        assert {"run", "one_page_pdf", "docx", "split_pdf", "damaged_pdf"} <= names, label
+        assert {
+            "run",
+            "one_page_pdf",
+            "docx",
+            "split_pdf",
+            "damaged_pdf",
+            "generation",
+            "derive_docx",
+        } <= names, label
 
 
 @pytest.mark.parametrize("name", sorted(RECORDED))
 async def test_recorded_history_replays(name: str) -> None:
     history = WorkflowHistory.from_json(name, RECORDED[name])
     replayer = Replayer(
-        workflows=[IndexingWorkflow, DocumentWorkflow], data_converter=pydantic_data_converter
+        workflows=[IndexingWorkflow, DocumentWorkflow, GenerationWorkflow],
+        data_converter=pydantic_data_converter,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure

@@ -8,7 +8,8 @@ kept. After a workflow change that is a new build, record them again and commit 
 
 It starts its own stack (bench.stack: embedded Postgres, a Temporal dev server, one worker
 process per kind and the API) and indexes a few documents from tests/data that take every
-path: a one-page PDF, a DOCX, a PDF split into page ranges, and a damaged PDF that fails.
+path: a one-page PDF, a DOCX, a PDF split into page ranges, and a damaged PDF that fails;
+then builds a generation of them (its workflow, and one document's derive).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import httpx
 
 from bench.stack import Stack
-from docindex.ids import document_workflow_id, run_workflow_id
+from docindex.ids import derive_workflow_id, document_workflow_id, run_workflow_id
 from tests.helpers import DATA
 
 DOCUMENTS = {
@@ -51,6 +52,16 @@ async def record() -> dict[str, str]:
                     if run["status"] not in ("queued", "running"):
                         break
                     await asyncio.sleep(0.5)
+                # A generation built from those documents (derive children reuse parses).
+                created = await http.post(
+                    "/v1/generations", json={"chunker": {"kind": "hybrid", "max_tokens": 64}}
+                )
+                generation = created.json()
+                while True:
+                    status = (await http.get(generation["status_url"])).json()["status"]
+                    if status != "building":
+                        break
+                    await asyncio.sleep(0.5)
             ids = {d["filename"]: d["document_id"] for d in accepted["documents"]}
             parent = stack.client.get_workflow_handle(run_workflow_id(run_id))
             histories["run"] = (await parent.fetch_history()).to_json()
@@ -58,7 +69,15 @@ async def record() -> dict[str, str]:
                 child_id = document_workflow_id(run_id, ids[Path(path).name])
                 history = await stack.client.get_workflow_handle(child_id).fetch_history()
                 histories[label] = history.to_json()
-            print(f"run {run_id}: {run['status']}")
+            build = stack.client.get_workflow_handle(generation["workflow_id"])
+            histories["generation"] = (await build.fetch_history()).to_json()
+            derive = derive_workflow_id(
+                generation["generation_id"], ids[Path(DOCUMENTS["docx"]).name]
+            )
+            histories["derive_docx"] = (
+                await stack.client.get_workflow_handle(derive).fetch_history()
+            ).to_json()
+            print(f"run {run_id}: {run['status']}; generation {status}")
     return histories
 
 
