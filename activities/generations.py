@@ -50,6 +50,7 @@ class GenerationBookkeeping:
                 task=DocumentTask(
                     run_id=d.run_id,
                     document_id=d.document_id,
+                    tenant_id=inp.tenant_id,
                     seq=d.seq,
                     filename=d.filename,
                     sha256=d.sha256,

@@ -130,7 +130,7 @@ class LocalIndexer:
         for doc in run.documents:
             t = time.perf_counter()
             data = doc.path.read_bytes()
-            key, sha, size = await self.blobs.put_upload(io.BytesIO(data))
+            key, sha, size = await self.blobs.put_upload(tenant, io.BytesIO(data))
             new.append(
                 repository.NewDocument(
                     document_id=doc.document_id,
@@ -158,7 +158,7 @@ class LocalIndexer:
 
         async def one(doc: LocalDocument, meta: repository.NewDocument) -> None:
             async with window:
-                await self._index_one(doc, meta, slots)
+                await self._index_one(tenant, doc, meta, slots)
 
         await asyncio.gather(*(one(d, m) for d, m in zip(run.documents, new, strict=True)))
         counts = {s: sum(d.status == s for d in run.documents) for s in DocStatus}
@@ -177,7 +177,7 @@ class LocalIndexer:
         return run
 
     async def _index_one(
-        self, doc: LocalDocument, meta: repository.NewDocument, slots: _Slots
+        self, tenant: str, doc: LocalDocument, meta: repository.NewDocument, slots: _Slots
     ) -> None:
         """The steps of DocumentWorkflow, called in this process, in the same order."""
         doc.status = DocStatus.RUNNING
@@ -185,6 +185,7 @@ class LocalIndexer:
         spec = self.spec
         ref = DocumentRef(
             document_id=doc.document_id,
+            tenant_id=tenant,
             filename=meta.filename,
             sha256=meta.sha256,
             blob_key=meta.blob_key,
@@ -201,6 +202,7 @@ class LocalIndexer:
                 with timer("embed"):
                     embedded = await self.embed.embed(
                         EmbedInput(
+                            tenant_id=ref.tenant_id,
                             sha256=ref.sha256,
                             embedder=spec.embedder,
                             chunks_key=prepared.chunked.chunks_key,
@@ -276,13 +278,18 @@ class LocalIndexer:
         assert prepared.parsed is not None and prepared.chunked is not None
         enriched = await self.enrich.describe(
             EnrichInput(
-                sha256=ref.sha256, parsed_key=prepared.parsed.parsed_key, enricher=enricher
+                tenant_id=ref.tenant_id,
+                sha256=ref.sha256,
+                parsed_key=prepared.parsed.parsed_key,
+                enricher=enricher,
             ),
             Progress(),
         )
         contexts = [
             await self.enrich.contextualize(inp, Progress())
-            for inp in enriched.context_inputs(ref.sha256, enricher, prepared.chunked)
+            for inp in enriched.context_inputs(
+                ref.tenant_id, ref.sha256, enricher, prepared.chunked
+            )
         ]
         return enriched, contexts
 

@@ -1,15 +1,22 @@
 """Durable blob storage through obstore: a local directory by default, any object store by URL.
 
-Uploads are content-addressed (``uploads/sha256/<hex>``) so the same bytes are stored once;
-step artifacts are keyed by content hash and step configuration so a retried or re-run
-step finds its own earlier output.
+Everything is stored under its tenant (``t/<tenant>/...``, docs/decisions.md "Blob keys are
+the tenant's"): uploads are content-addressed within the tenant
+(``t/<tenant>/uploads/sha256/<hex>``) so the same bytes are stored once per tenant; step
+artifacts are keyed by tenant, content hash and step configuration so a retried or re-run
+step finds its own earlier output. Nothing is shared between tenants: whether, and how
+fast, an upload or a step finds bytes already stored says nothing about other tenants.
+What nothing references any more is collected by ``docindex.gc``.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 import obstore
 from obstore.exceptions import NotFoundError
@@ -18,6 +25,15 @@ from obstore.store import LocalStore, from_url
 from docindex.config import Settings
 
 _HASH_BLOCK = 1024 * 1024
+# Keys deleted per request: S3's DeleteObjects takes at most 1000.
+_DELETE_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    last_modified: datetime
 
 
 class BlobStore:
@@ -60,23 +76,48 @@ class BlobStore:
         return True
 
     async def delete(self, key: str) -> None:
-        await obstore.delete_async(self._store, key)
+        """Delete ``key``; one already gone is no error (two collectors may race to it)."""
+        try:
+            await obstore.delete_async(self._store, key)
+        except (NotFoundError, FileNotFoundError):
+            pass
+
+    async def delete_many(self, keys: list[str]) -> None:
+        """Delete ``keys``; ones already gone are no error."""
+        for i in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[i : i + _DELETE_BATCH]
+            try:
+                await obstore.delete_async(self._store, batch)
+            except (NotFoundError, FileNotFoundError):
+                # A local directory stops at the first missing key (S3 does not): one by one.
+                for key in batch:
+                    await self.delete(key)
 
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix``; return how many."""
-        found = await obstore.list(self._store, prefix).collect_async()
-        paths = [meta["path"] for meta in found]
-        if paths:
-            await obstore.delete_async(self._store, paths)
+        paths = [o.key for o in await self.list_objects(prefix)]
+        await self.delete_many(paths)
         return len(paths)
 
-    async def put_upload(self, file: IO[bytes], sha256: str | None = None) -> tuple[str, str, int]:
-        """Store an uploaded file under its sha256; return (key, sha256, size).
+    async def list_objects(self, prefix: str | None = None) -> list[StoredObject]:
+        """Every object under ``prefix`` (everything when None), with its size and age."""
+        found: list[StoredObject] = []
+        async for batch in obstore.list(self._store, prefix, chunk_size=1000):
+            found.extend(
+                StoredObject(key=m["path"], size=m["size"], last_modified=m["last_modified"])
+                for m in batch
+            )
+        return found
+
+    async def put_upload(
+        self, tenant: str, file: IO[bytes], sha256: str | None = None
+    ) -> tuple[str, str, int]:
+        """Store a tenant's uploaded file under its sha256; return (key, sha256, size).
 
         Pass ``sha256`` when it is known: hashing a big file here would block the event
         loop of the API for as long as it takes."""
         sha, size = (sha256, _size(file)) if sha256 else _digest(file)
-        key = upload_key(sha)
+        key = upload_key(tenant, sha)
         if not await self.exists(key):
             file.seek(0)
             await self.put(key, file)
@@ -99,39 +140,75 @@ def _size(file: IO[bytes]) -> int:
     return size
 
 
-def upload_key(sha256: str) -> str:
-    return f"uploads/sha256/{sha256}"
+def tenant_prefix(tenant: str) -> str:
+    """Where everything of ``tenant`` is stored. Tenant names are already safe path
+    segments (``docindex.auth.check_tenant_name``); quoting keeps that true whatever
+    recorded a row."""
+    return f"t/{quote(tenant, safe='')}/"
 
 
-def parsed_key(sha256: str, pipeline: str) -> str:
-    return f"parsed/{sha256}/{pipeline}.json"
+def upload_key(tenant: str, sha256: str) -> str:
+    return f"{tenant_prefix(tenant)}uploads/sha256/{sha256}"
 
 
-def parsed_meta_key(sha256: str, pipeline: str) -> str:
-    return f"parsed/{sha256}/{pipeline}.meta.json"
+def parsed_key(tenant: str, sha256: str, pipeline: str) -> str:
+    return f"{tenant_prefix(tenant)}parsed/{sha256}/{pipeline}.json"
 
 
-def parsed_part_key(sha256: str, pipeline: str, first_page: int, last_page: int) -> str:
-    return f"parsed/{sha256}/{pipeline}/pages-{first_page:05d}-{last_page:05d}.json"
+def parsed_meta_key(tenant: str, sha256: str, pipeline: str) -> str:
+    return f"{tenant_prefix(tenant)}parsed/{sha256}/{pipeline}.meta.json"
 
 
-def ocr_key(sha256: str, variant: str, pages: list[int]) -> str:
+def parsed_part_key(
+    tenant: str, sha256: str, pipeline: str, first_page: int, last_page: int
+) -> str:
+    return (
+        f"{tenant_prefix(tenant)}parsed/{sha256}/{pipeline}/"
+        f"pages-{first_page:05d}-{last_page:05d}.json"
+    )
+
+
+def ocr_key(tenant: str, sha256: str, variant: str, pages: list[int]) -> str:
     digest = hashlib.sha256(",".join(map(str, pages)).encode()).hexdigest()[:12]
-    return f"parsed/{sha256}/{variant}/ocr-{pages[0]:05d}-{pages[-1]:05d}-{digest}.json"
+    return (
+        f"{tenant_prefix(tenant)}parsed/{sha256}/{variant}/"
+        f"ocr-{pages[0]:05d}-{pages[-1]:05d}-{digest}.json"
+    )
 
 
-def password_key(run_id: str) -> str:
-    return f"secrets/runs/{run_id}/pdf-password"
+def password_key(tenant: str, run_id: str) -> str:
+    return f"{tenant_prefix(tenant)}secrets/runs/{run_id}/pdf-password"
 
 
-def chunks_key(sha256: str, chunk_config: str) -> str:
-    return f"chunks/{sha256}/{chunk_config}.json"
+def chunks_key(tenant: str, sha256: str, chunk_config: str) -> str:
+    return f"{tenant_prefix(tenant)}chunks/{sha256}/{chunk_config}.json"
 
 
-def vectors_key(sha256: str, chunk_config: str, model_slug: str) -> str:
-    return f"vectors/{sha256}/{chunk_config}-{model_slug}.npy"
+def vectors_key(tenant: str, sha256: str, chunk_config: str, model_slug: str) -> str:
+    return f"{tenant_prefix(tenant)}vectors/{sha256}/{chunk_config}-{model_slug}.npy"
 
 
-def artifact_prefixes(sha256: str) -> list[str]:
-    """Everything stored for one content hash: the upload and every step's output."""
-    return [f"{kind}/{sha256}/" for kind in ("parsed", "chunks", "vectors", "contexts", "enrich")]
+def document_text_key(tenant: str, sha256: str) -> str:
+    return f"{tenant_prefix(tenant)}enrich/{sha256}/document.md"
+
+
+def summary_key(tenant: str, sha256: str, model: str) -> str:
+    return f"{tenant_prefix(tenant)}enrich/{sha256}/summary-{model}.json"
+
+
+def contexts_key(
+    tenant: str, sha256: str, model: str, chunk_config: str, first: int, last: int
+) -> str:
+    return (
+        f"{tenant_prefix(tenant)}contexts/{sha256}/{model}-{chunk_config}/"
+        f"{first:06d}-{last:06d}.json"
+    )
+
+
+# Kinds of step artifact: each stored under ``t/<tenant>/<kind>/<sha256>/``.
+ARTIFACT_KINDS = ("parsed", "chunks", "vectors", "contexts", "enrich")
+
+
+def artifact_prefixes(tenant: str, sha256: str) -> list[str]:
+    """Everything a tenant's steps stored for one content hash (its upload is apart)."""
+    return [f"{tenant_prefix(tenant)}{kind}/{sha256}/" for kind in ARTIFACT_KINDS]

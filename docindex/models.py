@@ -72,6 +72,8 @@ class DocumentTask(BaseModel):
 
     run_id: str
     document_id: str
+    # Whose document: every blob its steps read or write is keyed under its tenant.
+    tenant_id: str
     seq: int
     filename: str
     sha256: str

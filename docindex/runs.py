@@ -27,7 +27,7 @@ async def record_files(
     and the document ids, in order."""
     docs = []
     for name, data in files:
-        key, sha, size = await blobs.put_upload(io.BytesIO(data))
+        key, sha, size = await blobs.put_upload(tenant_id, io.BytesIO(data))
         docs.append(
             repository.NewDocument(
                 document_id=str(uuid.uuid4()),

@@ -85,7 +85,7 @@ async def test_killed_worker_loses_only_unsaved_pages(
         blobs = BlobStore.from_settings(settings)
         # Fresh bytes: pages parsed by an earlier test would be reused, not parsed.
         data = unique((corpus / BIG_PDF).read_bytes())
-        key, sha256, size = await blobs.put_upload(io.BytesIO(data))
+        key, sha256, size = await blobs.put_upload("default", io.BytesIO(data))
         run_id, document_id = str(uuid.uuid4()), str(uuid.uuid4())
         pool = await create_pool(settings.database_url or "")
         try:

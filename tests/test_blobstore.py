@@ -177,18 +177,18 @@ async def test_put_upload_is_content_addressed(case: Case, monkeypatch: pytest.M
 
     first = payload(10_000, seed=2)
     second = payload(10_000, seed=3)
-    key1, sha1, size1 = await case.blobs.put_upload(io.BytesIO(first))
+    key1, sha1, size1 = await case.blobs.put_upload("acme", io.BytesIO(first))
     assert sha1 == hashlib.sha256(first).hexdigest()
     assert size1 == len(first)
-    assert key1 == upload_key(sha1) == f"uploads/sha256/{sha1}"
+    assert key1 == upload_key("acme", sha1) == f"t/acme/uploads/sha256/{sha1}"
 
     # Same bytes again, from a handle that is not at position 0: same key, no second write.
     again = io.BytesIO(first)
     again.seek(1234)
-    assert await case.blobs.put_upload(again) == (key1, sha1, size1)
+    assert await case.blobs.put_upload("acme", again) == (key1, sha1, size1)
     assert writes == [key1]
 
-    key2, sha2, size2 = await case.blobs.put_upload(io.BytesIO(second))
+    key2, sha2, size2 = await case.blobs.put_upload("acme", io.BytesIO(second))
     assert (sha2, size2) == (hashlib.sha256(second).hexdigest(), len(second))
     assert key2 != key1
     assert writes == [key1, key2]
@@ -200,7 +200,7 @@ async def test_put_upload_is_content_addressed(case: Case, monkeypatch: pytest.M
 
 async def test_large_upload_round_trips(case: Case) -> None:
     data = payload(LARGE, seed=4)
-    key, sha, size = await case.blobs.put_upload(io.BytesIO(data))
+    key, sha, size = await case.blobs.put_upload("acme", io.BytesIO(data))
     assert (sha, size) == (hashlib.sha256(data).hexdigest(), LARGE)
     got = await case.blobs.get(key)
     assert len(got) == LARGE
@@ -220,7 +220,7 @@ async def test_missing_object_raises_file_not_found(case: Case) -> None:
 async def test_large_s3_upload_is_multipart(s3_client: Any, s3_env: None, tmp_path: Path) -> None:
     bucket = new_bucket(s3_client)
     blobs = BlobStore(f"s3://{bucket}/blobs", tmp_path)
-    key, _, _ = await blobs.put_upload(io.BytesIO(payload(LARGE, seed=5)))
+    key, _, _ = await blobs.put_upload("acme", io.BytesIO(payload(LARGE, seed=5)))
     head = s3_client.head_object(Bucket=bucket, Key=f"blobs/{key}")
     assert head["ContentLength"] == LARGE
     # A multipart object's ETag is "<md5 of part md5s>-<part count>": 12 MiB / 5 MiB -> 3 parts.
@@ -235,7 +235,7 @@ async def test_s3_url_prefix_scopes_objects(s3_client: Any, s3_env: None, tmp_pa
     blobs = BlobStore(f"s3://{bucket}/some/prefix", tmp_path)
     assert blobs.url == f"s3://{bucket}/some/prefix"
     await blobs.put("nested/key.bin", b"inside")
-    key, _, _ = await blobs.put_upload(io.BytesIO(b"upload"))
+    key, _, _ = await blobs.put_upload("acme", io.BytesIO(b"upload"))
 
     assert bucket_keys(s3_client, bucket) == sorted(
         [

@@ -327,6 +327,7 @@ async def test_concurrent_embed_activities_share_forward_passes(
         await blobs.put(f"chunks/{i}.json", json.dumps(chunks).encode())
         inputs.append(
             EmbedInput(
+                tenant_id="default",
                 sha256=f"{i:064d}",
                 embedder=LocalEmbedder(),
                 chunks_key=f"chunks/{i}.json",

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from docindex.blobstore import BlobStore
+from docindex.blobstore import BlobStore, tenant_prefix, upload_key
 from docindex.config import Settings
 from docindex.ids import document_workflow_id, run_workflow_id
 from docindex.models import RetryRequest
@@ -140,7 +140,7 @@ async def test_delete_removes_chunks_and_unshared_blobs(
 ) -> None:
     body = f"# Heron notes\n\nGrey herons wade in shallow water. {uuid.uuid4()}".encode()
     runs = []
-    # The same bytes uploaded by two tenants: one stored file, two documents.
+    # The same bytes uploaded by two tenants: two documents, each tenant's own stored file.
     other = await tenant_client()
     for http in (api, other):
         accepted = (await http.post("/v1/documents", files=[("files", ("h.md", body))])).json()
@@ -148,18 +148,21 @@ async def test_delete_removes_chunks_and_unshared_blobs(
         await wait_for_run(http, accepted["run_id"])
     first, second = (r["documents"][0] for r in runs)
     blobs = BlobStore.from_settings(settings)
-    upload_key = f"uploads/sha256/{first['sha256']}"
+    ours = upload_key(api.tenant, first["sha256"])  # type: ignore[attr-defined]
+    theirs = upload_key(other.tenant, first["sha256"])  # type: ignore[attr-defined]
+    assert ours != theirs and await blobs.exists(ours) and await blobs.exists(theirs)
 
     assert (await api.delete(f"/v1/documents/{first['document_id']}")).status_code == 204
     assert (await api.get(f"/v1/documents/{first['document_id']}")).status_code == 404
     assert await chunk_rows(settings.database_url or "", first["document_id"]) == 0
-    assert await blobs.exists(upload_key), "still used by the second upload"
+    assert not await blobs.exists(ours)
+    assert await blobs.exists(theirs), "the other tenant's own copy"
 
     # A tenant cannot delete the other's document; its owner can.
     assert (await api.delete(f"/v1/documents/{second['document_id']}")).status_code == 404
     assert (await other.delete(f"/v1/documents/{second['document_id']}")).status_code == 204
-    assert not await blobs.exists(upload_key)
-    assert not await blobs.exists(f"parsed/{first['sha256']}/simple.meta.json")
+    assert not await blobs.exists(theirs)
+    assert not await blobs.list_objects(tenant_prefix(other.tenant))  # type: ignore[attr-defined]
     hits = (await api.post("/v1/search", json={"query": "grey herons wade", "top_k": 10})).json()
     assert all(
         h["document_id"] not in (first["document_id"], second["document_id"])

@@ -142,7 +142,7 @@ async def record_run(settings: Settings, count: int, body: str | None = None) ->
         for i in range(count):
             text = body or f"# Note {i}\n\nSmall document number {i} about otters."
             text += f"\n\n(run {run_id}, copy {i})"
-            key, sha256, size = await blobs.put_upload(io.BytesIO(text.encode()))
+            key, sha256, size = await blobs.put_upload("default", io.BytesIO(text.encode()))
             docs.append(
                 repository.NewDocument(
                     document_id=str(uuid.uuid4()),

@@ -167,6 +167,7 @@ class DocumentWorkflow:
             embedded: Embedded = await self._step(
                 EmbeddingActivities.embed_chunks,
                 EmbedInput(
+                    tenant_id=task.tenant_id,
                     sha256=task.sha256,
                     embedder=spec.embedder,
                     chunks_key=prepared.chunked.chunks_key,
@@ -212,6 +213,7 @@ class DocumentWorkflow:
         )
         self._document = DocumentRef(
             document_id=task.document_id,
+            tenant_id=task.tenant_id,
             filename=task.filename,
             sha256=task.sha256,
             blob_key=task.blob_key,
@@ -353,7 +355,12 @@ class DocumentWorkflow:
         chunked, sha256 = prepared.chunked, self._document.sha256
         enriched: Enriched = await self._step(
             EnrichmentActivities.enrich_document,
-            EnrichInput(sha256=sha256, parsed_key=prepared.parsed.parsed_key, enricher=enricher),
+            EnrichInput(
+                tenant_id=self._document.tenant_id,
+                sha256=sha256,
+                parsed_key=prepared.parsed.parsed_key,
+                enricher=enricher,
+            ),
             queue=opts.llm_task_queue,
         )
         window = asyncio.Semaphore(4)
@@ -367,7 +374,7 @@ class DocumentWorkflow:
                     summary=f"{self._document.filename}: chunks {inp.first}-{inp.last}",
                 )
 
-        inputs = enriched.context_inputs(sha256, enricher, chunked)
+        inputs = enriched.context_inputs(self._document.tenant_id, sha256, enricher, chunked)
         return enriched, list(await asyncio.gather(*(contextualize(i) for i in inputs)))
 
     async def _derive_into(self, targets: list[DeriveTarget]) -> None:

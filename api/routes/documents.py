@@ -8,8 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Header, HTTPException, Response, UploadFile, status
 from temporalio.service import RPCError
 
-from docindex import repository
-from docindex.blobstore import artifact_prefixes
+from docindex import gc, repository
 from docindex.ids import run_workflow_id
 from docindex.models import RetryRequest
 from workflows import names
@@ -167,8 +166,9 @@ async def reindex_document(
 async def delete_document(
     document_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep
 ) -> Response:
-    """Delete a document: its row, its chunks (it leaves search at once), and its stored
-    file and step artifacts unless another document has the same bytes."""
+    """Delete a document: its row, its chunks (it leaves search at once), its PDF password,
+    and its stored file and step artifacts unless another document of the tenant has the
+    same bytes (docindex/gc.py)."""
     row = await repository.get_document(res.pool, str(document_id), principal.tenant_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such document")
@@ -176,9 +176,5 @@ async def delete_document(
         raise HTTPException(
             status.HTTP_409_CONFLICT, "the document is being indexed; cancel it first"
         )
-    still_shared = await repository.delete_document(res.pool, str(document_id))
-    if not still_shared:
-        await res.blobs.delete(row.blob_key)
-        for prefix in artifact_prefixes(row.sha256):
-            await res.blobs.delete_prefix(prefix)
+    await gc.delete_documents(res.pool, res.blobs, principal.tenant_id, [str(document_id)])
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -6,14 +6,14 @@ import asyncio
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import BaseModel, Field
 from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from docindex import repository
+from docindex import gc, repository
 from docindex.models import DocStatus, RetryRequest, RunState
-from docindex.repository import RunRow
+from docindex.repository import RunRow, storage
 from workflows import names, starter
 from workflows.indexing_contract import RetryAccepted, RunProgress
 
@@ -156,6 +156,20 @@ async def cancel_run(
     except RPCError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
     return {"run_id": str(run_id), "status": "cancelling"}
+
+
+@router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_run(run_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep) -> Response:
+    """Delete a finished run: its documents, their chunks (they leave search at once), the
+    run's PDF password, and stored files and step artifacts no other document of the tenant
+    has the same bytes for (docindex/gc.py)."""
+    run = await repository.get_run(res.pool, str(run_id), principal.tenant_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such run")
+    if run.is_open or await storage.run_has_open_documents(res.pool, str(run_id)):
+        raise HTTPException(status.HTTP_409_CONFLICT, "the run is running; cancel it first")
+    await gc.delete_run(res.pool, res.blobs, principal.tenant_id, str(run_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 class RetryBody(BaseModel):

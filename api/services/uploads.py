@@ -28,6 +28,7 @@ from docindex import repository
 from docindex.auth import Principal
 from docindex.blobstore import password_key
 from docindex.config import Settings
+from docindex.gc import restore_uploads
 from docindex.ids import run_workflow_id
 from docindex.repository import DocumentRow, NewDocument, RunRow
 from docindex.repository.quotas import TenantUsage, tenant_usage
@@ -125,12 +126,12 @@ async def upload_documents(
     secret_key = None
     if password:
         # In the blob store, not in Postgres rows or workflow history (the UI shows those).
-        secret_key = password_key(run_id)
+        secret_key = password_key(tenant, run_id)
         await res.blobs.put(secret_key, password.encode())
     candidates: dict[str, NewDocument] = {}
     for upload, name, digest in zip(files, names, digests, strict=True):
         if digest not in candidates:
-            key, sha256, size = await res.blobs.put_upload(upload.file, digest)
+            key, sha256, size = await res.blobs.put_upload(tenant, upload.file, digest)
             candidates[digest] = NewDocument(
                 document_id=str(uuid.uuid4()),
                 filename=name,
@@ -168,6 +169,10 @@ async def upload_documents(
             return await _replay(res, prior, fingerprint, digests, tenant)
         return _answer(None, digests, new, existing, trace_id)
 
+    # Our rows hold the bytes now; a collection that ran before they did may have taken
+    # bytes we found stored (docindex/gc.py): store those again before anything reads them.
+    by_digest = dict(zip(digests, (f.file for f in files), strict=True))
+    await restore_uploads(res.blobs, tenant, {d: n.blob_key for d, n in new.items()}, by_digest)
     documents = list(new.values())
     UPLOADS.inc()
     DOCUMENTS_ACCEPTED.inc(len(documents))

@@ -110,7 +110,8 @@ async def insert_documents(
 
 async def fetch_documents(db: Db, run_id: str, after_seq: int, limit: int) -> list[DocumentTask]:
     rows = await db.fetch(
-        """SELECT document_id, seq, filename, sha256, size_bytes, blob_key, password_key
+        """SELECT document_id, tenant_id, seq, filename, sha256, size_bytes, blob_key,
+                  password_key
            FROM documents
            WHERE run_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3""",
         uuid.UUID(run_id),
@@ -124,6 +125,7 @@ def _task(run_id: str, row: asyncpg.Record) -> DocumentTask:
     return DocumentTask(
         run_id=run_id,
         document_id=str(row["document_id"]),
+        tenant_id=row["tenant_id"],
         seq=row["seq"],
         filename=row["filename"],
         sha256=row["sha256"],
@@ -243,8 +245,8 @@ async def requeue_documents(
                  AND old.status = ANY($2::text[])
                  AND ($3::uuid[] IS NULL OR d.document_id = ANY($3::uuid[]))
                  AND ($4::text[] IS NULL OR old.error_type = ANY($4::text[]))
-               RETURNING d.document_id, d.seq, d.filename, d.sha256, d.size_bytes,
-                         d.blob_key, d.password_key, old.status AS previous""",
+               RETURNING d.document_id, d.tenant_id, d.seq, d.filename, d.sha256,
+                         d.size_bytes, d.blob_key, d.password_key, old.status AS previous""",
             uuid.UUID(run_id),
             statuses,
             [uuid.UUID(d) for d in document_ids] if document_ids is not None else None,
@@ -284,16 +286,6 @@ async def runs_with_failures(
         tenant_id,
     )
     return [str(r["run_id"]) for r in rows]
-
-
-async def delete_document(db: Db, document_id: str) -> int:
-    """Delete a document and its chunks; return how many other documents share its bytes."""
-    async with transaction(db) as conn:
-        sha = await conn.fetchval(
-            "DELETE FROM documents WHERE document_id = $1 RETURNING sha256",
-            uuid.UUID(document_id),
-        )
-        return await conn.fetchval("SELECT count(*) FROM documents WHERE sha256 = $1", sha)
 
 
 async def cancel_queued_documents(db: Db, run_id: str) -> int:

@@ -29,7 +29,7 @@ class EmbedSteps:
         contexts = await load_contexts(self.blobs, inp.contexts_keys)
         texts = embed_texts(chunks, contexts)
         variant = config_digest({"chunks": inp.chunk_config, "contexts": inp.contexts_keys})
-        key = vectors_key(inp.sha256, variant, slug(embedder.model))
+        key = vectors_key(inp.tenant_id, inp.sha256, variant, slug(embedder.model))
         if await self.blobs.exists(key):  # same texts, same model: same vectors, no cost
             vectors = np.load(io.BytesIO(await self.blobs.get(key)))
             return Embedded(

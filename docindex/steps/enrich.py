@@ -8,21 +8,13 @@ import json
 
 from docling_core.types.doc import DoclingDocument
 
-from docindex.blobstore import BlobStore
+from docindex.blobstore import BlobStore, contexts_key, document_text_key, summary_key
 from docindex.components import Components
 from docindex.metrics import count_in_activity
 from docindex.usage import Usage, combine
 
 from .models import ContextInput, Contexts, DocumentSummary, Enriched, EnrichInput
 from .progress import Progress, blocking
-
-
-def document_text_key(sha256: str) -> str:
-    return f"enrich/{sha256}/document.md"
-
-
-def contexts_key(sha256: str, model: str, chunk_config: str, first: int, last: int) -> str:
-    return f"contexts/{sha256}/{model}-{chunk_config}/{first:06d}-{last:06d}.json"
 
 
 class EnrichSteps:
@@ -39,10 +31,10 @@ class EnrichSteps:
                 else "no LLM key on the worker (ANTHROPIC_API_KEY)"
             )
             return Enriched(status="skipped", enricher=inp.enricher.kind, reason=reason)
-        summary_key = f"enrich/{inp.sha256}/summary-{enricher.model}.json"
-        key = document_text_key(inp.sha256)
-        if await self.blobs.exists(summary_key) and await self.blobs.exists(key):
-            summary = DocumentSummary.model_validate_json(await self.blobs.get(summary_key))
+        summary_at = summary_key(inp.tenant_id, inp.sha256, enricher.model)
+        key = document_text_key(inp.tenant_id, inp.sha256)
+        if await self.blobs.exists(summary_at) and await self.blobs.exists(key):
+            summary = DocumentSummary.model_validate_json(await self.blobs.get(summary_at))
             return Enriched(
                 status="enriched",
                 enricher="anthropic",
@@ -55,7 +47,7 @@ class EnrichSteps:
         await self.blobs.put(key, text.encode())
         summary, usage = await enricher.describe_document(text)
         count_tokens([usage])
-        await self.blobs.put(summary_key, summary.model_dump_json().encode())
+        await self.blobs.put(summary_at, summary.model_dump_json().encode())
         return Enriched(
             status="enriched",
             enricher="anthropic",
@@ -68,7 +60,9 @@ class EnrichSteps:
         enricher = self.components.enricher(inp.enricher)
         if enricher is None:
             raise RuntimeError("chunk contexts need an enricher and its key on this worker")
-        key = contexts_key(inp.sha256, enricher.model, inp.chunk_config, inp.first, inp.last)
+        key = contexts_key(
+            inp.tenant_id, inp.sha256, enricher.model, inp.chunk_config, inp.first, inp.last
+        )
         if await self.blobs.exists(key):
             return Contexts(contexts_key=key)  # done by an earlier attempt
         document = (await self.blobs.get(inp.document_text_key)).decode()

@@ -21,9 +21,12 @@ from docindex.usage import Usage
 
 
 class DocumentRef(BaseModel):
-    """Which document, and where its bytes are."""
+    """Which document, whose, and where its bytes are."""
 
     document_id: str
+    # Every artifact of the document is keyed under its tenant: nothing is shared (or
+    # reused) across tenants, so reuse reveals nothing of another tenant's uploads.
+    tenant_id: str
     filename: str
     sha256: str
     blob_key: str
@@ -166,6 +169,7 @@ class DocumentSummary(BaseModel):
 
 
 class EnrichInput(BaseModel):
+    tenant_id: str
     sha256: str
     parsed_key: str
     enricher: EnricherSpec
@@ -182,7 +186,7 @@ class Enriched(BaseModel):
     reused: bool = False
 
     def context_inputs(
-        self, sha256: str, enricher: AnthropicEnricher, chunked: Chunked
+        self, tenant_id: str, sha256: str, enricher: AnthropicEnricher, chunked: Chunked
     ) -> list[ContextInput]:
         """The chunks to situate, a batch per step; none when the document was not enriched
         or the spec asks for no chunk contexts."""
@@ -195,6 +199,7 @@ class Enriched(BaseModel):
             return []
         return [
             ContextInput(
+                tenant_id=tenant_id,
                 sha256=sha256,
                 enricher=enricher,
                 document_text_key=self.document_text_key,
@@ -210,6 +215,7 @@ class Enriched(BaseModel):
 
 
 class ContextInput(BaseModel):
+    tenant_id: str
     sha256: str
     enricher: EnricherSpec
     document_text_key: str
@@ -225,6 +231,7 @@ class Contexts(BaseModel):
 
 
 class EmbedInput(BaseModel):
+    tenant_id: str
     sha256: str
     embedder: EmbedderSpec
     chunks_key: str

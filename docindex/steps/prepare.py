@@ -1,8 +1,8 @@
 """Parse, describe and chunk a document: the CPU steps, as plain async functions.
 
-Every output is saved in the blob store under a key made of the content hash and the
-options that shaped it, so a retry, a re-index or another run of the same bytes with the
-same spec finds it and does not redo the work.
+Every output is saved in the blob store under a key made of the tenant, the content hash
+and the options that shaped it, so a retry, a re-index or another run of the same tenant's
+bytes with the same spec finds it and does not redo the work (another tenant's never does).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class PrepareSteps:
         if found.kind is DocumentKind.PDF and (found.pages or 0) > spec.split_pdf_pages:
             return Prepared(inspected=inspected)
         variant = spec.variant(inspected.pipeline)
-        if (parsed := await self._parsed_before(doc.sha256, variant)) is not None:
+        if (parsed := await self._parsed_before(doc, variant)) is not None:
             document = await self._load_parsed(parsed.parsed_key)
             return await self._describe_and_chunk(doc, parsed, document, inp.chunker)
         parsed, document = await self._parse_whole(parser, doc, variant, data, password, progress)
@@ -106,7 +106,7 @@ class PrepareSteps:
             }
 
         for first, last in page_ranges(inp.first_page, inp.last_page, spec.checkpoint_pages):
-            key = parsed_part_key(doc.sha256, variant, first, last)
+            key = parsed_part_key(doc.tenant_id, doc.sha256, variant, first, last)
             part_keys.append(key)
             if await self.blobs.exists(key):
                 reused += last - first + 1
@@ -140,7 +140,7 @@ class PrepareSteps:
         pipeline = spec.pdf_pipeline
         variant = spec.variant(pipeline)
         inspected = Inspected(kind="pdf", pages=None, pipeline=pipeline)
-        if (parsed := await self._parsed_before(doc.sha256, variant)) is not None:
+        if (parsed := await self._parsed_before(doc, variant)) is not None:
             document = await self._load_parsed(parsed.parsed_key)
             prepared = await self._describe_and_chunk(doc, parsed, document, inp.chunker)
         else:
@@ -148,7 +148,7 @@ class PrepareSteps:
             parts = [await self._load(key) for key in inp.part_keys]
             document = await blocking(merge_parts, parts, Path(doc.filename).stem)
             parsed = Parsed(
-                parsed_key=parsed_key(doc.sha256, variant),
+                parsed_key=parsed_key(doc.tenant_id, doc.sha256, variant),
                 kind="pdf",
                 pages=len(document.pages) or None,
                 pipeline=pipeline,
@@ -166,7 +166,7 @@ class PrepareSteps:
 
         doc, spec = inp.document, inp.parser
         variant = spec.variant(spec.pdf_pipeline)
-        key = ocr_key(doc.sha256, variant, inp.pages)
+        key = ocr_key(doc.tenant_id, doc.sha256, variant, inp.pages)
         if await self.blobs.exists(key):
             pages = [OcrPage.model_validate(p) for p in json.loads(await self.blobs.get(key))]
             lines = sum(len(p.lines) for p in pages)
@@ -198,7 +198,7 @@ class PrepareSteps:
 
         doc, spec = inp.document, inp.parser
         variant = spec.variant(inp.parsed.pipeline)
-        if (parsed := await self._parsed_before(doc.sha256, variant)) is None:
+        if (parsed := await self._parsed_before(doc, variant)) is None:
             document = await self._load(inp.parsed.parsed_key)
             pages = [
                 OcrPage.model_validate(page)
@@ -207,7 +207,10 @@ class PrepareSteps:
             ]
             await blocking(apply_ocr, document, pages)
             parsed = inp.parsed.model_copy(
-                update={"parsed_key": parsed_key(doc.sha256, variant), "reused": False}
+                update={
+                    "parsed_key": parsed_key(doc.tenant_id, doc.sha256, variant),
+                    "reused": False,
+                }
             )
             await self._finish(doc, variant, parsed, document, ocr=spec.ocr)
         else:
@@ -228,7 +231,9 @@ class PrepareSteps:
         inspected = Inspected(kind=parsed.kind, pages=parsed.pages, pipeline=parsed.pipeline)
         if pending := parser.pages_to_ocr(document):
             text_layer = parsed.model_copy(
-                update={"parsed_key": parsed_key(doc.sha256, f"{variant}.text-layer")}
+                update={
+                    "parsed_key": parsed_key(doc.tenant_id, doc.sha256, f"{variant}.text-layer")
+                }
             )
             await self.blobs.put(text_layer.parsed_key, await blocking(_to_json, document))
             return Prepared(inspected=inspected, parsed=text_layer, ocr_pages=pending)
@@ -262,26 +267,26 @@ class PrepareSteps:
                     1,
                     "Documents indexed with pages that gave no text (named in their warning)",
                 )
-        await self._save_parsed(doc.sha256, variant, parsed, document)
+        await self._save_parsed(doc, variant, parsed, document)
 
     async def _describe_and_chunk(
         self, doc: DocumentRef, parsed: Parsed, document: DoclingDocument, spec: ChunkerSpec
     ) -> Prepared:
         metadata = extract_metadata(document, parsed.kind, parsed.pipeline)
-        chunked = await self.chunk(doc.sha256, parsed.parsed_key, spec, document)
+        chunked = await self.chunk(doc, parsed.parsed_key, spec, document)
         inspected = Inspected(kind=parsed.kind, pages=parsed.pages, pipeline=parsed.pipeline)
         return Prepared(inspected=inspected, parsed=parsed, metadata=metadata, chunked=chunked)
 
     async def chunk(
         self,
-        sha256: str,
+        doc: DocumentRef,
         parsed: str,
         spec: ChunkerSpec,
         document: DoclingDocument | None = None,
     ) -> Chunked:
         chunker = await blocking(self.components.chunker, spec)
         config = chunker.config_digest(parsed, spec.max_tokens)
-        key = chunks_key(sha256, config)
+        key = chunks_key(doc.tenant_id, doc.sha256, config)
         if await self.blobs.exists(key):  # same parse, same chunker: same chunks
             count = len(json.loads(await self.blobs.get(key)))
             return Chunked(chunks_key=key, chunk_count=count, chunk_config=config, reused=True)
@@ -314,7 +319,7 @@ class PrepareSteps:
             "docindex_pages_parsed", result.pages or 0, "Pages parsed", pipeline=result.pipeline
         )
         parsed = Parsed(
-            parsed_key=parsed_key(doc.sha256, variant),
+            parsed_key=parsed_key(doc.tenant_id, doc.sha256, variant),
             kind=result.kind.value,
             pages=result.pages,
             pipeline=result.pipeline,
@@ -324,22 +329,25 @@ class PrepareSteps:
     async def _password(self, key: str | None) -> str | None:
         return (await self.blobs.get(key)).decode() if key else None
 
-    async def _parsed_before(self, sha256: str, variant: str) -> Parsed | None:
+    async def _parsed_before(self, doc: DocumentRef, variant: str) -> Parsed | None:
         """An earlier parse of the same bytes with the same parser options, if saved."""
         try:
-            meta = json.loads(await self.blobs.get(parsed_meta_key(sha256, variant)))
+            meta = json.loads(
+                await self.blobs.get(parsed_meta_key(doc.tenant_id, doc.sha256, variant))
+            )
         except FileNotFoundError:
             return None
         return Parsed(**meta, reused=True)
 
     async def _save_parsed(
-        self, sha256: str, variant: str, parsed: Parsed, document: DoclingDocument
+        self, doc: DocumentRef, variant: str, parsed: Parsed, document: DoclingDocument
     ) -> None:
         await self.blobs.put(parsed.parsed_key, await blocking(_to_json, document))
         self._remember(parsed.parsed_key, document)
         # Written last: its presence means the parsed document is complete.
         await self.blobs.put(
-            parsed_meta_key(sha256, variant), parsed.model_dump_json(exclude={"reused"}).encode()
+            parsed_meta_key(doc.tenant_id, doc.sha256, variant),
+            parsed.model_dump_json(exclude={"reused"}).encode(),
         )
 
     async def _load(self, key: str) -> DoclingDocument:

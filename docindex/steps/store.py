@@ -13,6 +13,7 @@ import numpy as np
 
 from docindex import repository
 from docindex.blobstore import BlobStore
+from docindex.gc import release_password
 from docindex.ids import chunk_id
 from docindex.usage import combine, cost_usd
 
@@ -81,6 +82,10 @@ class StoreSteps:
             generation_id=generation_id,
             derive=inp.derive,
         )
+        if not inp.derive:
+            # Indexed: its parse succeeded, so the PDF's password is not kept any longer
+            # (a reindex that must parse it again needs it uploaded again).
+            await release_password(self.pool, self.blobs, inp.document_id)
         others = (
             []
             if inp.derive
