@@ -467,9 +467,11 @@ def bench(ctx: typer.Context) -> None:
 
 
 def _subcommands() -> None:
+    from .gc import gc
     from .generations import generations
 
     app.add_typer(generations, name="generations")
+    app.command("gc")(gc)
 
 
 _subcommands()

@@ -243,6 +243,19 @@ class Settings(BaseSettings):
         "long; then it cancels them and Temporal retries them on another worker at once",
     )
 
+    # Garbage collection of the blob store (docindex/gc.py)
+    gc_interval_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often the GC schedule sweeps the blob store for what nothing holds",
+    )
+    gc_grace_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="The sweep spares objects younger than this: an upload's bytes and "
+        "password, stored a moment before its documents are recorded, are never looked at",
+    )
+
     # Chunking / embedding
     embedder: Literal["local", "voyage"] = "local"
     embed_micro_batch: int = Field(

@@ -66,10 +66,12 @@ async def build_workers(
     }
     if kind is Queue.WORKFLOW:
         from activities.bookkeeping import Bookkeeping
+        from activities.gc import GcActivities
         from activities.generations import GenerationBookkeeping
         from activities.storing import StoreActivities
         from docindex.steps.store import StoreSteps
         from workflows.document import DocumentWorkflow
+        from workflows.gc import GcWorkflow
         from workflows.generation import GenerationWorkflow
         from workflows.indexing import IndexingWorkflow
 
@@ -81,13 +83,15 @@ async def build_workers(
             Worker(
                 client,
                 task_queue=settings.workflow_task_queue,
-                workflows=[IndexingWorkflow, DocumentWorkflow, GenerationWorkflow],
+                workflows=[IndexingWorkflow, DocumentWorkflow, GenerationWorkflow, GcWorkflow],
                 # Postgres I/O only, run as local activities: bookkeeping and the store step
                 # (and the outcome of a failed document, as an activity).
                 activities=[
                     *Bookkeeping(pool).all(),
                     *GenerationBookkeeping(pool).all(),
                     *StoreActivities(StoreSteps(blobs, pool, settings.prices)).all(),
+                    # The blob store's GC sweep (GcWorkflow): Postgres and blob store I/O.
+                    *GcActivities(pool, blobs).all(),
                 ],
                 **common,
             )

@@ -15,6 +15,8 @@ import signal
 import sys
 
 from opentelemetry import trace
+from temporalio.client import Client
+from temporalio.service import RPCError
 
 from docindex.config import Settings
 from docindex.metrics import worker_runtime
@@ -40,6 +42,8 @@ async def run_worker(queue: Queue, settings: Settings) -> None:
         async with contextlib.AsyncExitStack() as running:
             for worker in workers:
                 await running.enter_async_context(worker)
+            if queue is Queue.WORKFLOW:
+                await _ensure_gc_schedule(client, settings)
             await stop.wait()
             log.info(
                 "shutting down %s worker: no new tasks; running ones get %ss to finish",
@@ -50,6 +54,17 @@ async def run_worker(queue: Queue, settings: Settings) -> None:
         # failed or been handed back by now.
     log.info("%s worker stopped", queue.value)
     _exit_if_threads_abandoned()
+
+
+async def _ensure_gc_schedule(client: Client, settings: Settings) -> None:
+    """The blob store's GC runs on a schedule (workflows/gc.py); each workflow worker makes
+    sure it exists. Failing to is no reason not to work: the next start tries again."""
+    from workflows.gc import ensure_gc_schedule
+
+    try:
+        await ensure_gc_schedule(client, settings)
+    except RPCError:
+        log.warning("could not create or update the GC schedule", exc_info=True)
 
 
 def _exit_if_threads_abandoned() -> None:
