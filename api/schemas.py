@@ -322,6 +322,13 @@ class EvalQuery(BaseModel):
         min_length=1, max_length=100, description="Documents a good answer comes from"
     )
 
+    @field_validator("query")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:  # Postgres text and jsonb cannot hold it
+            raise ValueError("must not contain NUL characters")
+        return value
+
 
 class EvalSetRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -40,7 +40,11 @@ def concrete(path: str, ids: dict[str, str]) -> str:
 async def test_every_route_but_health_and_metrics_requires_a_valid_key(api_app: Any) -> None:
     routes = tenant_routes(api_app)
     assert {path for _, path in routes} >= {"/v1/documents", "/v1/runs/{run_id}", "/v1/search"}
-    ids = {"run_id": str(uuid.uuid4()), "document_id": str(uuid.uuid4())}
+    ids = {
+        "run_id": str(uuid.uuid4()),
+        "document_id": str(uuid.uuid4()),
+        "generation_id": str(uuid.uuid4()),
+    }
     transport = httpx.ASGITransport(app=api_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://docindex") as http:
         for method, path in routes:
@@ -69,7 +73,12 @@ async def test_a_tenant_reaches_nothing_of_another(
     document_id = upload.json()["documents"][0]["document_id"]
     assert (await wait_for_run(alice, run_id))["status"] == "completed"
 
-    ids = {"run_id": run_id, "document_id": document_id}
+    generation = (await alice.get("/v1/generations")).json()["generations"][0]
+    ids = {
+        "run_id": run_id,
+        "document_id": document_id,
+        "generation_id": generation["generation_id"],
+    }
     probed: set[tuple[str, str]] = set()
     for method, path in tenant_routes(api_app):
         if "{" not in path:
@@ -80,6 +89,7 @@ async def test_a_tenant_reaches_nothing_of_another(
     # Every route that names a run or a document was probed (new ones are picked up).
     assert ("DELETE", "/v1/documents/{document_id}") in probed
     assert ("POST", "/v1/runs/{run_id}/retry") in probed
+    assert ("POST", "/v1/generations/{generation_id}/promote") in probed
 
     # Search and bulk retry see only the caller's own documents.
     query = {"query": "aurochs herd crossing the river", "top_k": 10}
@@ -87,6 +97,9 @@ async def test_a_tenant_reaches_nothing_of_another(
     assert document_id in {hit["document_id"] for hit in mine}
     theirs = (await bob.post("/v1/search", json=query)).json()["results"]
     assert document_id not in {hit["document_id"] for hit in theirs}
+    # Naming Alice's generation does not reach it either.
+    named = await bob.post("/v1/search", json={**query, "generation_id": ids["generation_id"]})
+    assert named.status_code == 404, named.text
     bulk = await bob.post("/v1/retries", json={"error_type": "EmptyDocument"})
     assert bulk.json() == {"runs": 0, "documents": 0}
 
