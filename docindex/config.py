@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from docindex.archives import ArchiveLimits
 from docindex.build_id import workflow_build_id
 
 # USD per million tokens. Estimates for cost reporting; override with DOCINDEX_PRICES.
@@ -218,6 +219,43 @@ class Settings(BaseSettings):
         "document's metadata; false = fail them as CorruptDocument",
     )
 
+    # The parse cage (docindex/cage.py): a CPU worker's limits on one document's parse
+    parse_processes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Child processes that parse (and OCR); unset = the worker's concurrency",
+    )
+    parse_memory_bytes: int = Field(
+        default=6 * 1024**3,
+        ge=512 * 1024**2,
+        description="Address space of a parse process (RLIMIT_AS; Docling alone maps ~1.3 GB); "
+        "a parse past it fails as ResourceLimit",
+    )
+    parse_cpu_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="CPU seconds one parse call may use (RLIMIT_CPU); past it ResourceLimit",
+    )
+    max_document_chunks: int = Field(
+        default=20_000, ge=1, description="Chunks of one document; past it TooLarge"
+    )
+    pdf_max_stream_bytes: int = Field(
+        default=1024**3,
+        ge=1,
+        description="A PDF stream inflating past this is a decompression bomb: TooLarge",
+    )
+    archive_max_entries: int = Field(
+        default=10_000,
+        ge=1,
+        description="Entries of a DOCX/PPTX/XLSX (ZIP), checked at upload and before parsing",
+    )
+    archive_max_uncompressed_bytes: int = Field(
+        default=1024**3, ge=1, description="What a DOCX/PPTX/XLSX's entries inflate to, at most"
+    )
+    archive_max_ratio: float = Field(
+        default=200.0, gt=1, description="Inflation ratio of one entry of 1 MiB or more, at most"
+    )
+
     # Faults and poison documents (docs/operations.md, "Faults and poison documents")
     poison_max_attempts: int = Field(
         default=3,
@@ -351,6 +389,14 @@ class Settings(BaseSettings):
     @property
     def blob_root(self) -> Path:
         return (self.data_dir / "blobs").resolve()
+
+    @property
+    def archive_limits(self) -> ArchiveLimits:
+        return ArchiveLimits(
+            max_entries=self.archive_max_entries,
+            max_uncompressed_bytes=self.archive_max_uncompressed_bytes,
+            max_ratio=self.archive_max_ratio,
+        )
 
 
 @lru_cache(maxsize=1)

@@ -39,6 +39,21 @@ class ParseTimeout(DocumentError):
     """Parsing exceeded its time budget; the same bytes would exceed it again."""
 
 
+class ResourceLimit(TooLarge):
+    """Parsing went past the worker's memory or CPU-seconds limit (a bomb, or a document too
+    heavy for this worker); the same bytes would again."""
+
+
+class ParseKilled(Exception):
+    """The process parsing the document died (a crash, a kill from outside) or stalled.
+    Retryable: it may have been the machine, not the bytes; when every attempt ends this
+    way the document fails with this type."""
+
+    @property
+    def error_type(self) -> str:
+        return type(self).__name__
+
+
 DOCUMENT_ERROR_TYPES: tuple[str, ...] = tuple(
     cls.__name__
     for cls in (
@@ -49,6 +64,7 @@ DOCUMENT_ERROR_TYPES: tuple[str, ...] = tuple(
         EncryptedDocument,
         TooLarge,
         ParseTimeout,
+        ResourceLimit,
     )
 )
 

@@ -22,7 +22,7 @@ class DocumentKind(StrEnum):
 
 
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-_ZIP_MAGIC = b"PK\x03\x04"
+ZIP_MAGIC = b"PK\x03\x04"
 _OOXML_PARTS = {"word/": DocumentKind.DOCX, "ppt/": DocumentKind.PPTX, "xl/": DocumentKind.XLSX}
 _HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<body")
 
@@ -38,7 +38,7 @@ def detect_kind(data: bytes, filename: str = "") -> DocumentKind:
     # PDF readers accept the header anywhere in the first 1 KiB.
     if b"%PDF-" in head[:1024]:
         return DocumentKind.PDF
-    if head.startswith(_ZIP_MAGIC):
+    if head.startswith(ZIP_MAGIC):
         return _ooxml_kind(data)
     if head.startswith(_OLE2_MAGIC):
         # Password-protected OOXML files are wrapped in an OLE2 container ("EncryptedPackage").

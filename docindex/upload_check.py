@@ -19,7 +19,8 @@ import zipfile
 from collections.abc import Collection
 from typing import IO
 
-from docindex.errors import CorruptDocument, EmptyDocument, UnsupportedFormat
+from docindex.archives import ArchiveLimits, check_archive
+from docindex.errors import CorruptDocument, EmptyDocument, TooLarge, UnsupportedFormat
 from docindex.filetypes import SNIFF_BYTES, DocumentKind, detect_kind, ooxml_kind
 
 _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -57,14 +58,19 @@ class RefusedUpload(ValueError):
     """The bytes are not a format that this service accepts."""
 
 
-def check_upload(file: IO[bytes], filename: str, allowed: Collection[str]) -> str | None:
+def check_upload(
+    file: IO[bytes],
+    filename: str,
+    allowed: Collection[str],
+    archive: ArchiveLimits | None = None,
+) -> str | None:
     """The file's format, or None for an empty file (its run reports it); raise
     ``RefusedUpload`` for a file that must not be stored. Leaves ``file`` at 0."""
     file.seek(0)
     head = file.read(SNIFF_BYTES)
     file.seek(0)
     try:
-        kinds = _kinds(file, head, filename)
+        kinds = _kinds(file, head, filename, archive or ArchiveLimits())
     finally:
         file.seek(0)
     if kinds is None:
@@ -76,7 +82,9 @@ def check_upload(file: IO[bytes], filename: str, allowed: Collection[str]) -> st
     return accepted[0]
 
 
-def _kinds(file: IO[bytes], head: bytes, filename: str) -> tuple[str, ...] | None:
+def _kinds(
+    file: IO[bytes], head: bytes, filename: str, archive: ArchiveLimits
+) -> tuple[str, ...] | None:
     """The formats the bytes may be (several only for an encrypted Office file)."""
     for magic, what in _FOREIGN:
         if head.startswith(magic):
@@ -84,6 +92,12 @@ def _kinds(file: IO[bytes], head: bytes, filename: str) -> tuple[str, ...] | Non
     if b"%PDF-" in head[:1024]:
         return (DocumentKind.PDF.value,)
     if head.startswith(b"PK\x03\x04"):
+        # From the central directory's fixed fields, before zipfile builds an object per
+        # entry (200k entries: seconds and hundreds of MB here).
+        try:
+            check_archive(file, archive)
+        except TooLarge as exc:
+            raise RefusedUpload(str(exc)) from exc
         try:
             names = zipfile.ZipFile(file).namelist()
         except (zipfile.BadZipFile, OSError, ValueError) as exc:

@@ -25,6 +25,7 @@ from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 
 from docindex.blobstore import BlobStore
+from docindex.cage import Cage, CageLimits
 from docindex.components import Components
 from docindex.config import Settings
 from docindex.database import create_pool
@@ -57,6 +58,7 @@ async def build_workers(
     ``docindex.components``); its settings only say how it runs them."""
     blobs = BlobStore.from_settings(settings)
     pool = None
+    cage: Cage | None = None
     workers: list[Worker] = []
     common: dict[str, Any] = {
         "graceful_shutdown_timeout": timedelta(seconds=settings.worker_graceful_shutdown_s),
@@ -108,23 +110,36 @@ async def build_workers(
             max_bytes=settings.large_max_document_bytes if large else settings.max_document_bytes,
             max_pages=settings.large_max_document_pages if large else settings.max_document_pages,
             time_budget_s=settings.parse_timeout_s,
+            archive=settings.archive_limits,
+            max_stream_bytes=settings.pdf_max_stream_bytes,
+            max_chunks=settings.max_document_chunks,
+        )
+        concurrency = (
+            settings.large_worker_concurrency if large else settings.cpu_worker_concurrency
+        )
+        # Parsing runs in child processes, one per activity slot by default (docindex/cage.py).
+        cage = Cage(
+            CageLimits(
+                processes=settings.parse_processes or concurrency,
+                memory_bytes=settings.parse_memory_bytes,
+                cpu_s=settings.parse_cpu_s,
+            )
         )
         components = Components(settings, limits)
-        # The parser and chunker of the API's spec are built before polling: a worker that
-        # cannot build them fails here, not on its first document.
+        # The parser (in every parse process) and the chunker of the API's spec are built
+        # before polling: a worker that cannot build them fails here, not on its first document.
         from docindex.spec import resolve_spec
+        from docindex.steps import caged
 
         default = resolve_spec(settings)
-        components.parser(default.parser)
+        await cage.warm(caged.warm, default.parser, limits)
         components.chunker(default.chunker)
         workers.append(
             Worker(
                 client,
                 task_queue=settings.large_task_queue if large else settings.cpu_task_queue,
-                activities=ParseActivities(PrepareSteps(blobs, components)).all(),
-                max_concurrent_activities=(
-                    settings.large_worker_concurrency if large else settings.cpu_worker_concurrency
-                ),
+                activities=ParseActivities(PrepareSteps(blobs, components, cage)).all(),
+                max_concurrent_activities=concurrency,
                 **common,
             )
         )
@@ -180,5 +195,7 @@ async def build_workers(
     try:
         yield workers
     finally:
+        if cage is not None:
+            cage.close()
         if pool is not None:
             await pool.close()

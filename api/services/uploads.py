@@ -214,7 +214,9 @@ async def _check(
                 f"{settings.max_upload_bytes} bytes"
             )
         try:
-            await asyncio.to_thread(check_upload, upload.file, name, settings.allowed_types)
+            await asyncio.to_thread(
+                check_upload, upload.file, name, settings.allowed_types, settings.archive_limits
+            )
         except RefusedUpload as exc:
             raise UnsupportedFile(f"{name}: {exc}") from exc
         digest, size = await asyncio.to_thread(_sha256, upload.file)

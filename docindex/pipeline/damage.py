@@ -19,6 +19,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 
+from docindex.errors import TooLarge
 from docindex.filetypes import DocumentKind
 
 log = logging.getLogger(__name__)
@@ -47,17 +48,20 @@ class Damage:
     reason: str
 
 
-def find_damage(data: bytes, kind: DocumentKind) -> Damage | None:
+def find_damage(
+    data: bytes, kind: DocumentKind, max_stream_bytes: int = _INFLATE_BUDGET
+) -> Damage | None:
     """The first damage found in ``data``, or None. Cheap next to parsing: at most one
-    inflate pass over a PDF's Flate streams, and the XML of a deck's slides."""
+    inflate pass over a PDF's Flate streams, and the XML of a deck's slides. A PDF stream
+    inflating past ``max_stream_bytes`` is a decompression bomb: ``TooLarge``."""
     if kind is DocumentKind.PDF:
-        return _pdf_damage(data)
+        return _pdf_damage(data, max_stream_bytes)
     if kind is DocumentKind.PPTX:
         return _pptx_damage(data)
     return None
 
 
-def _pdf_damage(data: bytes) -> Damage | None:
+def _pdf_damage(data: bytes, max_stream_bytes: int) -> Damage | None:
     # Streams of an encrypted PDF are ciphertext until decrypted: they cannot be checked
     # as zlib data here, and pdfium has already vouched for the password.
     if _ENCRYPT.search(data):
@@ -72,8 +76,13 @@ def _pdf_damage(data: bytes) -> Damage | None:
         if first_filter is None or first_filter.group(1) != b"FlateDecode":
             continue
         raw = _stream_bytes(data, match.end(), dictionary)
-        problem, produced = _inflate_problem(raw)
+        problem, produced = _inflate_problem(raw, max_stream_bytes)
         inflated += produced
+        if produced > max_stream_bytes:
+            raise TooLarge(
+                f"the PDF's {_object_name(data, header_at)} inflates to more than "
+                f"{max_stream_bytes} bytes: a decompression bomb"
+            )
         if problem is not None:
             return Damage(f"the PDF is damaged: {_object_name(data, header_at)} {problem}")
         if inflated > _INFLATE_BUDGET:
@@ -94,7 +103,7 @@ def _stream_bytes(data: bytes, start: int, dictionary: bytes) -> bytes:
     return data[start : end if end >= 0 else len(data)]
 
 
-def _inflate_problem(raw: bytes) -> tuple[str | None, int]:
+def _inflate_problem(raw: bytes, limit: int = _INFLATE_BUDGET) -> tuple[str | None, int]:
     """Inflate ``raw`` to its end, keeping none of it. Returns (what is wrong, bytes made).
 
     Trailing bytes after the end of the zlib data (an end-of-line before "endstream") are
@@ -109,7 +118,7 @@ def _inflate_problem(raw: bytes) -> tuple[str | None, int]:
         while pending and not inflater.eof:
             produced += len(inflater.decompress(pending, _PIECE))
             pending = inflater.unconsumed_tail
-            if produced > _INFLATE_BUDGET:
+            if produced > min(limit, _INFLATE_BUDGET):
                 return None, produced
     except zlib.error as exc:
         return _describe_zlib_error(str(exc)), produced

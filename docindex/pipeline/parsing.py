@@ -9,7 +9,7 @@ import io
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,7 @@ from pydantic import SecretStr
 if TYPE_CHECKING:
     from docindex.pipeline.ocr import OcrPage
 
+from docindex.archives import ArchiveLimits, check_archive
 from docindex.errors import (
     CorruptDocument,
     EmptyDocument,
@@ -42,7 +43,7 @@ from docindex.errors import (
     ParseTimeout,
     TooLarge,
 )
-from docindex.filetypes import DocumentKind, detect_kind
+from docindex.filetypes import ZIP_MAGIC, DocumentKind, detect_kind
 from docindex.pipeline.damage import find_damage
 from docindex.pipeline.pages import PageClass, classify_text, has_ink, page_ranges_text
 from docindex.pipeline.tables import keep_ruled_tables
@@ -91,10 +92,19 @@ def resolve_pdf_pipeline(requested: str) -> str:
 
 @dataclass(frozen=True)
 class ParseLimits:
+    """What one document may cost this worker (its settings, not the run's spec)."""
+
     max_bytes: int = 200 * 1024 * 1024
     max_pages: int = 2000
     # Per conversion call (a whole document, or one page range of a big PDF).
     time_budget_s: float | None = 3600.0
+    # DOCX/PPTX/XLSX: checked before any library opens them.
+    archive: ArchiveLimits = field(default_factory=ArchiveLimits)
+    # A PDF stream inflating past this is a decompression bomb (a 16k x 16k RGB image
+    # inflates to 0.75 GiB).
+    max_stream_bytes: int = 1 << 30
+    # Chunks of one document: past it the document is TooLarge, not 200k rows to embed.
+    max_chunks: int = 20_000
 
 
 @dataclass
@@ -184,11 +194,13 @@ class DocumentParser:
         damage the parsers would paper over (raised as CorruptDocument unless recovering)."""
         if len(data) > self.limits.max_bytes:
             raise TooLarge(f"{len(data)} bytes exceeds the limit of {self.limits.max_bytes} bytes")
+        if data.startswith(ZIP_MAGIC):  # before zipfile reads its directory
+            check_archive(data, self.limits.archive)
         kind = detect_kind(data, filename)
         pages = _pdf_page_count(data, password) if kind is DocumentKind.PDF else None
         if pages is not None and pages > self.limits.max_pages:
             raise TooLarge(f"{pages} pages exceeds the limit of {self.limits.max_pages} pages")
-        damage = find_damage(data, kind) if check_damage else None
+        damage = find_damage(data, kind, self.limits.max_stream_bytes) if check_damage else None
         if damage is not None and not self.recover_damaged:
             raise CorruptDocument(
                 f"{damage.reason}; set DOCINDEX_RECOVER_DAMAGED_FILES=true to index what "
@@ -266,17 +278,19 @@ class DocumentParser:
         )
 
     def pages_to_ocr(self, document: DoclingDocument) -> list[int]:
-        """The pages of a parsed PDF (or page range) that OCR is to read, by the spec's mode:
-        ``auto`` those with ink and no readable text; ``force`` every page (on the native
-        pipeline: the standard one OCRs them itself); ``off`` none."""
-        classes = page_classes(document)
-        if self.ocr == "off" or not classes:
-            return []
-        if self.ocr == "force" and self.pdf_pipeline == "native":
-            return sorted(p for p, c in classes.items() if c is not PageClass.BLANK)
-        return sorted(
-            p for p, c in classes.items() if c in (PageClass.NO_TEXT, PageClass.UNREADABLE)
-        )
+        return pages_to_ocr(document, self.ocr, self.pdf_pipeline)
+
+
+def pages_to_ocr(document: DoclingDocument, ocr: str, pdf_pipeline: str) -> list[int]:
+    """The pages of a parsed PDF (or page range) that OCR is to read, by the spec's mode:
+    ``auto`` those with ink and no readable text; ``force`` every page (on the native
+    pipeline: the standard one OCRs them itself); ``off`` none."""
+    classes = page_classes(document)
+    if ocr == "off" or not classes:
+        return []
+    if ocr == "force" and pdf_pipeline == "native":
+        return sorted(p for p, c in classes.items() if c is not PageClass.BLANK)
+    return sorted(p for p, c in classes.items() if c in (PageClass.NO_TEXT, PageClass.UNREADABLE))
 
 
 def ensure_has_text(document: DoclingDocument, kind: DocumentKind, ocr: str = "auto") -> None:

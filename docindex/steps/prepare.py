@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from docling_core.types.doc import DoclingDocument
 
@@ -22,20 +24,26 @@ from docindex.blobstore import (
     parsed_meta_key,
     parsed_part_key,
 )
+from docindex.cage import Cage
 from docindex.components import Components
+from docindex.errors import TooLarge
 from docindex.filetypes import DocumentKind
 from docindex.metrics import count_in_activity
 from docindex.pagination import page_ranges
 from docindex.pipeline.metadata import extract_metadata, quality_report
 from docindex.pipeline.parsing import (
-    DocumentParser,
+    ParsedDocument,
+    ParseLimits,
     apply_ocr,
     ensure_has_text,
     merge_parts,
+    pages_to_ocr,
+    resolve_pdf_pipeline,
     settle_pages,
 )
-from docindex.spec import ChunkerSpec
+from docindex.spec import ChunkerSpec, ParserSpec
 
+from . import caged
 from .models import (
     ApplyOcrInput,
     Chunked,
@@ -52,14 +60,23 @@ from .models import (
 )
 from .progress import Progress, blocking
 
+T = TypeVar("T")
+
 # Parsed documents kept in memory (a big PDF can take hundreds of MB).
 _PARSED_CACHE_SIZE = 4
+# Plain text and Markdown bytes per token, generously: text longer than max_chunks chunks of
+# max_tokens such tokens cannot fit under the chunk cap, and is refused before parsing.
+_TEXT_BYTES_PER_TOKEN = 10
 
 
 class PrepareSteps:
-    def __init__(self, blobs: BlobStore, components: Components) -> None:
+    def __init__(self, blobs: BlobStore, components: Components, cage: Cage | None = None) -> None:
         self.blobs = blobs
         self.components = components
+        self.limits = components.limits or ParseLimits()
+        # Whatever reads the document's bytes runs in the cage's child processes, killable
+        # and limited (docindex/cage.py); the rest (merge, chunk, save) stays here.
+        self.cage = cage or Cage()
         # The last few parsed documents, by their content-addressed key: the merge and
         # enrich steps often run where the parse did, and reloading the JSON costs seconds.
         self._parsed: OrderedDict[str, DoclingDocument] = OrderedDict()
@@ -68,12 +85,14 @@ class PrepareSteps:
         """Inspect, parse, describe and chunk. A PDF over the spec's split threshold comes
         back inspected only: its page ranges are parsed in parallel, then merged."""
         doc, spec = inp.document, inp.parser
-        parser = await blocking(self.components.parser, spec)
         data = await self.blobs.get(doc.blob_key)
         password = await self._password(doc.password_key)
-        found = await blocking(parser.inspect, data, doc.filename, password)
+        found = await self._caged(
+            progress, caged.inspect, spec, self.limits, data, doc.filename, password
+        )
+        self._refuse_long_text(found.kind, len(data), inp.chunker)
         inspected = Inspected(
-            kind=found.kind.value, pages=found.pages, pipeline=_pipeline(parser, found.kind)
+            kind=found.kind.value, pages=found.pages, pipeline=_pipeline(spec, found.kind)
         )
         if found.kind is DocumentKind.PDF and (found.pages or 0) > spec.split_pdf_pages:
             return Prepared(inspected=inspected)
@@ -81,15 +100,15 @@ class PrepareSteps:
         if (parsed := await self._parsed_before(doc, variant)) is not None:
             document = await self._load_parsed(parsed.parsed_key)
             return await self._describe_and_chunk(doc, parsed, document, inp.chunker)
-        parsed, document = await self._parse_whole(parser, doc, variant, data, password, progress)
-        return await self._finish_or_ocr(parser, doc, variant, parsed, document, inp.chunker)
+        parsed, document = await self._parse_whole(spec, doc, variant, data, password, progress)
+        return await self._finish_or_ocr(spec, doc, variant, parsed, document, inp.chunker)
 
     async def parse_page_range(self, inp: PageRangeInput, progress: Progress) -> PageRangeResult:
         """Parse pages first..last, saving every ``checkpoint_pages``, so a retry after a
         crash or a lost heartbeat resumes where the last attempt stopped."""
         doc, spec = inp.document, inp.parser
-        parser = await blocking(self.components.parser, spec)
-        variant = spec.variant(parser.pdf_pipeline)
+        pipeline = resolve_pdf_pipeline(spec.pdf_pipeline)
+        variant = spec.variant(pipeline)
         total = inp.last_page - inp.first_page + 1
         data = await self.blobs.get(doc.blob_key)
         password = await self._password(doc.password_key)
@@ -113,20 +132,24 @@ class PrepareSteps:
                 continue
             before = parsed + reused
 
-            def on_page(done: int, _total: int, before: int = before) -> None:
-                progress.update(**report(before + done))
+            def on_page(details: dict[str, int], before: int = before) -> None:
+                progress.update(**report(before + details["pages_done"]))
 
-            part = await blocking(
-                lambda f=first, la=last, cb=on_page: parser.parse(
-                    data, doc.filename, cb, password=password, page_range=(f, la)
-                )
+            part: ParsedDocument = await self._caged(
+                progress,
+                caged.parse,
+                spec,
+                self.limits,
+                data,
+                doc.filename,
+                password,
+                page_range=(first, last),
+                on_progress=on_page,
             )
             await self.blobs.put(key, await blocking(_to_json, part.document))
             parsed += last - first + 1
             progress.checkpoint(**report(parsed + reused))
-        count_in_activity(
-            "docindex_pages_parsed", parsed, "Pages parsed", pipeline=parser.pdf_pipeline
-        )
+        count_in_activity("docindex_pages_parsed", parsed, "Pages parsed", pipeline=pipeline)
         count_in_activity(
             "docindex_pages_resumed",
             reused,
@@ -144,7 +167,6 @@ class PrepareSteps:
             document = await self._load_parsed(parsed.parsed_key)
             prepared = await self._describe_and_chunk(doc, parsed, document, inp.chunker)
         else:
-            parser = await blocking(self.components.parser, spec)
             parts = [await self._load(key) for key in inp.part_keys]
             document = await blocking(merge_parts, parts, Path(doc.filename).stem)
             parsed = Parsed(
@@ -153,16 +175,14 @@ class PrepareSteps:
                 pages=len(document.pages) or None,
                 pipeline=pipeline,
             )
-            prepared = await self._finish_or_ocr(
-                parser, doc, variant, parsed, document, inp.chunker
-            )
+            prepared = await self._finish_or_ocr(spec, doc, variant, parsed, document, inp.chunker)
         inspected.pages = parsed.pages
         return prepared.model_copy(update={"inspected": inspected})
 
     async def ocr(self, inp: OcrInput, progress: Progress) -> OcrResult:
         """OCR a batch of a PDF's pages; the lines, with their boxes, go to the blob store
         (a retry of a batch already done finds them there)."""
-        from docindex.pipeline.ocr import OcrPage, ocr_pages
+        from docindex.pipeline.ocr import OcrPage
 
         doc, spec = inp.document, inp.parser
         variant = spec.variant(spec.pdf_pipeline)
@@ -175,12 +195,12 @@ class PrepareSteps:
         password = await self._password(doc.password_key)
         total = len(inp.pages)
 
-        def on_page(done: int) -> None:
-            progress.update(ocr_pages_done=done, ocr_pages_total=total)
+        def on_page(details: dict[str, int]) -> None:
+            progress.update(ocr_pages_done=details["ocr_pages_done"], ocr_pages_total=total)
 
         started = time.monotonic()
-        pages = await blocking(
-            lambda: ocr_pages(data, inp.pages, password=password, on_page=on_page)
+        pages = await self._caged(
+            progress, caged.ocr, data, inp.pages, password, on_progress=on_page
         )
         seconds = time.monotonic() - started
         await self.blobs.put(key, json.dumps([p.model_dump() for p in pages]).encode())
@@ -219,7 +239,7 @@ class PrepareSteps:
 
     async def _finish_or_ocr(
         self,
-        parser: DocumentParser,
+        spec: ParserSpec,
         doc: DocumentRef,
         variant: str,
         parsed: Parsed,
@@ -229,7 +249,7 @@ class PrepareSteps:
         """A fresh parse: saved, described and chunked; or, when some pages are to be OCRed,
         saved as the text layer's parse for the OCR steps to complete."""
         inspected = Inspected(kind=parsed.kind, pages=parsed.pages, pipeline=parsed.pipeline)
-        if pending := parser.pages_to_ocr(document):
+        if pending := pages_to_ocr(document, spec.ocr, resolve_pdf_pipeline(spec.pdf_pipeline)):
             text_layer = parsed.model_copy(
                 update={
                     "parsed_key": parsed_key(doc.tenant_id, doc.sha256, f"{variant}.text-layer")
@@ -237,7 +257,7 @@ class PrepareSteps:
             )
             await self.blobs.put(text_layer.parsed_key, await blocking(_to_json, document))
             return Prepared(inspected=inspected, parsed=text_layer, ocr_pages=pending)
-        await self._finish(doc, variant, parsed, document, ocr=parser.ocr)
+        await self._finish(doc, variant, parsed, document, ocr=spec.ocr)
         return await self._describe_and_chunk(doc, parsed, document, chunker)
 
     async def _finish(
@@ -293,12 +313,16 @@ class PrepareSteps:
         if document is None:
             document = await self._load_parsed(parsed)
         chunks = await blocking(chunker.chunk, document, spec.max_tokens)
+        if len(chunks) > self.limits.max_chunks:
+            raise TooLarge(
+                f"the document makes {len(chunks)} chunks; the limit is {self.limits.max_chunks}"
+            )
         await self.blobs.put(key, json.dumps([c.to_dict() for c in chunks]).encode())
         return Chunked(chunks_key=key, chunk_count=len(chunks), chunk_config=config)
 
     async def _parse_whole(
         self,
-        parser: DocumentParser,
+        spec: ParserSpec,
         doc: DocumentRef,
         variant: str,
         data: bytes,
@@ -307,13 +331,16 @@ class PrepareSteps:
     ) -> tuple[Parsed, DoclingDocument]:
         """Parse bytes the calling step has just inspected (damage included)."""
 
-        def on_page(done: int, total: int) -> None:
-            progress.update(pages_done=done, pages_total=total)
-
-        result = await blocking(
-            lambda: parser.parse(
-                data, doc.filename, on_page, password=password, damage_checked=True
-            )
+        result: ParsedDocument = await self._caged(
+            progress,
+            caged.parse,
+            spec,
+            self.limits,
+            data,
+            doc.filename,
+            password,
+            damage_checked=True,
+            on_progress=lambda details: progress.update(**details),
         )
         count_in_activity(
             "docindex_pages_parsed", result.pages or 0, "Pages parsed", pipeline=result.pipeline
@@ -325,6 +352,36 @@ class PrepareSteps:
             pipeline=result.pipeline,
         )
         return parsed, result.document
+
+    async def _caged(
+        self,
+        progress: Progress,
+        func: Callable[..., T],
+        *args: Any,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """``func`` in the cage: its signs of life keep the activity heartbeating, and it is
+        stopped (a typed error) before the heartbeat timeout when it shows none."""
+        with progress.watching():
+            return await self.cage.call(
+                func,
+                *args,
+                on_progress=on_progress,
+                on_alive=progress.alive,
+                time_budget_s=self.limits.time_budget_s,
+                stall_s=progress.stall_s,
+                **kwargs,
+            )
+
+    def _refuse_long_text(self, kind: DocumentKind, size: int, chunker: ChunkerSpec) -> None:
+        """Plain text too long for the chunk cap is refused before Docling reads it."""
+        most = self.limits.max_chunks * chunker.max_tokens * _TEXT_BYTES_PER_TOKEN
+        if kind in (DocumentKind.TEXT, DocumentKind.MARKDOWN) and size > most:
+            raise TooLarge(
+                f"{size} bytes of text make more than the limit of {self.limits.max_chunks} "
+                f"chunks of {chunker.max_tokens} tokens"
+            )
 
     async def _password(self, key: str | None) -> str | None:
         return (await self.blobs.get(key)).decode() if key else None
@@ -369,8 +426,8 @@ class PrepareSteps:
             self._parsed.popitem(last=False)
 
 
-def _pipeline(parser: DocumentParser, kind: DocumentKind) -> str:
-    return parser.pdf_pipeline if kind is DocumentKind.PDF else "simple"
+def _pipeline(spec: ParserSpec, kind: DocumentKind) -> str:
+    return resolve_pdf_pipeline(spec.pdf_pipeline) if kind is DocumentKind.PDF else "simple"
 
 
 def _to_json(document: DoclingDocument) -> bytes:

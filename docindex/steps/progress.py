@@ -6,17 +6,48 @@ moment the step saves one; ``docindex index-local`` just lets them be."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
 class Progress:
-    def __init__(self, on_checkpoint: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        stall_s: float | None = None,
+    ) -> None:
         self.details: dict[str, Any] = {}
         self._on_checkpoint = on_checkpoint
+        # Work watched in a child process (docindex.cage) that shows no sign of life this
+        # long is stopped; None: the cage's own default.
+        self.stall_s = stall_s
+        # While such work runs: when it last showed life (a page done, CPU used).
+        self._last_alive: float | None = None
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Signs of life of the work inside count from now until it ends."""
+        self._last_alive = time.monotonic()
+        try:
+            yield
+        finally:
+            self._last_alive = None
+
+    def alive(self) -> None:
+        self._last_alive = time.monotonic()
+
+    def silent_s(self) -> float:
+        """How long watched work has shown no sign of life; 0 when none is watched (the
+        event loop being free to ask is then the only sign there is)."""
+        if self._last_alive is None:
+            return 0.0
+        return time.monotonic() - self._last_alive
 
     def update(self, **details: Any) -> None:
         self.details.update(details)

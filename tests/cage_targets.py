@@ -1,0 +1,41 @@
+"""Functions the cage tests run in a child process (a child imports them by name)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from docindex.errors import EmptyDocument
+
+
+def pages(n: int, report: Callable[[dict[str, Any]], None]) -> int:
+    for done in range(1, n + 1):
+        report({"pages_done": done, "pages_total": n})
+    return os.getpid()
+
+
+def empty(report: Callable[[dict[str, Any]], None]) -> None:
+    raise EmptyDocument("nothing here")
+
+
+def sleep(seconds: float, report: Callable[[dict[str, Any]], None]) -> None:
+    time.sleep(seconds)  # uses no CPU: to the parent, a stuck child
+
+
+def spin(report: Callable[[dict[str, Any]], None]) -> None:
+    while True:  # a tight loop in C: no Python signal handler ever runs
+        ctypes.string_at(b"x" * 4096, 4096)
+
+
+def hoard(report: Callable[[dict[str, Any]], None]) -> None:
+    kept = []
+    while True:
+        kept.append(bytearray(64 << 20))
+
+
+def crash(report: Callable[[dict[str, Any]], None]) -> None:
+    os.kill(os.getpid(), signal.SIGSEGV)
