@@ -61,6 +61,14 @@ class Bookkeeping:
         return await repository.fetch_documents(self.pool, inp.run_id, inp.after_seq, inp.limit)
 
     @activity.defn
+    async def fetch_requeued_documents(self, inp: FetchDocumentsInput) -> list[DocumentTask]:
+        """Retried documents not started yet, before ``after_seq`` (here: the main pass's
+        position, which they are behind)."""
+        return await repository.fetch_requeued_documents(
+            self.pool, inp.run_id, inp.after_seq, inp.limit
+        )
+
+    @activity.defn
     async def set_run_status(self, inp: RunStatusUpdate) -> None:
         await repository.set_run_status(
             self.pool,
@@ -116,6 +124,7 @@ class Bookkeeping:
     def all(self) -> list:
         return [
             self.fetch_run_documents,
+            self.fetch_requeued_documents,
             self.set_run_status,
             self.record_document_outcome,
             self.cancel_queued_documents,

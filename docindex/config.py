@@ -207,6 +207,23 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = Field(
         default=30.0, gt=0, description="A worker silent this long is presumed dead"
     )
+    document_deadline_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="A document not indexed within this ends failed (TimedOut)",
+    )
+    run_deadline_s: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="A run still going after this stops its unfinished documents "
+        "(cancelled, DeadlineExceeded)",
+    )
+    queue_deadline_s: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="A step that no worker takes from its queue within this fails its "
+        "document (QueueUnserved): a queue nobody polls does not hold documents forever",
+    )
     max_document_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     max_document_pages: int = Field(default=2000, ge=1)
     parse_timeout_s: float = Field(

@@ -108,3 +108,11 @@ PROVIDER_FINAL_ERROR_TYPES: tuple[str, ...] = ("ProviderAuthError", "ProviderReq
 # Error type of a quarantined document: every attempt of a step timed out on its heartbeat,
 # i.e. the worker running it died (crash, OOM kill) or hung, attempt after attempt.
 WORKER_LOST = "WorkerLost"
+# A step that ran past its start-to-close timeout while its worker kept heartbeating: slow,
+# not lost; failed rather than quarantined.
+STEP_TIMED_OUT = "StepTimedOut"
+# No worker took a step from its task queue within the queue deadline (a queue nobody
+# polls, or a fleet scaled to zero).
+QUEUE_UNSERVED = "QueueUnserved"
+# The run's overall deadline passed before the document was indexed.
+DEADLINE_EXCEEDED = "DeadlineExceeded"

@@ -28,7 +28,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.parsing import ParseActivities
     from activities.storing import StoreActivities
     from docindex import search_attributes as sa
-    from docindex.errors import DOCUMENT_ERROR_TYPES, PROVIDER_FINAL_ERROR_TYPES, WORKER_LOST
+    from docindex.errors import (
+        DOCUMENT_ERROR_TYPES,
+        PROVIDER_FINAL_ERROR_TYPES,
+        QUEUE_UNSERVED,
+        STEP_TIMED_OUT,
+        WORKER_LOST,
+    )
     from docindex.ids import derive_workflow_id
     from docindex.metrics import count_in_workflow
     from docindex.models import DocStatus, DocumentOutcome, Step
@@ -248,6 +254,7 @@ class DocumentWorkflow:
             arg,
             task_queue=queue or opts.workflow_task_queue,
             start_to_close_timeout=policy.timeout,
+            schedule_to_start_timeout=timedelta(seconds=opts.queue_deadline_s),
             heartbeat_timeout=heartbeat if policy.heartbeats else None,
             retry_policy=retry,
             summary=summary or self._input.task.filename,
@@ -400,6 +407,7 @@ class DocumentWorkflow:
                         id=derive_workflow_id(target.generation_id, inp.task.document_id),
                         task_queue=inp.options.workflow_task_queue,
                         static_summary=f"{inp.task.filename} → generation {target.generation_id}",
+                        execution_timeout=timedelta(seconds=inp.options.document_deadline_s),
                     )
                 )
             except WorkflowAlreadyStartedError:
@@ -465,9 +473,9 @@ class DocumentWorkflow:
             where = self._lost_on or [self._cpu_queue]
             message = (
                 f"quarantined: {err.activity_type} lost its worker on every attempt "
-                f"(on {' then on '.join(where)}): each attempt timed out ({_timeout_kind(err)}), "
-                "so the worker running it died (crash, out-of-memory kill) or hung on this "
-                "document. Not retried further."
+                f"(on {' then on '.join(where)}): no attempt heartbeat within the heartbeat "
+                "timeout, so the worker running it died (crash, out-of-memory kill) or hung "
+                "on this document. Not retried further."
             )
             await self._finish(DocStatus.QUARANTINED, WORKER_LOST, message)
             return ApplicationError(message, type=WORKER_LOST, non_retryable=True)
@@ -523,25 +531,23 @@ class DocumentWorkflow:
 
 
 def _worker_lost(err: ActivityError) -> bool:
-    """Retries ran out and the last attempt timed out: its worker went silent (died or hung).
-    Bad input fails fast with a typed error instead, and an outage of Postgres or a provider
-    fails with the error it raised, so neither is mistaken for a poison document."""
+    """Retries ran out and the last attempt timed out on its heartbeat: its worker went
+    silent (died or hung). Bad input fails fast with a typed error instead, an outage of
+    Postgres or a provider fails with the error it raised, and a step that kept beating but
+    ran out of time fails as StepTimedOut, so none is mistaken for a poison document."""
     cause = err.cause
-    return isinstance(cause, TimeoutError) and cause.type in (
-        TimeoutType.HEARTBEAT,
-        TimeoutType.START_TO_CLOSE,
-    )
-
-
-def _timeout_kind(err: ActivityError) -> str:
-    cause = err.cause
-    if isinstance(cause, TimeoutError) and cause.type is TimeoutType.START_TO_CLOSE:
-        return "start-to-close timeout"
-    return "no heartbeat within the heartbeat timeout"
+    return isinstance(cause, TimeoutError) and cause.type is TimeoutType.HEARTBEAT
 
 
 def _describe(err: ActivityError) -> tuple[str, str]:
     cause = err.cause
+    if isinstance(cause, TimeoutError) and cause.type is TimeoutType.START_TO_CLOSE:
+        return STEP_TIMED_OUT, f"{err.activity_type} did not finish within its time limit"
+    if isinstance(cause, TimeoutError) and cause.type is TimeoutType.SCHEDULE_TO_START:
+        return QUEUE_UNSERVED, (
+            f"no worker took {err.activity_type} from its task queue within the queue "
+            "deadline: is a worker of that queue running?"
+        )
     if isinstance(cause, ApplicationError):
         return cause.type or "ApplicationError", cause.message
     if cause is not None:

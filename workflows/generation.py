@@ -153,6 +153,7 @@ class GenerationWorkflow:
                 id=derive_workflow_id(inp.generation_id, task.document_id),
                 task_queue=inp.options.workflow_task_queue,
                 static_summary=f"{task.filename} → generation {inp.generation_id}",
+                execution_timeout=timedelta(seconds=inp.options.document_deadline_s),
                 search_attributes=TypedSearchAttributes(
                     [
                         SearchAttributePair(sa.DOCUMENT_ID, task.document_id),

@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatusUpdate,
     )
     from docindex import search_attributes as sa
-    from docindex.errors import WORKER_LOST
+    from docindex.errors import DEADLINE_EXCEEDED, WORKER_LOST
     from docindex.ids import document_workflow_id
     from docindex.models import DocStatus, DocumentOutcome, DocumentTask, RetryRequest, RunState
 
@@ -62,6 +62,11 @@ class IndexingWorkflow:
         self._handles: dict[str, workflow.ChildWorkflowHandle] = {}
         self._cancel_requested: set[str] = set()
         self._retry_queue: list[DocumentTask] = []
+        # Children started by this execution: it continues-as-new after a page of them,
+        # first pass or retries alike.
+        self._started_here = 0
+        self._deadline_passed = False
+        self._deadline_timer: asyncio.Task[None] | None = None
 
     @workflow.signal(name=names.DOCUMENT_PROGRESS_SIGNAL)
     def document_progress(self, progress: DocumentProgress) -> None:
@@ -124,6 +129,12 @@ class IndexingWorkflow:
             )
             self._retry_queue.append(doc.task)
         self._state = RunState.RUNNING
+        if self._deadline_passed:
+            # Asked again after the run's deadline: it gets a new one.
+            self._input.deadline = workflow.now() + timedelta(
+                seconds=self._input.options.run_deadline_s
+            )
+            self._watch_deadline()
         return RetryAccepted(
             run_id=self._input.run_id, document_ids=[d.task.document_id for d in requeued]
         )
@@ -141,6 +152,9 @@ class IndexingWorkflow:
         self._input = inp
         self._completed, self._failed, self._cancelled = inp.completed, inp.failed, inp.cancelled
         self._quarantined = inp.quarantined
+        if inp.deadline is None:
+            inp.deadline = workflow.now() + timedelta(seconds=inp.options.run_deadline_s)
+        self._watch_deadline()
         try:
             return await self._index(inp)
         except asyncio.CancelledError:
@@ -161,30 +175,19 @@ class IndexingWorkflow:
             await self._set_status(RunState.RUNNING)
 
         next_seq = inp.document_count if inp.retry_only else inp.next_seq
-        started_here = 0
+        if inp.retry_pending:
+            await self._resume_requeued(next_seq)
         while next_seq < inp.document_count:
-            if started_here >= opts.documents_per_execution or (
-                workflow.info().is_continue_as_new_suggested()
-            ):
-                await self._drain_with_retries()
-                workflow.continue_as_new(
-                    inp.model_copy(
-                        update={
-                            "next_seq": next_seq,
-                            "completed": self._completed,
-                            "failed": self._failed,
-                            "cancelled": self._cancelled,
-                            "quarantined": self._quarantined,
-                        }
-                    )
-                )
+            if self._page_done():
+                await self._drain()
+                self._continue_as_new(next_seq, retry_pending=bool(self._retry_queue))
             page: list[DocumentTask] = await self._bookkeeping(
                 Bookkeeping.fetch_run_documents,
                 FetchDocumentsInput(
                     run_id=inp.run_id,
                     after_seq=next_seq,
                     limit=min(
-                        opts.documents_per_execution - started_here,
+                        max(opts.documents_per_execution - self._started_here, 1),
                         2 * opts.max_concurrent_documents,
                     ),
                 ),
@@ -195,15 +198,11 @@ class IndexingWorkflow:
                 await workflow.wait_condition(
                     lambda: len(self._in_flight) < opts.max_concurrent_documents
                 )
-                if task.document_id in self._cancel_requested:
-                    await self._skip_cancelled(task)
-                else:
-                    await self._start_child(task)
+                await self._start_or_skip(task)
                 next_seq = task.seq + 1
-                started_here += 1
 
         while True:
-            await self._drain_with_retries()
+            await self._drain_with_retries(inp.document_count)
             final = await self._record_end()
             # A retry that came in while the end was being recorded reopens the run.
             await workflow.wait_condition(workflow.all_handlers_finished)
@@ -257,13 +256,93 @@ class IndexingWorkflow:
             ),
         )
 
-    async def _skip_cancelled(self, task: DocumentTask) -> None:
+    async def _start_or_skip(self, task: DocumentTask) -> None:
+        """Start the document's child, unless it was cancelled, the run's deadline passed,
+        or it is already running (a retried document the first pass reaches too)."""
+        if task.document_id in self._in_flight:
+            return
+        if task.document_id in self._cancel_requested:
+            await self._skip_cancelled(task)
+        elif self._deadline_passed:
+            await self._skip_cancelled(
+                task, DEADLINE_EXCEEDED, "the run's deadline passed before it started"
+            )
+        else:
+            await self._start_child(task)
+
+    def _page_done(self) -> bool:
+        assert self._input is not None
+        return self._started_here >= self._input.options.documents_per_execution or (
+            workflow.info().is_continue_as_new_suggested()
+        )
+
+    def _continue_as_new(self, next_seq: int, *, retry_pending: bool) -> None:
+        """Continue with a fresh history. Everything it needs is in Postgres: documents
+        from ``next_seq`` on, retried ones still queued (``retry_pending``), cancels of
+        documents not yet started, the outcome counts."""
+        assert self._input is not None
+        workflow.continue_as_new(
+            self._input.model_copy(
+                update={
+                    "next_seq": next_seq,
+                    "retry_pending": retry_pending,
+                    "completed": self._completed,
+                    "failed": self._failed,
+                    "cancelled": self._cancelled,
+                    "quarantined": self._quarantined,
+                }
+            )
+        )
+
+    async def _resume_requeued(self, next_seq: int) -> None:
+        """Start the retried documents an earlier execution queued and did not start."""
+        assert self._input is not None
+        while True:
+            page: list[DocumentTask] = await self._bookkeeping(
+                Bookkeeping.fetch_requeued_documents,
+                FetchDocumentsInput(
+                    run_id=self._input.run_id,
+                    after_seq=next_seq,
+                    limit=self._input.options.documents_per_execution,
+                ),
+            )
+            queued = {t.document_id for t in self._retry_queue}
+            page = [t for t in page if t.document_id not in queued | self._in_flight]
+            if not page:
+                return
+            self._retry_queue.extend(page)
+            await self._drain_with_retries(next_seq)
+
+    def _watch_deadline(self) -> None:
+        """When the run's deadline passes: stop its running documents; those not started
+        are skipped. Both end cancelled with DeadlineExceeded and can be retried."""
+        assert self._input is not None and self._input.deadline is not None
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_passed = False
+        remaining = (self._input.deadline - workflow.now()).total_seconds()
+
+        async def watch() -> None:
+            if remaining > 0:
+                await workflow.sleep(remaining)
+            self._deadline_passed = True
+            for handle in self._handles.values():
+                handle.cancel()
+
+        self._deadline_timer = asyncio.create_task(watch())
+
+    async def _skip_cancelled(
+        self,
+        task: DocumentTask,
+        error_type: str = "Cancelled",
+        error: str = "cancelled by request before it started",
+    ) -> None:
         assert self._input is not None
         outcome = DocumentOutcome(
             document_id=task.document_id,
             status=DocStatus.CANCELLED,
-            error_type="Cancelled",
-            error="cancelled by request before it started",
+            error_type=error_type,
+            error=error,
         )
         await self._bookkeeping(
             Bookkeeping.record_document_outcome, RecordOutcomeInput(outcome=outcome)
@@ -304,7 +383,9 @@ class IndexingWorkflow:
             ),
             # Cancelling or terminating the run cancels its documents.
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            execution_timeout=timedelta(seconds=opts.document_deadline_s),
         )
+        self._started_here += 1
         self._in_flight.add(task.document_id)
         self._handles[task.document_id] = handle
         self._documents[task.document_id] = DocumentProgress(
@@ -327,6 +408,10 @@ class IndexingWorkflow:
                 ):
                     progress.status = DocStatus.CANCELLED
                     self._cancelled += 1
+                    if self._deadline_passed and task.document_id not in self._cancel_requested:
+                        progress.error_type = DEADLINE_EXCEEDED
+                        progress.error = "the run's deadline passed before it was indexed"
+                        await self._record(task, progress)
                 elif getattr(err.cause, "type", None) == WORKER_LOST:
                     # The child recorded it quarantined (see DocumentWorkflow).
                     progress.status = DocStatus.QUARANTINED
@@ -356,8 +441,9 @@ class IndexingWorkflow:
         self._waiters.add(waiter)
         waiter.add_done_callback(self._waiters.discard)
 
-    async def _drain_with_retries(self) -> None:
-        """Wait for every child, starting retried documents as they are queued."""
+    async def _drain_with_retries(self, next_seq: int) -> None:
+        """Wait for every child, starting retried documents as they are queued; after a
+        page of children, continue-as-new (the retried documents wait in Postgres)."""
         assert self._input is not None
         limit = self._input.options.max_concurrent_documents
         while True:
@@ -369,9 +455,12 @@ class IndexingWorkflow:
             )
             if not self._retry_queue:
                 return
+            if self._page_done():
+                await self._drain()
+                self._continue_as_new(next_seq, retry_pending=True)
             task = self._retry_queue.pop(0)
             await workflow.wait_condition(lambda: len(self._in_flight) < limit)
-            await self._start_child(task)
+            await self._start_or_skip(task)
 
     async def _drain(self) -> None:
         await workflow.wait_condition(lambda: not self._in_flight)

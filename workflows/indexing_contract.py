@@ -3,6 +3,8 @@ query, its retry update and its result. Light: pydantic and the domain's vocabul
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, Field
 
 from docindex.models import RunState
@@ -24,6 +26,10 @@ class RunInput(BaseModel):
     retry_only: bool = False
     # Carried across continue-as-new.
     next_seq: int = 0
+    # Retried documents were queued (in Postgres) and not started before continuing-as-new.
+    retry_pending: bool = False
+    # When the run's unfinished documents are stopped (set by its first execution).
+    deadline: datetime | None = None
     completed: int = 0
     failed: int = 0
     cancelled: int = 0

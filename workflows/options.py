@@ -29,3 +29,8 @@ class RunOptions(BaseModel):
     poison_max_attempts: int = 3
     large_task_queue: str = ""
     large_document_bytes: int = 0
+    # Overall deadlines: a document's (then TimedOut), a run's (its unfinished documents are
+    # stopped), and a step's wait for a worker to take it from its queue (QueueUnserved).
+    document_deadline_s: float = 24 * 3600.0
+    run_deadline_s: float = 7 * 24 * 3600.0
+    queue_deadline_s: float = 6 * 3600.0

@@ -48,6 +48,9 @@ def run_options(settings: Settings) -> RunOptions:
         poison_max_attempts=settings.poison_max_attempts,
         large_task_queue=settings.large_task_queue,
         large_document_bytes=settings.large_document_bytes,
+        document_deadline_s=settings.document_deadline_s,
+        run_deadline_s=settings.run_deadline_s,
+        queue_deadline_s=settings.queue_deadline_s,
     )
 
 

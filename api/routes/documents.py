@@ -125,6 +125,8 @@ async def cancel_document(
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such document")
     if row.status.terminal:
         raise HTTPException(status.HTTP_409_CONFLICT, f"the document is already {row.status}")
+    # Recorded first: the run skips it even after it continued-as-new or is retrying it.
+    await repository.cancel_queued_document(res.pool, str(document_id))
     run_handle = res.temporal.get_workflow_handle(run_workflow_id(row.run_id))
     try:
         await run_handle.signal(names.CANCEL_DOCUMENT_SIGNAL, str(document_id))

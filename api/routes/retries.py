@@ -17,7 +17,9 @@ router = APIRouter(prefix="/v1/retries", tags=["runs"])
 
 
 class BulkRetry(BaseModel):
-    error_type: str = Field(description="e.g. RateLimited, ProviderUnavailable")
+    error_type: str = Field(
+        min_length=1, max_length=100, description="e.g. RateLimited, ProviderUnavailable"
+    )
     since: datetime | None = Field(default=None, description="Only failures after this time")
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
@@ -173,8 +173,13 @@ async def delete_run(run_id: uuid.UUID, res: ResourcesDep, principal: PrincipalD
 
 
 class RetryBody(BaseModel):
-    error_types: list[str] | None = Field(
-        default=None, description="Only documents that failed with these error types"
+    model_config = ConfigDict(extra="forbid")
+
+    # It reaches the run's workflow history: held small.
+    error_types: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+        default=None,
+        max_length=20,
+        description="Only documents that failed with these error types",
     )
 
 

@@ -109,16 +109,51 @@ async def insert_documents(
 
 
 async def fetch_documents(db: Db, run_id: str, after_seq: int, limit: int) -> list[DocumentTask]:
+    """The run's documents from ``after_seq`` on that wait to be indexed: not those
+    cancelled before they started (a cancel recorded here holds across the run's
+    continue-as-new), nor those a retry already indexed."""
     rows = await db.fetch(
         """SELECT document_id, tenant_id, seq, filename, sha256, size_bytes, blob_key,
                   password_key
            FROM documents
-           WHERE run_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3""",
+           WHERE run_id = $1 AND seq >= $2 AND status = 'queued' ORDER BY seq LIMIT $3""",
         uuid.UUID(run_id),
         after_seq,
         limit,
     )
     return [_task(run_id, r) for r in rows]
+
+
+async def fetch_requeued_documents(
+    db: Db, run_id: str, before_seq: int, limit: int
+) -> list[DocumentTask]:
+    """Documents of the run before ``before_seq`` that wait to be indexed again: a retry
+    queued them and the run continued-as-new before starting them."""
+    rows = await db.fetch(
+        """SELECT document_id, tenant_id, seq, filename, sha256, size_bytes, blob_key,
+                  password_key
+           FROM documents
+           WHERE run_id = $1 AND seq < $2 AND status = 'queued' ORDER BY seq LIMIT $3""",
+        uuid.UUID(run_id),
+        before_seq,
+        limit,
+    )
+    return [_task(run_id, r) for r in rows]
+
+
+async def cancel_queued_document(db: Db, document_id: str) -> bool:
+    """Record a document that has not been indexed yet as cancelled, so that no execution of
+    its run starts it; False when it is past that (being indexed, or indexed before: a
+    reindex is stopped by its workflow and keeps its chunks)."""
+    row = await db.fetchval(
+        """UPDATE documents SET status = 'cancelled', error_type = 'Cancelled',
+                  error = 'cancelled by request before it started', updated_at = now()
+           WHERE document_id = $1 AND status = 'queued'
+             AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = $1)
+           RETURNING document_id""",
+        uuid.UUID(document_id),
+    )
+    return row is not None
 
 
 def _task(run_id: str, row: asyncpg.Record) -> DocumentTask:

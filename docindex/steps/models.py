@@ -17,7 +17,7 @@ from docindex.spec import (
     ParserSpec,
     PipelineSpec,
 )
-from docindex.usage import Usage
+from docindex.usage import Usage, combine
 
 
 class DocumentRef(BaseModel):
@@ -297,11 +297,17 @@ class StoreInput(BaseModel):
             summary=enriched.summary if enriched else None,
             enrichment_status=enriched.status if enriched else "skipped",
             enrichment_reason=enriched.reason if enriched else "disabled by the run's pipeline",
-            usage=[
-                *(enriched.usage if enriched else []),
-                *(u for c in contexts for u in c.usage),
-                *([embedded.usage] if embedded.usage else []),
-            ],
+            # One entry per provider and model, however many steps reported usage: the
+            # store's input stays small for a document of thousands of chunks.
+            usage=list(
+                combine(
+                    [
+                        *(enriched.usage if enriched else []),
+                        *(u for c in contexts for u in c.usage),
+                        *([embedded.usage] if embedded.usage else []),
+                    ]
+                ).values()
+            ),
         )
 
 
