@@ -18,7 +18,7 @@ from docindex.config import Settings
 from docindex.ids import derive_workflow_id
 from docindex.models import DocStatus
 
-from .helpers import app_with, wait_for_run
+from .helpers import DATA, app_with, wait_for_run
 
 DOCS = {
     "pumps.md": "# Pumps\n\nPump P-101 feeds the cooling loop of the east hall. "
@@ -307,3 +307,28 @@ async def _chunks_of(database_url: str, generation_id: str) -> int:
         )
     finally:
         await conn.close()
+
+
+async def test_an_encrypted_pdf_is_reindexed_and_derived_after_its_password_went(
+    api: httpx.AsyncClient,
+) -> None:
+    data = (DATA / "broken" / "r6-user-password.pdf").read_bytes()
+    response = await api.post(
+        "/v1/documents", files={"files": ("r6.pdf", data)}, data={"password": "asdfzxcv"}
+    )
+    assert response.status_code == 202, response.text
+    run = await wait_for_run(api, response.json()["run_id"])
+    assert run["status"] == "completed", run["documents"]
+    doc = response.json()["documents"][0]["document_id"]
+    # The password is deleted once the document is indexed; its parse is what remains.
+    reindexed = await api.post(f"/v1/documents/{doc}/reindex")
+    assert reindexed.status_code == 200, reindexed.text
+    again = await wait_for_run(api, reindexed.json()["run_id"])
+    assert again["status"] == "completed", again["documents"]
+    detail = (await api.get(f"/v1/documents/{doc}")).json()
+    assert detail["last_error"] is None, detail
+    created = await api.post(
+        "/v1/generations", json={"chunker": {"kind": "hybrid", "max_tokens": 32}}
+    )
+    built = await wait_for_generation(api, created.json()["generation_id"])
+    assert (built["status"], built["documents_done"]) == ("ready", 1), built

@@ -26,7 +26,7 @@ from docindex.blobstore import (
 )
 from docindex.cage import Cage
 from docindex.components import Components
-from docindex.errors import TooLarge
+from docindex.errors import EncryptedDocument, TooLarge
 from docindex.filetypes import DocumentKind
 from docindex.metrics import count_in_activity
 from docindex.pagination import page_ranges
@@ -87,15 +87,24 @@ class PrepareSteps:
         doc, spec = inp.document, inp.parser
         data = await self.blobs.get(doc.blob_key)
         password = await self._password(doc.password_key)
-        found = await self._caged(
-            progress, caged.inspect, spec, self.limits, data, doc.filename, password
-        )
+        try:
+            found = await self._caged(
+                progress, caged.inspect, spec, self.limits, data, doc.filename, password
+            )
+        except EncryptedDocument:
+            # Its password was deleted once it was indexed: a reindex or a new generation
+            # reuses the parse it made, with what was inspected then, and needs none.
+            if password is None and (reused := await self._reuse_without_password(inp)):
+                return reused
+            raise
         self._refuse_long_text(found.kind, len(data), inp.chunker)
         inspected = Inspected(
             kind=found.kind.value, pages=found.pages, pipeline=_pipeline(spec, found.kind)
         )
         if found.kind is DocumentKind.PDF and (found.pages or 0) > spec.split_pdf_pages:
             return Prepared(inspected=inspected)
+        if password is not None:
+            await self.blobs.put(_inspected_key(doc, spec), inspected.model_dump_json().encode())
         variant = spec.variant(inspected.pipeline)
         if (parsed := await self._parsed_before(doc, variant)) is not None:
             document = await self._load_parsed(parsed.parsed_key)
@@ -383,6 +392,21 @@ class PrepareSteps:
                 f"chunks of {chunker.max_tokens} tokens"
             )
 
+    async def _reuse_without_password(self, inp: PrepareInput) -> Prepared | None:
+        doc, spec = inp.document, inp.parser
+        try:
+            inspected = Inspected.model_validate_json(
+                await self.blobs.get(_inspected_key(doc, spec))
+            )
+        except FileNotFoundError:
+            return None
+        parsed = await self._parsed_before(doc, spec.variant(inspected.pipeline))
+        if parsed is None:
+            return None
+        document = await self._load_parsed(parsed.parsed_key)
+        prepared = await self._describe_and_chunk(doc, parsed, document, inp.chunker)
+        return prepared.model_copy(update={"inspected": inspected})
+
     async def _password(self, key: str | None) -> str | None:
         return (await self.blobs.get(key)).decode() if key else None
 
@@ -432,3 +456,8 @@ def _pipeline(spec: ParserSpec, kind: DocumentKind) -> str:
 
 def _to_json(document: DoclingDocument) -> bytes:
     return document.model_dump_json().encode()
+
+
+def _inspected_key(doc: DocumentRef, spec: ParserSpec) -> str:
+    """What inspecting a password-protected document found, kept beside its parse."""
+    return parsed_key(doc.tenant_id, doc.sha256, f"inspected-{spec.digest}")
