@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -279,16 +281,21 @@ async def search_chunks(
 
     ``vector`` ranks by cosine distance to ``query_vector`` (chunks of ``model``);
     ``keyword`` ranks ``text`` by full-text search and needs no vector; ``hybrid`` fuses
-    the first ``CANDIDATES`` of each by reciprocal rank. One statement either way; ``text``
-    also marks the highlights of a vector search."""
-    sql, params = _search_sql(
-        query_vector, model, top_k, tenant_id, text, mode, filters, generation_id
-    )
-    async with transaction(db) as conn:
-        # Keyword search is planned for the query's text, never a generic plan (see _E);
-        # pgvector 0.8 keeps scanning the graph when the filters drop candidates (relaxed
-        # order: ``vrank`` puts them back in strict order). One round trip for both.
-        await conn.execute(_VECTOR_SETTINGS if mode == "vector" else _SEARCH_SETTINGS)
+    the first ``CANDIDATES`` of each by reciprocal rank. One statement either way (after a
+    look-up of the generation, in the same snapshot); ``text`` also marks the highlights of
+    a vector search.
+
+    A generation that is a small share of its model's chunks is searched exactly (its own
+    chunks ordered by distance) rather than through the HNSW graph of every tenant's chunks,
+    which stops before it finds enough of them (``_vector_path``)."""
+    async with _snapshot(db) as conn:
+        planned = await _planned_search(
+            conn, query_vector, model, top_k, tenant_id, text, mode, filters, generation_id
+        )
+        if planned is None:
+            return []  # no such generation, or the tenant has none active
+        sql, params, settings = planned
+        await conn.execute(settings)
         rows = await conn.fetch(sql, *params)
     return [
         ChunkHit(
@@ -309,6 +316,54 @@ async def search_chunks(
     ]
 
 
+async def _planned_search(
+    conn: asyncpg.Connection,
+    query_vector: np.ndarray | None,
+    model: str | None,
+    top_k: int,
+    tenant_id: str | None,
+    text: str | None,
+    mode: SearchMode,
+    filters: SearchFilters | None,
+    generation_id: str | None,
+) -> tuple[str, list[Any], str] | None:
+    """The search statement, its parameters and the settings it runs under; None when the
+    generation searched does not exist. The generation (the one named, or the tenant's
+    active one) is looked up first, with what decides between the HNSW walk and exact search;
+    keyword and hybrid search are then planned for that generation's size too."""
+    exact, settings = False, ""
+    if generation_id is not None or tenant_id is not None:
+        dimension = 0 if query_vector is None else int(query_vector.shape[0])
+        found = await conn.fetchrow(
+            _SEARCHED_GENERATION[generation_id is None],
+            uuid.UUID(generation_id) if generation_id is not None else tenant_id,
+            vector_index_name(model or "", dimension),
+        )
+        if found is None:
+            return None
+        generation_id = str(found["generation_id"])
+        if mode != "keyword":
+            candidates = top_k if mode != "hybrid" else max(CANDIDATES, top_k)
+            scan = _vector_path(found["chunk_count"], found["indexed"], candidates)
+            exact = scan is None
+            if not exact:
+                # The walk, not a sort: knowing the tenant, the planner would rather look a
+                # big generation's chunks up document by document and sort them all by
+                # distance (20,000 of them: 200 ms, where the walk takes 20).
+                settings = "; SET LOCAL enable_sort = off"
+            if scan is not None and scan > found["scan_tuples"]:
+                settings += f"; SET LOCAL hnsw.max_scan_tuples = {scan}"
+    sql, params = _search_sql(
+        query_vector, model, top_k, tenant_id, text, mode, filters, generation_id, exact
+    )
+    # Keyword search is planned for the query's text, never a generic plan (see _E);
+    # pgvector 0.8 keeps scanning the graph when the filters drop candidates (relaxed order:
+    # ``vrank`` puts them back in strict order). One round trip for both. Exact search is
+    # planned for its generation (how many chunks it has: statistics of generation_id).
+    base = _VECTOR_SETTINGS if mode == "vector" and not exact else _SEARCH_SETTINGS
+    return sql, params, base + settings
+
+
 def _search_sql(
     query_vector: np.ndarray | None,
     model: str | None,
@@ -318,6 +373,7 @@ def _search_sql(
     mode: SearchMode,
     filters: SearchFilters | None,
     generation_id: str | None = None,
+    exact: bool = False,
 ) -> tuple[str, list[Any]]:
     if mode != "keyword" and (query_vector is None or model is None):
         raise ValueError(f"{mode} search needs a query vector and its model")
@@ -326,6 +382,8 @@ def _search_sql(
     params: list[Any] = [text or ""]
     documents, named = _document_conditions(params, tenant_id, filters or SearchFilters())
     generation = _generation_condition(params, tenant_id, generation_id)
+    # Exact search is planned for its generation: through chunks_generation, its chunks only.
+    nearest = f"c.generation_id = ${len(params)}::uuid" if exact else generation
     dimension, vector_param = 0, ""
     if query_vector is not None:
         dimension = int(query_vector.shape[0])
@@ -337,12 +395,19 @@ def _search_sql(
     candidates = top_k if mode != "hybrid" else max(CANDIDATES, top_k)
     ctes = []
     if mode != "keyword":
+        # Exact: the function, not the operator, so no plan can order by the HNSW index;
+        # the generation's chunks come through chunks_generation and are sorted (top-N).
+        distance = (
+            f"cosine_distance(c.embedding::vector({dimension}), {vector_param})"
+            if exact
+            else f"c.embedding::vector({dimension}) <=> {vector_param}"
+        )
         ctes.append(
             f"""vec AS MATERIALIZED (
-                SELECT c.chunk_id, c.embedding::vector({dimension}) <=> {vector_param} AS distance
+                SELECT c.chunk_id, {distance} AS distance
                 FROM chunks c JOIN documents d USING (document_id)
-                WHERE c.model = {model_literal} AND {generation} AND {documents}
-                ORDER BY distance LIMIT {candidates}
+                WHERE c.model = {model_literal} AND {nearest} AND {documents}
+                ORDER BY distance{", c.chunk_id" if exact else ""} LIMIT {candidates}
             ),
             vrank AS (
                 SELECT chunk_id, distance,
@@ -401,6 +466,66 @@ def _search_sql(
 
 _VECTOR_SETTINGS = "SET LOCAL hnsw.iterative_scan = relaxed_order"
 _SEARCH_SETTINGS = f"SET LOCAL plan_cache_mode = force_custom_plan; {_VECTOR_SETTINGS}"
+
+# One HNSW index holds every tenant's chunks of a model; a search keeps the chunks of its
+# generation among those the graph walk visits, and the walk stops after
+# hnsw.max_scan_tuples (20,000) of them. A generation that is a small share of the index
+# has too few of its chunks among them: a tenant of 200 chunks beside a million others' got
+# 3.7 of 10 (docs/decisions.md, "Complete search for every tenant"). The walk needs to visit
+# about candidates / share chunks; exact search (the generation's own chunks, through
+# chunks_generation, ordered by distance) reads all of the generation's, each costing about
+# what a visit costs. So a generation is searched exactly when it has at most EXACT_CHUNKS
+# chunks (a few milliseconds, and complete whatever the statistics say), or at most
+# EXACT_VS_WALK times the visits the walk would need (exact is then as cheap, and finds the
+# true nearest where the walk's recall drops); otherwise the walk may visit SCAN_MARGIN
+# times what it needs (more than hnsw.max_scan_tuples when the share is small), so it stops
+# at the LIMIT, not at the cap.
+EXACT_CHUNKS = 1_000
+EXACT_VS_WALK = 4
+SCAN_MARGIN = 10
+
+
+def _vector_path(chunk_count: int, indexed: float, candidates: int) -> int | None:
+    """How a generation of ``chunk_count`` chunks, in an HNSW index of ``indexed`` (its
+    statistics: 0 or -1 before the first ANALYZE), is searched for ``candidates``: None for
+    exact search, else the tuples the walk may visit."""
+    visits = candidates * max(indexed, chunk_count, 1) / max(chunk_count, 1)
+    if chunk_count <= EXACT_CHUNKS or chunk_count <= EXACT_VS_WALK * visits:
+        return None
+    return math.ceil(SCAN_MARGIN * visits)
+
+
+# The generation searched, its chunk count and the size of the model's index, in one look-up
+# (by generation id, or the tenant's active one).
+_SEARCHED_GENERATION = {
+    is_tenant: f"""SELECT g.generation_id, g.chunk_count,
+                  coalesce((SELECT reltuples FROM pg_class WHERE oid = to_regclass($2)), 0)
+                      AS indexed,
+                  coalesce(current_setting('hnsw.max_scan_tuples', true)::int, 20000)
+                      AS scan_tuples
+           FROM generations g WHERE {where}"""
+    for is_tenant, where in (
+        (False, "g.generation_id = $1"),
+        (True, "g.tenant_id = $1 AND g.status = 'active'"),
+    )
+}
+
+
+@contextlib.asynccontextmanager
+async def _snapshot(db: Db) -> AsyncIterator[asyncpg.Connection]:
+    """A read-only transaction whose statements share one snapshot, so the generation looked
+    up and the chunks searched are of the same moment (a promotion or a deletion in between
+    changes neither); inside a caller's transaction, a savepoint of it."""
+    if isinstance(db, asyncpg.Pool):
+        async with (
+            db.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            yield conn
+    else:
+        async with transaction(db) as conn:
+            yield conn
+
 
 # The query's tsqueries, written out where they are used rather than computed once in a
 # CTE: with a custom plan ($1 known: _SEARCH_SETTINGS) the planner folds each into a
@@ -562,7 +687,10 @@ def _generation_condition(
     within one."""
     if generation_id is not None:
         params.append(uuid.UUID(generation_id))
-        return f"c.generation_id = ${len(params)}::uuid"
+        # A sub-select, so the plan is the one it was when the generation was read here:
+        # the planner does not take its size into account (with it, it ordered a 20,000
+        # chunk generation by distance rather than walk the graph: 200 ms, not 20).
+        return f"c.generation_id = (SELECT ${len(params)}::uuid)"
     if tenant_id is not None:
         params.append(tenant_id)
         return (
@@ -580,16 +708,24 @@ async def explain_search(
     mode: SearchMode = "vector",
     text: str = "search",
     seqscan: bool = False,
+    tenant_id: str | None = None,
+    top_k: int = 5,
 ) -> str:
     """The plan of ``search_chunks``'s statement; tests and benchmarks check it uses the
     HNSW and full-text indexes. Unless ``seqscan``, sequential scans and sorts are off: a small
     test table would otherwise be read whole or sorted by distance, which the planner rightly
     prefers at that size (and chooses by statistics that autovacuum may not have gathered
-    yet); with ``seqscan`` on a big table, the planner's own choice."""
+    yet); with ``seqscan`` on a big table, the planner's own choice. With ``tenant_id``, the
+    plan for that tenant's active generation (exact search when it is a small share)."""
     probe = np.zeros(dimension, dtype=np.float32)
     probe[0] = 1.0
-    sql, params = _search_sql(probe, model, 5, None, text, mode, None)
-    async with transaction(db) as conn:
+    async with _snapshot(db) as conn:
+        planned = await _planned_search(
+            conn, probe, model, top_k, tenant_id, text, mode, None, None
+        )
+        if planned is None:
+            raise LookupError(f"tenant {tenant_id!r} has no active generation")
+        sql, params, _ = planned
         await conn.execute(_SEARCH_SETTINGS)
         if not seqscan:
             await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off")
