@@ -27,6 +27,9 @@ class Ctx:
     console: Console
     # Documents in flight in figure 1 (a run's window), on both sides.
     window: int = 8
+    # Figure 9's index: chunks of every tenant, and their dimension.
+    index_chunks: int = 1_000_000
+    index_dim: int = 384
     # Peak RSS by process kind over every service run sampled so far (figure 8).
     memory: dict[str, int] = field(default_factory=dict)
     _apis: dict[tuple[tuple[str, str], ...], tuple[Proc, str]] = field(default_factory=dict)

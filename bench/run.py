@@ -40,6 +40,7 @@ FIGURES = {
     "embed": "6. embed",
     "search": "7. search",
     "memory": "8. peak memory",
+    "tenants": "9. small tenants in a big index",
 }
 EXTRA = {"load": "load script (issue #6)"}
 
@@ -82,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--only",
         default="",
-        help="comma-separated figures: " + ",".join([*FIGURES, *EXTRA]) + " (default: all 8)",
+        help="comma-separated figures: " + ",".join([*FIGURES, *EXTRA]) + " (default: all 9)",
     )
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure; medians reported")
     ap.add_argument("--quick", action="store_true", help="small numbers: a few minutes in all")
@@ -97,6 +98,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=Settings.model_fields["max_concurrent_documents"].default,
         help="documents in flight in figure 1, on both sides (default: a run's window)",
+    )
+    ap.add_argument(
+        "--index-chunks",
+        type=int,
+        default=1_000_000,
+        help="figure 9: chunks of every tenant in the index (default 1,000,000)",
+    )
+    ap.add_argument(
+        "--index-dim", type=int, default=384, help="figure 9: their dimension (default 384)"
     )
     ap.add_argument("--corpus", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=Path(".docindex/bench.json"))
@@ -134,6 +144,8 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             parallel=args.parallel,
             window=args.window,
             console=console,
+            index_chunks=args.index_chunks,
+            index_dim=args.index_dim,
         )
         for name in order:
             console.print(f"[bold]{FIGURES.get(name) or EXTRA[name]}[/bold] …")

@@ -111,6 +111,8 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
     started = time.perf_counter()
     run_id = uuid.uuid4()
     docs = [uuid.uuid4() for _ in range(max(1, n // 1000))]
+    # Search serves active generations: the chunks are one, of a tenant of their own.
+    generation = uuid.uuid4()
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "INSERT INTO runs (run_id, workflow_id, document_count, status) "
@@ -118,10 +120,18 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
             run_id,
             len(docs),
         )
+        await conn.execute(
+            "INSERT INTO generations (generation_id, tenant_id, status, pipeline, "
+            "pipeline_digest, chunk_count) VALUES ($1, 'bench-search', 'active', '{}', "
+            "'bench', $2)",
+            generation,
+            n,
+        )
         await conn.executemany(
             "INSERT INTO documents (document_id, run_id, seq, filename, sha256, size_bytes, "
-            "blob_key, status, metadata) "
-            "VALUES ($1, $2, $3, $4, 'synthetic', 0, 'none', 'completed', $5::jsonb)",
+            "blob_key, status, metadata, tenant_id) "
+            "VALUES ($1, $2, $3, $4, 'synthetic', 0, 'none', 'completed', $5::jsonb, "
+            "'bench-search')",
             [
                 (d, run_id, i, f"synthetic-{i}.pdf", json.dumps({"kind": ("pdf", "md")[i % 2]}))
                 for i, d in enumerate(docs)
@@ -138,9 +148,20 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
                 "model",
                 "dimension",
                 "embedding",
+                "generation_id",
             ],
             records=(
-                (ids[i], docs[i % len(docs)], i, texts[i], texts[i], MODEL, DIM, stored[i])
+                (
+                    ids[i],
+                    docs[i % len(docs)],
+                    i,
+                    texts[i],
+                    texts[i],
+                    MODEL,
+                    DIM,
+                    stored[i],
+                    generation,
+                )
                 for i in range(n)
             ),
         )
@@ -219,6 +240,7 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
         latencies["hybrid, filtered"].append(time.perf_counter() - t)
         by_kind[kind]["hybrid, filtered"].append(latencies["hybrid, filtered"][-1])
     await pool.execute("DELETE FROM runs WHERE run_id = $1", run_id)  # cascades
+    await pool.execute("DELETE FROM generations WHERE generation_id = $1", generation)
     await pool.execute(f"DROP INDEX IF EXISTS {name}")
 
     ms = {mode: (pct(v, 50) * 1000, pct(v, 95) * 1000) for mode, v in latencies.items()}
