@@ -311,6 +311,29 @@ class Settings(BaseSettings):
         "password, stored a moment before its documents are recorded, are never looked at",
     )
 
+    # Sources that sync themselves (docindex/sources.py, POST /v1/sources)
+    source_file_root: Path | None = Field(
+        default=None,
+        description="The only folder file:// sources may name (they must lie under it); "
+        "unset = file:// sources are refused, so a tenant cannot read the server's files",
+    )
+    source_min_interval_s: float = Field(
+        default=60.0, gt=0, description="The shortest interval_s a source may ask for"
+    )
+    source_run_documents: int = Field(
+        default=200,
+        ge=1,
+        le=1000,
+        description="Documents of one run a source's sync records at most (a first sync of "
+        "a big prefix is many runs, started as the tenant's quotas allow)",
+    )
+    source_quota_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a sync waits before trying again when the tenant is at its "
+        "limit of active runs or documents in flight (it waits, it does not fail)",
+    )
+
     # Chunking / embedding
     embedder: Literal["local", "voyage"] = "local"
     embed_micro_batch: int = Field(

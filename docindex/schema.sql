@@ -226,3 +226,39 @@ CREATE TABLE IF NOT EXISTS eval_sets (
     updated_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, name)
 );
+-- Sources that sync themselves (POST /v1/sources): a prefix of an object store or a folder,
+-- listed on a schedule. What a listing saw lives here, not in workflow history: each
+-- object's version (ETag, size, mtime), the document it became, and the listing that last
+-- saw it (seen_sync), so a completed listing knows which objects are gone.
+CREATE TABLE IF NOT EXISTS sources (
+    source_id       uuid PRIMARY KEY,
+    tenant_id       text NOT NULL,
+    url             text NOT NULL,
+    include         text[] NOT NULL DEFAULT '{}',
+    interval_s      double precision NOT NULL,
+    status          text NOT NULL DEFAULT 'active',
+    workflow_id     text NOT NULL,
+    sync_no         bigint NOT NULL DEFAULT 0,
+    sync_started_at timestamptz,
+    synced_as_of    timestamptz,
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS sources_tenant ON sources (tenant_id, created_at);
+CREATE TABLE IF NOT EXISTS source_objects (
+    source_id       uuid NOT NULL REFERENCES sources (source_id) ON DELETE CASCADE,
+    key             text NOT NULL,
+    etag            text,
+    size_bytes      bigint NOT NULL,
+    modified_at     timestamptz,
+    seen_sync       bigint NOT NULL DEFAULT 0,
+    state           text NOT NULL DEFAULT 'pending',
+    document_id     uuid REFERENCES documents (document_id) ON DELETE SET NULL,
+    error           text,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source_id, key)
+);
+CREATE INDEX IF NOT EXISTS source_objects_pending ON source_objects (source_id, key)
+    WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS source_objects_document ON source_objects (document_id);

@@ -15,8 +15,11 @@ document that fails with a typed error (``CorruptDocument``, ``EmptyDocument``,
 from __future__ import annotations
 
 import codecs
+import re
+import unicodedata
 import zipfile
 from collections.abc import Collection
+from pathlib import PurePath
 from typing import IO
 
 from docindex.archives import ArchiveLimits, check_archive
@@ -154,3 +157,11 @@ def _contains(file: IO[bytes], needle: bytes, block: int = 1 << 20) -> bool:
             return True
         tail = data[-len(needle) :]
     return False
+
+
+def clean_filename(raw: str | None) -> str:
+    """Keep only a printable base name; it is shown to people, never used as a path."""
+    name = PurePath((raw or "").replace("\\", "/")).name
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = re.sub(r"\s+", " ", name).strip()
+    return name[:255] or "unnamed"

@@ -14,27 +14,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
-import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import PurePath
 from typing import IO
 
 from temporalio.service import RPCError
 
-from docindex import repository
+from docindex import intake, repository
 from docindex.auth import Principal
 from docindex.blobstore import password_key
-from docindex.config import Settings
 from docindex.gc import restore_uploads
 from docindex.ids import run_workflow_id
+from docindex.intake import StorageQuotaExceeded as StorageQuotaExceeded
+from docindex.intake import TooManyActiveRuns as TooManyActiveRuns
+from docindex.intake import TooManyDocumentsInFlight as TooManyDocumentsInFlight
 from docindex.repository import DocumentRow, NewDocument, RunRow
-from docindex.repository.quotas import TenantUsage, tenant_usage
-from docindex.spec import PipelineSpec, resolve_spec
+from docindex.repository.quotas import tenant_usage
+from docindex.spec import PipelineSpec
 from docindex.telemetry import current_trace_id
-from docindex.upload_check import RefusedUpload, check_upload
+from docindex.upload_check import RefusedUpload, check_upload, clean_filename
 from workflows.starter import start_run
 
 from ..deps import Resources
@@ -51,8 +50,9 @@ class IncomingFile:
     size: int | None  # as the client declared it, if it did
 
 
-class UploadRefused(Exception):
-    """The upload is refused as a whole; nothing of it was recorded."""
+# The upload is refused as a whole; nothing of it was recorded. The quota refusals are the
+# ones a source's sync meets too (docindex/intake.py).
+UploadRefused = intake.Refused
 
 
 class TooManyFiles(UploadRefused):
@@ -69,26 +69,6 @@ class UnsupportedFile(UploadRefused):
 
 class IdempotencyKeyReused(UploadRefused):
     pass
-
-
-class TooManyActiveRuns(UploadRefused):
-    retry_after_s = 30
-
-
-class TooManyDocumentsInFlight(UploadRefused):
-    retry_after_s = 30
-
-
-class StorageQuotaExceeded(UploadRefused):
-    pass
-
-
-def clean_filename(raw: str | None) -> str:
-    """Keep only a printable base name; it is shown to people, never used as a path."""
-    name = PurePath((raw or "").replace("\\", "/")).name
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
-    name = re.sub(r"\s+", " ", name).strip()
-    return name[:255] or "unnamed"
 
 
 async def upload_documents(
@@ -118,7 +98,8 @@ async def upload_documents(
     existing = await repository.indexed_documents(res.pool, tenant, digests)
     fresh = {d: sizes[d] for d in digests if d not in existing}
     if fresh:
-        _within_quotas(settings, tenant, await tenant_usage(res.pool, tenant, list(fresh)), fresh)
+        usage = await tenant_usage(res.pool, tenant, list(fresh))
+        intake.within_quotas(settings, tenant, usage, fresh)
 
     # The bytes go first, outside the transaction: they are stored under their digest, so
     # bytes of an upload that is then refused or deduplicated cost space, never correctness.
@@ -141,11 +122,7 @@ async def upload_documents(
                 password_key=secret_key,
             )
 
-    # New documents get the tenant's active generation's chunker, embedder and enricher
-    # (its first generation is made from the settings) and the settings' parser.
-    configured = resolve_spec(settings)
-    generation = await repository.ensure_active_generation(res.pool, tenant, configured)
-    spec = generation.spec.model_copy(update={"parser": configured.parser})
+    spec, generation_id = await intake.run_spec(res.pool, settings, tenant)
     trace_id = current_trace_id()
     try:
         prior, existing, new = await _record(
@@ -158,7 +135,7 @@ async def upload_documents(
             trace_id,
             idempotency_key,
             fingerprint,
-            generation.generation_id,
+            generation_id,
         )
     except UploadRefused:
         await _forget_password(res, secret_key)
@@ -186,7 +163,7 @@ async def upload_documents(
             tenant,
             principal.key_id,
             spec=spec,
-            generation_id=generation.generation_id,
+            generation_id=generation_id,
         )
     except RPCError:
         # The run is recorded and its files are stored: the reconciler starts it once
@@ -225,30 +202,6 @@ async def _check(
     return digests, sizes
 
 
-def _within_quotas(
-    settings: Settings, tenant: str, usage: TenantUsage, fresh: Mapping[str, int]
-) -> None:
-    """Raise if recording ``fresh`` (new contents and their sizes) would pass a quota."""
-    if usage.active_runs >= settings.tenant_max_active_runs:
-        raise TooManyActiveRuns(
-            f"tenant {tenant} already has {settings.tenant_max_active_runs} runs queued or "
-            "running; wait for one to finish"
-        )
-    limit = settings.tenant_max_documents_in_flight
-    if usage.documents_in_flight + len(fresh) > limit:
-        raise TooManyDocumentsInFlight(
-            f"tenant {tenant} has {usage.documents_in_flight} documents queued or running and "
-            f"this upload adds {len(fresh)}, over its limit of {limit}; wait for some to finish"
-        )
-    added = sum(size for digest, size in fresh.items() if digest not in usage.held)
-    quota = settings.tenant_max_stored_bytes
-    if usage.stored_bytes + added > quota:
-        raise StorageQuotaExceeded(
-            f"tenant {tenant} stores {usage.stored_bytes} bytes and this upload adds {added}, "
-            f"over its storage quota of {quota} bytes; delete documents to make room"
-        )
-
-
 async def _record(
     res: Resources,
     tenant: str,
@@ -276,19 +229,17 @@ async def _record(
         new = {d: doc for d, doc in candidates.items() if d not in existing}
         if not new:
             return None, existing, new
-        usage = await tenant_usage(conn, tenant, list(new))
-        _within_quotas(res.settings, tenant, usage, {d: n.size_bytes for d, n in new.items()})
-        await repository.create_run(
+        await intake.record_run(
             conn,
+            res.settings,
+            tenant,
             run_id,
-            run_workflow_id(run_id),
             list(new.values()),
-            trace_id=trace_id,
             spec=spec,
-            tenant_id=tenant,
+            generation_id=generation_id,
+            trace_id=trace_id,
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
-            generation_id=generation_id,
         )
     return None, existing, new
 
