@@ -29,6 +29,8 @@ from docindex.cage import Cage, CageLimits
 from docindex.components import Components
 from docindex.config import Settings
 from docindex.database import create_pool
+from docindex.sources import StartRun
+from docindex.spec import PipelineSpec
 
 from .versioning import deployment_config
 
@@ -70,12 +72,15 @@ async def build_workers(
         from activities.bookkeeping import Bookkeeping
         from activities.gc import GcActivities
         from activities.generations import GenerationBookkeeping
+        from activities.sources import SourceActivities
         from activities.storing import StoreActivities
+        from docindex.sources import SourceSync
         from docindex.steps.store import StoreSteps
         from workflows.document import DocumentWorkflow
         from workflows.gc import GcWorkflow
         from workflows.generation import GenerationWorkflow
         from workflows.indexing import IndexingWorkflow
+        from workflows.source import SourceTickWorkflow, SourceWorkflow
 
         from .bytecode import compile_workflow_modules
 
@@ -85,7 +90,14 @@ async def build_workers(
             Worker(
                 client,
                 task_queue=settings.workflow_task_queue,
-                workflows=[IndexingWorkflow, DocumentWorkflow, GenerationWorkflow, GcWorkflow],
+                workflows=[
+                    IndexingWorkflow,
+                    DocumentWorkflow,
+                    GenerationWorkflow,
+                    GcWorkflow,
+                    SourceWorkflow,
+                    SourceTickWorkflow,
+                ],
                 # Postgres I/O only, run as local activities: bookkeeping and the store step
                 # (and the outcome of a failed document, as an activity).
                 activities=[
@@ -94,6 +106,10 @@ async def build_workers(
                     *StoreActivities(StoreSteps(blobs, pool, settings.prices)).all(),
                     # The blob store's GC sweep (GcWorkflow): Postgres and blob store I/O.
                     *GcActivities(pool, blobs).all(),
+                    # Sources' syncs (SourceWorkflow): list, copy, record runs, start them.
+                    *SourceActivities(
+                        SourceSync(pool, blobs, settings, _run_starter(client, settings))
+                    ).all(),
                 ],
                 **common,
             )
@@ -199,3 +215,31 @@ async def build_workers(
             cage.close()
         if pool is not None:
             await pool.close()
+
+
+def _run_starter(client: Client, settings: Settings) -> StartRun:
+    """How a source's sync starts the runs it records: as an upload does (the core does not
+    import the workflows, so the worker hands it this)."""
+    from temporalio.service import RPCError
+
+    from workflows.starter import start_run
+
+    async def start(
+        run_id: str, document_count: int, tenant_id: str, spec: PipelineSpec, generation_id: str
+    ) -> bool:
+        try:
+            return await start_run(
+                client,
+                settings,
+                run_id,
+                document_count,
+                tenant_id,
+                spec=spec,
+                generation_id=generation_id,
+            )
+        except RPCError:
+            # Recorded with its documents: the API's reconciler starts it once it can.
+            log.exception("could not start run %s of a source now", run_id)
+            return False
+
+    return start
