@@ -24,7 +24,16 @@ from workflows.starter import resume_orphaned_runs
 from .body_limit import BodyLimits
 from .deps import Resources, authenticate
 from .key_gate import KeyGate
-from .routes import documents, generations, health, metrics, retries, runs, search
+from .routes import (
+    documents,
+    generations,
+    health,
+    metrics,
+    retries,
+    runs,
+    search,
+    sources,
+)
 from .schemas import problems
 
 log = logging.getLogger(__name__)
@@ -82,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         search.router,
         generations.router,
         generations.eval_sets,
+        sources.router,
     ):
         app.include_router(
             router,

@@ -469,8 +469,10 @@ def bench(ctx: typer.Context) -> None:
 def _subcommands() -> None:
     from .gc import gc
     from .generations import generations
+    from .sources import sources
 
     app.add_typer(generations, name="generations")
+    app.add_typer(sources, name="sources")
     app.command("gc")(gc)
 
 
