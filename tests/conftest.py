@@ -95,6 +95,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Set
         # Tests catch page ranges half-way: checkpoints every 5 pages, the model pipeline's
         # plan, not the native pipeline's 50 (runs set their own split and range sizes).
         parse_checkpoint_pages=5,
+        # file:// sources (tests/test_sources.py) may read folders under this one only.
+        source_file_root=data_dir / "sources",
     )
 
 

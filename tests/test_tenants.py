@@ -44,11 +44,15 @@ async def test_every_route_but_health_and_metrics_requires_a_valid_key(api_app: 
         "run_id": str(uuid.uuid4()),
         "document_id": str(uuid.uuid4()),
         "generation_id": str(uuid.uuid4()),
+        "webhook_id": str(uuid.uuid4()),
+        "source_id": str(uuid.uuid4()),
     }
-    transport = httpx.ASGITransport(app=api_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://docindex") as http:
-        for method, path in routes:
-            url = concrete(path, ids)
+    for n, (method, path) in enumerate(routes):
+        url = concrete(path, ids)
+        # Each route from an address of its own: one address may present only
+        # bad_key_rate_limit bad keys a minute, and there are more routes than that.
+        transport = httpx.ASGITransport(app=api_app, client=(f"192.0.2.{n + 1}", 123))
+        async with httpx.AsyncClient(transport=transport, base_url="http://docindex") as http:
             for headers in (
                 {},
                 {"Authorization": "Bearer dk_000000000000_not-a-key"},
@@ -57,6 +61,8 @@ async def test_every_route_but_health_and_metrics_requires_a_valid_key(api_app: 
                 response = await http.request(method, url, headers=headers)
                 assert response.status_code == 401, (method, url, headers, response.text)
                 assert response.headers["www-authenticate"] == "Bearer"
+    transport = httpx.ASGITransport(app=api_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://docindex") as http:
         for path in PUBLIC:
             assert (await http.get(path)).status_code == 200, path
 
@@ -74,10 +80,20 @@ async def test_a_tenant_reaches_nothing_of_another(
     assert (await wait_for_run(alice, run_id))["status"] == "completed"
 
     generation = (await alice.get("/v1/generations")).json()["generations"][0]
+    webhook = await alice.post(
+        "/v1/webhooks", json={"url": "https://example.com/hook", "events": ["run.completed"]}
+    )
+    assert settings.source_file_root is not None
+    folder = settings.source_file_root / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    source = await alice.post("/v1/sources", json={"url": folder.as_uri(), "interval_s": 3600})
+    assert source.status_code == 201, source.text
     ids = {
         "run_id": run_id,
         "document_id": document_id,
         "generation_id": generation["generation_id"],
+        "webhook_id": webhook.json()["webhook_id"],
+        "source_id": source.json()["source_id"],
     }
     probed: set[tuple[str, str]] = set()
     for method, path in tenant_routes(api_app):
@@ -90,6 +106,10 @@ async def test_a_tenant_reaches_nothing_of_another(
     assert ("DELETE", "/v1/documents/{document_id}") in probed
     assert ("POST", "/v1/runs/{run_id}/retry") in probed
     assert ("POST", "/v1/generations/{generation_id}/promote") in probed
+    assert ("GET", "/v1/runs/{run_id}/events") in probed
+    assert ("GET", "/v1/webhooks/{webhook_id}/deliveries") in probed
+    assert ("DELETE", "/v1/sources/{source_id}") in probed
+    assert (await alice.get(f"/v1/sources/{ids['source_id']}")).json()["status"] == "active"
 
     # Search and bulk retry see only the caller's own documents.
     query = {"query": "aurochs herd crossing the river", "top_k": 10}
