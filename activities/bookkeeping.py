@@ -5,12 +5,23 @@ They run on the workflow task queue: they are quick, and must not wait behind pa
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+
 import asyncpg
 from pydantic import BaseModel
 from temporalio import activity
 
 from docindex import repository
+from docindex.events import DocumentEvent
 from docindex.models import DocStatus, DocumentOutcome, DocumentTask, RetryRequest, RunState
+from docindex.repository import events
+
+# Wakes the delivery workflows of these webhooks: they have deliveries to send.
+Wake = Callable[[Sequence[str]], Awaitable[None]]
+
+
+async def no_webhooks(webhook_ids: Sequence[str]) -> None:
+    return None
 
 
 class FetchDocumentsInput(BaseModel):
@@ -53,8 +64,9 @@ class RunCounts(BaseModel):
 
 
 class Bookkeeping:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, wake: Wake = no_webhooks) -> None:
         self.pool = pool
+        self.wake = wake
 
     @activity.defn
     async def fetch_run_documents(self, inp: FetchDocumentsInput) -> list[DocumentTask]:
@@ -78,6 +90,13 @@ class Bookkeeping:
             failed=inp.failed,
             cancelled=inp.cancelled,
         )
+        if inp.status not in (RunState.QUEUED, RunState.RUNNING):
+            await self.wake(await events.record_run_end(self.pool, inp.run_id, inp.status))
+
+    @activity.defn
+    async def record_document_event(self, event: DocumentEvent) -> None:
+        """A document's step changed: its run's event log says so (the live stream)."""
+        await self.wake(await events.record_document_event(self.pool, event))
 
     @activity.defn
     async def record_document_outcome(self, inp: RecordOutcomeInput) -> None:
@@ -93,6 +112,8 @@ class Bookkeeping:
             )
             return
         await repository.record_outcome(self.pool, o.document_id, o.status, o.error_type, o.error)
+        event = DocumentEvent(document_id=o.document_id, status=o.status, error_type=o.error_type)
+        await self.wake(await events.record_document_event(self.pool, event))
 
     @activity.defn
     async def requeue_documents(self, inp: RequeueInput) -> list[RequeuedDocument]:
@@ -119,7 +140,15 @@ class Bookkeeping:
 
     @activity.defn
     async def cancel_queued_documents(self, run_id: str) -> int:
-        return await repository.cancel_queued_documents(self.pool, run_id)
+        # The run is being cancelled: nothing starts these documents meanwhile.
+        queued = await events.queued_documents(self.pool, run_id)
+        count = await repository.cancel_queued_documents(self.pool, run_id)
+        for document_id in queued:
+            event = DocumentEvent(
+                document_id=document_id, status=DocStatus.CANCELLED, error_type="Cancelled"
+            )
+            await self.wake(await events.record_document_event(self.pool, event))
+        return count
 
     def all(self) -> list:
         return [
@@ -127,6 +156,7 @@ class Bookkeeping:
             self.fetch_requeued_documents,
             self.set_run_status,
             self.record_document_outcome,
+            self.record_document_event,
             self.cancel_queued_documents,
             self.requeue_documents,
             self.count_run_documents,

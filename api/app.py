@@ -23,9 +23,11 @@ from workflows.starter import resume_orphaned_runs
 
 from .body_limit import BodyLimits
 from .deps import Resources, authenticate
+from .events import EventHub
 from .key_gate import KeyGate
 from .routes import (
     documents,
+    events,
     generations,
     health,
     metrics,
@@ -71,10 +73,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Load the query embedder now, in the background, so the first search is fast.
         resources.load_embedder()
         reconciler = asyncio.create_task(_resume_orphaned_runs_forever(resources))
+        # One LISTEN connection fans run events out to this process's SSE streams.
+        app.state.event_hub = EventHub(settings.database_url)
+        await app.state.event_hub.start()
         try:
             yield
         finally:
             reconciler.cancel()
+            await app.state.event_hub.close()
             await pool.close()
 
     app = FastAPI(
@@ -87,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         documents.router,
         runs.router,
+        events.router,
         retries.router,
         search.router,
         generations.router,

@@ -88,6 +88,56 @@ CREATE UNIQUE INDEX IF NOT EXISTS runs_tenant_idempotency_key
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS pipeline jsonb;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS pipeline_digest text;
 
+-- A run's events (GET /v1/runs/{id}/events, webhooks): appended where a document's state or
+-- step changes, numbered per run by runs.event_seq. Taking the next number locks the run's
+-- row until the event commits, so a run's events commit in the order of their numbers and a
+-- reader that resumes after number n (Last-Event-ID) misses none. NOTIFY docindex_run_events
+-- carries the run id; readers fetch from Postgres.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS event_seq bigint NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS run_events (
+    run_id          uuid NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    seq             bigint NOT NULL,
+    tenant_id       text NOT NULL,
+    kind            text NOT NULL,
+    document_id     uuid,
+    data            jsonb NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, seq)
+);
+CREATE INDEX IF NOT EXISTS run_events_document ON run_events (document_id, seq)
+    WHERE document_id IS NOT NULL;
+-- Webhooks: the secret is kept to sign deliveries (HMAC needs it), shown to the tenant once.
+-- A delivery is recorded with the event that causes it (same statement); the webhook's
+-- workflow sends its pending deliveries in order (seq) and records each attempt here.
+CREATE TABLE IF NOT EXISTS webhooks (
+    webhook_id      uuid PRIMARY KEY,
+    tenant_id       text NOT NULL,
+    url             text NOT NULL,
+    events          text[] NOT NULL,
+    secret          text NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS webhooks_tenant ON webhooks (tenant_id);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    seq             bigserial PRIMARY KEY,
+    delivery_id     uuid NOT NULL UNIQUE,
+    webhook_id      uuid NOT NULL REFERENCES webhooks (webhook_id) ON DELETE CASCADE,
+    event_type      text NOT NULL,
+    run_id          uuid NOT NULL,
+    event_seq       bigint NOT NULL,
+    data            jsonb NOT NULL,
+    status          text NOT NULL DEFAULT 'pending',
+    attempts        integer NOT NULL DEFAULT 0,
+    last_attempt_at timestamptz,
+    last_status_code integer,
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    delivered_at    timestamptz
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_pending ON webhook_deliveries (webhook_id, seq)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_webhook ON webhook_deliveries (webhook_id, seq);
+
 -- Keyword search (hybrid search, issue #15). Runs of Chinese, Japanese and Korean characters
 -- become overlapping character bigrams ("建筑节能" → "建筑 筑节 节能"), as Lucene's CJK analyzer
 -- indexes them: Chinese and Japanese put no spaces between words and Korean attaches

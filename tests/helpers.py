@@ -132,3 +132,25 @@ def run_input(settings: Settings, run_id: str, document_count: int, **overrides:
     return base.model_copy(
         update={"spec": spec, "options": base.options.model_copy(update=overrides)}
     )
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any, port: int | None = None) -> AsyncIterator[str]:
+    """Serve an ASGI app over real HTTP on localhost (streams arrive as they are written,
+    which the in-process transport does not do); yields its base URL."""
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

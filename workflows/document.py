@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         STEP_TIMED_OUT,
         WORKER_LOST,
     )
+    from docindex.events import DocumentEvent
     from docindex.ids import derive_workflow_id
     from docindex.metrics import count_in_workflow
     from docindex.models import DocStatus, DocumentOutcome, Step
@@ -93,6 +94,9 @@ STORE_RETRY = dataclasses.replace(STEP_RETRY, maximum_attempts=30)
 # The run's bookkeeping waits for Postgres indefinitely.
 BOOKKEEPING_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 
+# A step's event (the live stream) is not worth holding a document up for: a few tries.
+EVENT_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5), maximum_attempts=3)
+
 
 @dataclasses.dataclass(frozen=True)
 class StepPolicy:
@@ -128,6 +132,9 @@ STEPS: dict[Callable[..., Any], StepPolicy] = {
     Bookkeeping.record_document_outcome: StepPolicy(
         timedelta(minutes=1), BOOKKEEPING_RETRY, heartbeats=False
     ),
+    Bookkeeping.record_document_event: StepPolicy(
+        timedelta(seconds=10), EVENT_RETRY, heartbeats=False, local=True
+    ),
 }
 
 # DocStatus search attribute while a document is in a step.
@@ -159,17 +166,16 @@ class DocumentWorkflow:
         self._begin(inp)
         task, spec = inp.task, inp.spec
         try:
-            self._enter(Step.PARSE)
+            await self._enter(Step.PARSE)
             prepared = await self._on_cpu_queue(self._prepare)
             assert prepared.chunked is not None
             self._progress_of().chunk_count = prepared.chunked.chunk_count
             if prepared.metadata is not None and prepared.metadata.quality is not None:
                 self._progress_of().warning = prepared.metadata.quality.warning
 
-            self._enter(Step.ENRICH)
             enriched, contexts = await self._enrich(prepared)
 
-            self._enter(Step.EMBED)
+            await self._enter(Step.EMBED)
             embedded: Embedded = await self._step(
                 EmbeddingActivities.embed_chunks,
                 EmbedInput(
@@ -183,7 +189,7 @@ class DocumentWorkflow:
                 queue=self._embed_queue(),
             )
 
-            self._enter(Step.STORE)
+            await self._enter(Step.STORE)
             stored: Stored = await self._step(
                 StoreActivities.store_document,
                 StoreInput.of(
@@ -282,7 +288,7 @@ class DocumentWorkflow:
         text to the parse, describe and chunk it."""
         spec, opts = self._input.spec, self._input.options
         assert prepared.parsed is not None
-        self._enter(Step.OCR)
+        await self._enter(Step.OCR)
         progress = self._progress_of()
         progress.ocr_pages, progress.ocr_pages_done = len(prepared.ocr_pages), 0
         window = asyncio.Semaphore(opts.max_parallel_ranges)
@@ -337,6 +343,7 @@ class DocumentWorkflow:
                     summary=f"{self._document.filename}: pages {first}-{last}",
                 )
             progress.pages_parsed = (progress.pages_parsed or 0) + last - first + 1
+            await self._record_event()
             return result.part_keys
 
         ranges = page_ranges(1, inspected.pages or 0, spec.parser.range_pages)
@@ -358,6 +365,7 @@ class DocumentWorkflow:
         enricher, opts = self._input.spec.enricher, self._input.options
         if not isinstance(enricher, AnthropicEnricher):
             return None, []
+        await self._enter(Step.ENRICH)
         assert prepared.parsed is not None and prepared.chunked is not None
         chunked, sha256 = prepared.chunked, self._document.sha256
         enriched: Enriched = await self._step(
@@ -447,11 +455,33 @@ class DocumentWorkflow:
         self._cpu_queue = large
         return await step(self._cpu_queue)
 
-    def _enter(self, step: Step) -> None:
-        # Who wants a running document's step asks this workflow (the status query): a
-        # signal to the run per step would cost two workflow tasks per step and document.
+    async def _enter(self, step: Step) -> None:
+        # Who wants a running document's step asks this workflow (the status query) or
+        # follows its run's events: a signal to the run per step would cost two workflow
+        # tasks per step and document.
         self._progress_of().step = step
         workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(STEP_STATUS[step])])
+        await self._record_event()
+
+    async def _record_event(self) -> None:
+        """Append the document's state to its run's events (live stream, webhooks). A local
+        activity: it runs inside the workflow task that schedules the step, so it costs one
+        Postgres statement, not a workflow task. A derive is not part of any run's events."""
+        if self._input.derive:
+            return
+        progress = self._progress_of()
+        event = DocumentEvent(
+            document_id=progress.document_id,
+            status=progress.status,
+            step=progress.step,
+            pages_parsed=progress.pages_parsed,
+        )
+        try:
+            await self._step(Bookkeeping.record_document_event, event)
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise
+            workflow.logger.warning("%s: event not recorded: %s", progress.filename, err.cause)
 
     def _complete(self, stored: Stored) -> DocumentOutcome:
         progress = self._progress_of()
