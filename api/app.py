@@ -35,6 +35,7 @@ from .routes import (
     runs,
     search,
     sources,
+    webhooks,
 )
 from .schemas import problems
 
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generations.router,
         generations.eval_sets,
         sources.router,
+        webhooks.router,
     ):
         app.include_router(
             router,

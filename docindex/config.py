@@ -400,6 +400,19 @@ class Settings(BaseSettings):
         description="USD per million tokens, by model; JSON in DOCINDEX_PRICES",
     )
 
+    # Webhooks (POST /v1/webhooks): each delivery retried with backoff until its time is up.
+    webhook_allow_private_urls: bool = Field(
+        default=False,
+        description="Let webhooks reach private, loopback and link-local addresses (tests, "
+        "a receiver on the same network); off, such URLs are refused (SSRF)",
+    )
+    webhook_retry_initial_s: float = Field(default=5.0, gt=0)
+    webhook_retry_max_interval_s: float = Field(default=600.0, gt=0)
+    webhook_max_age_s: float = Field(
+        default=24 * 3600.0, gt=0, description="How long a delivery is retried, from its event"
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="One attempt's time limit")
+
     @field_validator("ocr", mode="before")
     @classmethod
     def _ocr_switch(cls, value: object) -> object:

@@ -97,6 +97,11 @@ def settings(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Set
         parse_checkpoint_pages=5,
         # file:// sources (tests/test_sources.py) may read folders under this one only.
         source_file_root=data_dir / "sources",
+        # Webhook receivers in tests listen on localhost, and a receiver that is down at
+        # first is retried within a second or two.
+        webhook_allow_private_urls=True,
+        webhook_retry_initial_s=0.2,
+        webhook_retry_max_interval_s=1.0,
     )
 
 

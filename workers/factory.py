@@ -74,6 +74,7 @@ async def build_workers(
         from activities.generations import GenerationBookkeeping
         from activities.sources import SourceActivities
         from activities.storing import StoreActivities
+        from activities.webhooks import WebhookActivities
         from docindex.sources import SourceSync
         from docindex.steps.store import StoreSteps
         from workflows.document import DocumentWorkflow
@@ -81,11 +82,23 @@ async def build_workers(
         from workflows.generation import GenerationWorkflow
         from workflows.indexing import IndexingWorkflow
         from workflows.source import SourceTickWorkflow, SourceWorkflow
+        from workflows.webhook import WebhookWorkflow, wake_webhooks
 
         from .bytecode import compile_workflow_modules
 
         compile_workflow_modules()
         pool = await create_pool(database_url, max_size=8)
+
+        async def wake(webhook_ids: Sequence[str]) -> None:
+            # Best effort: the deliveries are recorded, and an idle webhook workflow looks
+            # for them on its own within its poll interval.
+            if not webhook_ids:
+                return
+            try:
+                await wake_webhooks(client, settings, webhook_ids)
+            except Exception:
+                log.warning("could not wake webhooks %s", webhook_ids, exc_info=True)
+
         workers.append(
             Worker(
                 client,
@@ -97,18 +110,25 @@ async def build_workers(
                     GcWorkflow,
                     SourceWorkflow,
                     SourceTickWorkflow,
+                    WebhookWorkflow,
                 ],
                 # Postgres I/O only, run as local activities: bookkeeping and the store step
                 # (and the outcome of a failed document, as an activity).
                 activities=[
-                    *Bookkeeping(pool).all(),
+                    *Bookkeeping(pool, wake).all(),
                     *GenerationBookkeeping(pool).all(),
-                    *StoreActivities(StoreSteps(blobs, pool, settings.prices)).all(),
+                    *StoreActivities(StoreSteps(blobs, pool, settings.prices), wake).all(),
                     # The blob store's GC sweep (GcWorkflow): Postgres and blob store I/O.
                     *GcActivities(pool, blobs).all(),
                     # Sources' syncs (SourceWorkflow): list, copy, record runs, start them.
                     *SourceActivities(
                         SourceSync(pool, blobs, settings, _run_starter(client, settings))
+                    ).all(),
+                    # Webhook deliveries (WebhookWorkflow): Postgres, then one HTTP POST.
+                    *WebhookActivities(
+                        pool,
+                        allow_private=settings.webhook_allow_private_urls,
+                        timeout_s=settings.webhook_timeout_s,
                     ).all(),
                 ],
                 **common,
