@@ -96,3 +96,11 @@ class RetryRequest(BaseModel):
     document_ids: list[str] | None = None  # None: every failed or cancelled document
     error_types: list[str] | None = None  # only documents that failed with these
     include_completed: bool = False  # re-index completed documents too (reindex)
+
+
+class RetryAccepted(BaseModel):
+    """What a retry (or reindex) of a run started: the run's update result, and the API's
+    answer."""
+
+    run_id: str
+    document_ids: list[str]

@@ -312,3 +312,13 @@ CREATE TABLE IF NOT EXISTS source_objects (
 CREATE INDEX IF NOT EXISTS source_objects_pending ON source_objects (source_id, key)
     WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS source_objects_document ON source_objects (document_id);
+-- Lists of a tenant's documents and runs, newest first, a page at a time (GET /v1/documents,
+-- GET /v1/runs): each page is an index range scan from the last page's (created_at, id),
+-- in the order served, so no page sorts or skips rows. With a status, the status indexes.
+CREATE INDEX IF NOT EXISTS documents_tenant_created
+    ON documents (tenant_id, created_at DESC, document_id DESC);
+CREATE INDEX IF NOT EXISTS documents_tenant_status_created
+    ON documents (tenant_id, status, created_at DESC, document_id DESC);
+CREATE INDEX IF NOT EXISTS runs_tenant_created ON runs (tenant_id, created_at DESC, run_id DESC);
+CREATE INDEX IF NOT EXISTS runs_tenant_status_created
+    ON runs (tenant_id, status, created_at DESC, run_id DESC);

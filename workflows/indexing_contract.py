@@ -7,6 +7,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+# RetryAccepted is the API's answer too; it lives with the vocabulary the client shares.
+from docindex.models import RetryAccepted as RetryAccepted
 from docindex.models import RunState
 from docindex.spec import PipelineSpec
 
@@ -46,11 +48,6 @@ class RunProgress(BaseModel):
     running: int
     documents: list[DocumentProgress] = Field(default_factory=list)
     quarantined: int = 0
-
-
-class RetryAccepted(BaseModel):
-    run_id: str
-    document_ids: list[str]
 
 
 class RunSummary(BaseModel):

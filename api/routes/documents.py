@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Header, HTTPException, Response, UploadFile, status
+from fastapi import (
+    APIRouter,
+    File,
+    Form,
+    Header,
+    HTTPException,
+    Query,
+    Response,
+    UploadFile,
+    status,
+)
 from temporalio.service import RPCError
 
 from docindex import gc, repository
+from docindex.api_models import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
 from docindex.ids import run_workflow_id
-from docindex.models import RetryRequest
+from docindex.models import DocStatus, RetryRequest
 from workflows import names
 from workflows.indexing_contract import RetryAccepted
 from workflows.starter import retry_run
 
 from ..deps import PrincipalDep, ResourcesDep
 from ..live import query_document
-from ..schemas import DocumentDetail, UploadAccepted, problems
+from ..schemas import DocumentDetail, DocumentItem, DocumentPage, UploadAccepted, problems
 from ..services import uploads
 from ..services.uploads import IncomingFile
 
@@ -93,6 +105,58 @@ def _http_error(exc: uploads.UploadRefused) -> HTTPException:
     retry_after_s = getattr(exc, "retry_after_s", None)
     headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
     return HTTPException(_REFUSED_STATUS[type(exc)], str(exc), headers=headers)
+
+
+@router.get("", response_model=DocumentPage)
+async def list_documents(
+    res: ResourcesDep,
+    principal: PrincipalDep,
+    status_: Annotated[DocStatus | None, Query(alias="status")] = None,
+    run_id: uuid.UUID | None = None,
+    filename: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=255,
+            description="A glob as search takes it (*, ?, [abc], [!abc]); case-insensitive",
+        ),
+    ] = None,
+    created_after: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the previous page")
+    ] = None,
+) -> DocumentPage:
+    """This tenant's documents, newest first, a page at a time. Statuses are as recorded
+    (``GET /v1/documents/{id}`` has live progress); pages stay consistent while uploads
+    arrive: later uploads come before the first page, never into later ones."""
+    try:
+        after = repository.Position.from_cursor("documents", cursor) if cursor else None
+        if filename is not None:
+            repository.filename_regex(filename)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    if created_after is not None and created_after.tzinfo is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "created_after needs a time zone (Z or +hh:mm)"
+        )
+    rows = await repository.list_documents(
+        res.pool,
+        principal.tenant_id,
+        status=status_,
+        run_id=str(run_id) if run_id else None,
+        filename=filename,
+        created_after=created_after,
+        after=after,
+        limit=limit,
+    )
+    last = rows[-1] if len(rows) == limit else None
+    return DocumentPage(
+        documents=[DocumentItem.model_validate(r) for r in rows],
+        next_cursor=repository.Position(last.created_at, last.document_id).cursor("documents")
+        if last
+        else None,
+    )
 
 
 @router.get("/{document_id}", response_model=DocumentDetail)

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
 
 from docindex import repository
 from docindex.models import RetryRequest
 from workflows import starter
 
 from ..deps import PrincipalDep, ResourcesDep
+from ..schemas import BulkRetry, BulkRetryAccepted
 
 router = APIRouter(prefix="/v1/retries", tags=["runs"])
-
-
-class BulkRetry(BaseModel):
-    error_type: str = Field(
-        min_length=1, max_length=100, description="e.g. RateLimited, ProviderUnavailable"
-    )
-    since: datetime | None = Field(default=None, description="Only failures after this time")
-
-
-class BulkRetryAccepted(BaseModel):
-    runs: int
-    documents: int
 
 
 @router.post("", response_model=BulkRetryAccepted)

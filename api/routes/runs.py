@@ -6,12 +6,12 @@ import asyncio
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from docindex import gc, repository
+from docindex.api_models import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
 from docindex.models import DocStatus, RetryRequest, RunState
 from docindex.repository import RunRow, storage
 from workflows import names, starter
@@ -19,12 +19,41 @@ from workflows.indexing_contract import RetryAccepted, RunProgress
 
 from ..deps import PrincipalDep, ResourcesDep
 from ..live import query_running
-from ..schemas import DocumentStatus, RunStatus, problems
+from ..schemas import DocumentStatus, RetryBody, RunItem, RunPage, RunStatus, problems
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problems(404, 409))
 
 _OPEN = (RunState.QUEUED, RunState.RUNNING)
 _ENDED_UNRECORDED = (WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.TIMED_OUT)
+
+
+@router.get("", response_model=RunPage)
+async def list_runs(
+    res: ResourcesDep,
+    principal: PrincipalDep,
+    status_: Annotated[RunState | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the previous page")
+    ] = None,
+) -> RunPage:
+    """This tenant's runs, newest first, a page at a time, as recorded (``GET
+    /v1/runs/{id}`` has live progress); later uploads come before the first page, never
+    into later ones."""
+    try:
+        after = repository.Position.from_cursor("runs", cursor) if cursor else None
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    rows = await repository.list_runs(
+        res.pool, principal.tenant_id, status=status_, after=after, limit=limit
+    )
+    last = rows[-1] if len(rows) == limit else None
+    return RunPage(
+        runs=[RunItem.model_validate(r) for r in rows],
+        next_cursor=repository.Position(last.created_at, last.run_id).cursor("runs")
+        if last
+        else None,
+    )
 
 
 @router.get("/{run_id}", response_model=RunStatus)
@@ -170,17 +199,6 @@ async def delete_run(run_id: uuid.UUID, res: ResourcesDep, principal: PrincipalD
         raise HTTPException(status.HTTP_409_CONFLICT, "the run is running; cancel it first")
     await gc.delete_run(res.pool, res.blobs, principal.tenant_id, str(run_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-class RetryBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # It reaches the run's workflow history: held small.
-    error_types: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
-        default=None,
-        max_length=20,
-        description="Only documents that failed with these error types",
-    )
 
 
 @router.post("/{run_id}/retry", response_model=RetryAccepted)

@@ -29,6 +29,7 @@ from .documents import (
     fetch_requeued_documents,
     get_document,
     indexed_documents,
+    list_documents,
     list_run_documents,
     record_outcome,
     requeue_documents,
@@ -60,11 +61,13 @@ from .generations import (
     set_documents_total,
 )
 from .keys import KeyRow, active_key, insert_key, list_keys, revoke_key
+from .pages import Position
 from .runs import (
     RunRow,
     active_runs,
     create_run,
     get_run,
+    list_runs,
     lock_tenant_runs,
     resumable_runs,
     run_by_idempotency_key,
@@ -83,6 +86,7 @@ __all__ = [
     "GenerationStatus",
     "KeyRow",
     "NewDocument",
+    "Position",
     "RunRow",
     "SearchFilters",
     "SearchMode",
@@ -111,10 +115,12 @@ __all__ = [
     "get_run",
     "indexed_documents",
     "insert_key",
+    "list_documents",
     "list_eval_sets",
     "list_generations",
     "list_keys",
     "list_run_documents",
+    "list_runs",
     "live_generations",
     "lock_tenant_runs",
     "other_live_generations",

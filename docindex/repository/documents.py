@@ -14,6 +14,8 @@ import asyncpg
 from docindex.models import DocStatus, DocumentTask
 
 from ._db import Db, transaction
+from .chunks import filename_regex
+from .pages import Position
 
 
 @dataclass(frozen=True)
@@ -332,3 +334,69 @@ async def cancel_queued_documents(db: Db, run_id: str) -> int:
         uuid.UUID(run_id),
     )
     return len(rows)
+
+
+def list_documents_query(
+    tenant_id: str,
+    *,
+    status: DocStatus | None = None,
+    run_id: str | None = None,
+    filename: str | None = None,
+    created_after: datetime | None = None,
+    after: Position | None = None,
+    limit: int = 50,
+) -> tuple[str, list[Any]]:
+    """The statement ``list_documents`` runs (tests EXPLAIN it): the tenant's documents,
+    newest first, in ``(created_at, document_id)`` order, from the index
+    ``documents_tenant_created`` (or ``documents_tenant_status_created`` with a status)."""
+    params: list[Any] = [tenant_id]
+    conditions = ["tenant_id = $1"]
+
+    def param(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    if status is not None:
+        conditions.append(f"status = {param(status.value)}")
+    if run_id is not None:
+        conditions.append(f"run_id = {param(uuid.UUID(run_id))}")
+    if filename is not None:
+        conditions.append(f"filename ~* {param(filename_regex(filename))}")
+    if created_after is not None:
+        conditions.append(f"created_at > {param(created_after)}")
+    if after is not None:
+        # A row comparison, so the index's order serves it: strictly older than the
+        # position, ties on created_at (one upload's documents share it) broken by id.
+        conditions.append(
+            f"(created_at, document_id) < ({param(after.created_at)}, {param(uuid.UUID(after.id))})"
+        )
+    sql = (
+        f"SELECT * FROM documents WHERE {' AND '.join(conditions)} "
+        f"ORDER BY created_at DESC, document_id DESC LIMIT {param(limit)}"
+    )
+    return sql, params
+
+
+async def list_documents(
+    db: Db,
+    tenant_id: str,
+    *,
+    status: DocStatus | None = None,
+    run_id: str | None = None,
+    filename: str | None = None,
+    created_after: datetime | None = None,
+    after: Position | None = None,
+    limit: int = 50,
+) -> list[DocumentRow]:
+    """A page of the tenant's documents, newest first, after ``after`` (a page's last row).
+    ``filename`` is a glob as search takes it; ``ValueError`` when it is malformed."""
+    sql, params = list_documents_query(
+        tenant_id,
+        status=status,
+        run_id=run_id,
+        filename=filename,
+        created_after=created_after,
+        after=after,
+        limit=limit,
+    )
+    return [DocumentRow.from_record(r) for r in await db.fetch(sql, *params)]

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -14,6 +15,7 @@ from docindex.spec import PipelineSpec
 
 from ._db import Db, transaction
 from .documents import NewDocument, insert_documents
+from .pages import Position
 
 # The first key of the two-key advisory locks on a tenant's runs; two-key locks never meet
 # the one-key lock of the schema migration.
@@ -175,3 +177,42 @@ async def resumable_runs(db: Db, older_than_s: float) -> list[RunRow]:
         older_than_s,
     )
     return [RunRow.from_record(r) for r in rows]
+
+
+def list_runs_query(
+    tenant_id: str,
+    *,
+    status: RunState | None = None,
+    after: Position | None = None,
+    limit: int = 50,
+) -> tuple[str, list[Any]]:
+    """The statement ``list_runs`` runs (tests EXPLAIN it): the tenant's runs, newest
+    first, in ``(created_at, run_id)`` order, from ``runs_tenant_created`` (or
+    ``runs_tenant_status_created`` with a status)."""
+    params: list[Any] = [tenant_id]
+    conditions = ["tenant_id = $1"]
+    if status is not None:
+        params.append(status.value)
+        conditions.append(f"status = ${len(params)}")
+    if after is not None:
+        params += [after.created_at, uuid.UUID(after.id)]
+        conditions.append(f"(created_at, run_id) < (${len(params) - 1}, ${len(params)})")
+    params.append(limit)
+    sql = (
+        f"SELECT * FROM runs WHERE {' AND '.join(conditions)} "
+        f"ORDER BY created_at DESC, run_id DESC LIMIT ${len(params)}"
+    )
+    return sql, params
+
+
+async def list_runs(
+    db: Db,
+    tenant_id: str,
+    *,
+    status: RunState | None = None,
+    after: Position | None = None,
+    limit: int = 50,
+) -> list[RunRow]:
+    """A page of the tenant's runs, newest first, after ``after`` (a page's last row)."""
+    sql, params = list_runs_query(tenant_id, status=status, after=after, limit=limit)
+    return [RunRow.from_record(r) for r in await db.fetch(sql, *params)]
