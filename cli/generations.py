@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from . import main as cli
+
+if TYPE_CHECKING:
+    from docindex.api_models import GenerationDetail
+    from docindex.client import Client
 
 generations = typer.Typer(
     help="Index generations: re-derive every document with a new chunker, embedder or "
@@ -42,30 +46,26 @@ def create(
     wait: Annotated[bool, typer.Option(help="follow the build until it ends")] = False,
 ) -> None:
     """Start building a generation; omitted parts are the active generation's."""
-    body = {
-        k: v
-        for k, v in {
-            "chunker": _part(chunker, "--chunker"),
-            "embedder": _part(embedder, "--embedder"),
-            "enricher": _part(enricher, "--enricher"),
-        }.items()
-        if v is not None
+    parts = {
+        "chunker": _part(chunker, "--chunker"),
+        "embedder": _part(embedder, "--embedder"),
+        "enricher": _part(enricher, "--enricher"),
     }
-    with cli._api() as http:
-        accepted = cli._check(http.post("/v1/generations", json=body))
-        cli.console.print(f"generation [bold]{accepted['generation_id']}[/bold] building")
+    with cli._client() as api, cli._api_errors():
+        accepted = api.create_generation(**parts)
+        cli.console.print(f"generation [bold]{accepted.generation_id}[/bold] building")
         if wait:
-            _follow(http, accepted["generation_id"])
+            _follow(api, accepted.generation_id)
 
 
-def _follow(http: Any, generation_id: str) -> dict[str, Any]:
+def _follow(api: Client, generation_id: str) -> GenerationDetail:
     while True:
-        row = cli._check(http.get(f"/v1/generations/{generation_id}"))
+        row = api.get_generation(generation_id)
         cli.console.print(
-            f"{row['status']}: {row['documents_done']}/{row['documents_total']} documents, "
-            f"{row['documents_failed']} failed, {row['chunk_count']} chunks"
+            f"{row.status}: {row.documents_done}/{row.documents_total} documents, "
+            f"{row.documents_failed} failed, {row.chunk_count} chunks"
         )
-        if row["status"] != "building":
+        if row.status != "building":
             return row
         time.sleep(2.0)
 
@@ -73,20 +73,20 @@ def _follow(http: Any, generation_id: str) -> dict[str, Any]:
 @generations.command("list")
 def list_() -> None:
     """This tenant's generations, newest first."""
-    with cli._api() as http:
-        rows = cli._check(http.get("/v1/generations"))["generations"]
+    with cli._client() as api, cli._api_errors():
+        rows = api.list_generations()
     table = Table("generation", "status", "documents", "chunks", "embedder", "chunker", "cost $")
     for r in rows:
-        p = r["pipeline"]
+        p = r.pipeline
         table.add_row(
-            r["generation_id"],
-            r["status"],
-            f"{r['documents_done']}/{r['documents_total']}"
-            + (f" ({r['documents_failed']} failed)" if r["documents_failed"] else ""),
-            str(r["chunk_count"]),
+            r.generation_id,
+            str(r.status),
+            f"{r.documents_done}/{r.documents_total}"
+            + (f" ({r.documents_failed} failed)" if r.documents_failed else ""),
+            str(r.chunk_count),
             f"{p['embedder']['kind']}:{p['embedder'].get('model', '')}",
             f"{p['chunker']['kind']}:{p['chunker'].get('max_tokens', '')}",
-            f"{r['cost_usd']:.4f}",
+            f"{r.cost_usd:.4f}",
         )
     cli.console.print(table)
 
@@ -97,13 +97,11 @@ def status(
     wait: Annotated[bool, typer.Option(help="follow the build until it ends")] = False,
 ) -> None:
     """One generation's progress."""
-    with cli._api() as http:
+    with cli._client() as api, cli._api_errors():
         if wait:
-            _follow(http, generation_id)
+            _follow(api, generation_id)
         else:
-            cli.console.print_json(
-                json.dumps(cli._check(http.get(f"/v1/generations/{generation_id}")))
-            )
+            cli.console.print_json(api.get_generation(generation_id).model_dump_json())
 
 
 @generations.command("promote")
@@ -117,18 +115,18 @@ def promote(
     ] = 0.0,
 ) -> None:
     """Make a generation the one search serves (refused when it scores worse)."""
-    body = {"require": {"eval_set": eval_set, "min_recall_at_5": min_recall}} if eval_set else {}
-    with cli._api() as http:
-        response = http.post(f"/v1/generations/{generation_id}/promote", json=body)
-        result = cli._check(response)
-    previous = result["previous_generation_id"]
+    with cli._client() as api, cli._api_errors():
+        result = api.promote_generation(
+            generation_id, eval_set=eval_set, min_recall_at_5=min_recall
+        )
+    previous = result.previous_generation_id
     cli.console.print(
-        f"[bold]{result['generation_id']}[/bold] is active"
+        f"[bold]{result.generation_id}[/bold] is active"
         + (f"; {previous} retired (promote it to roll back)" if previous else "")
     )
-    if result.get("evaluation"):
-        e = result["evaluation"]
+    if result.evaluation:
+        e = result.evaluation
         cli.console.print(
-            f"recall@5 on {e['eval_set']}: {e['candidate_recall_at_5']:.3f} "
-            f"(active was {e['active_recall_at_5']})"
+            f"recall@5 on {e.eval_set}: {e.candidate_recall_at_5:.3f} "
+            f"(active was {e.active_recall_at_5})"
         )

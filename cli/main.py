@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
@@ -17,6 +18,10 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from docindex.config import get_settings
+
+if TYPE_CHECKING:
+    from docindex.api_models import DocumentStatus, RunStatus
+    from docindex.client import Client
 
 app = typer.Typer(help="Durable document indexing for RAG, on Temporal.", no_args_is_help=True)
 console = Console()
@@ -56,6 +61,26 @@ def _check(response: httpx.Response) -> Any:
         err.print(f"[red]{response.status_code}[/red] {response.text}")
         raise typer.Exit(1)
     return response.json()
+
+
+def _client(timeout: float = 60.0) -> Client:
+    """The API client the commands talk through (tests point it elsewhere)."""
+    # Imported here: `docindex --help` and the operator commands need none of it.
+    from docindex.client import Client
+
+    return Client(get_settings().resolved_api_url, _api_key(), timeout=timeout)
+
+
+@contextlib.contextmanager
+def _api_errors() -> Iterator[None]:
+    """An error answer ends the command as `_check` does: its status and body, exit 1."""
+    from docindex.client import ApiError
+
+    try:
+        yield
+    except ApiError as exc:
+        err.print(f"[red]{exc.status}[/red] {exc.text}")
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -119,48 +144,40 @@ def ingest(
     if not files:
         err.print("nothing to upload")
         raise typer.Exit(2)
-    with _api(timeout=600) as http:
-        handles = [open(f, "rb") for f in files]
-        try:
-            body = _check(
-                http.post(
-                    "/v1/documents",
-                    files=[("files", (f.name, h)) for f, h in zip(files, handles, strict=True)],
-                )
-            )
-        finally:
-            for h in handles:
-                h.close()
-        duplicates = [d for d in body["documents"] if d["duplicate"]]
+    with _client(timeout=600) as api, _api_errors():
+        accepted = api.upload(files)
+        duplicates = [d for d in accepted.documents if d.duplicate]
         for d in duplicates:
             console.print(
-                f"{d['filename']}: already uploaded as document {d['document_id']} "
-                f"(run {d['run_id']}); not indexed twice"
+                f"{d.filename}: already uploaded as document {d.document_id} "
+                f"(run {d.run_id}); not indexed twice"
             )
-        if body["run_id"] is None:
+        run_id = accepted.run_id
+        if run_id is None:
             return
         console.print(
-            f"run [bold]{body['run_id']}[/bold]: "
-            f"{len(body['documents']) - len(duplicates)} documents accepted "
-            f"({body['status_url']})"
+            f"run [bold]{run_id}[/bold]: "
+            f"{len(accepted.documents) - len(duplicates)} documents accepted "
+            f"({accepted.status_url})"
         )
         if not wait:
             return
         try:
-            final = _follow(http, body["run_id"])
+            final = _follow(api, run_id)
         except KeyboardInterrupt:
-            if not typer.confirm(f"\nCancel run {body['run_id']}?", default=False):
-                console.print(f"left running; follow it with: docindex status {body['run_id']}")
+            if not typer.confirm(f"\nCancel run {run_id}?", default=False):
+                console.print(f"left running; follow it with: docindex status {run_id}")
                 raise typer.Exit(130) from None
-            _check(http.post(f"/v1/runs/{body['run_id']}/cancel"))
-            final = _follow(http, body["run_id"])
+            api.cancel(run_id)
+            final = _follow(api, run_id)
     _print_run(final)
-    if final["status"] != "completed":
+    if final.status != "completed":
         raise typer.Exit(1)
 
 
-def _follow(http: httpx.Client, run_id: str) -> dict[str, Any]:
-    """Poll the run and draw one progress bar per document until it is done."""
+def _follow(api: Client, run_id: str) -> RunStatus:
+    """Draw one progress bar per document from the run's events (GET /v1/runs/{id}/events,
+    pushed as they happen: no polling) until its end, then return its status."""
     columns = (
         TextColumn("{task.description:<40}"),
         BarColumn(),
@@ -168,62 +185,59 @@ def _follow(http: httpx.Client, run_id: str) -> dict[str, Any]:
         TimeElapsedColumn(),
     )
     bars: dict[str, TaskID] = {}
+
+    def draw(
+        document_id: str, filename: str, status: str, step: str | None, error: str | None
+    ) -> None:
+        if document_id not in bars:
+            bars[document_id] = progress.add_task(filename[:40], total=len(STEPS), state="queued")
+        terminal = status in TERMINAL_DOC
+        done = len(STEPS) if terminal else (STEPS.index(step) if step in STEPS else 0)
+        state = status if terminal else (step or status)
+        progress.update(
+            bars[document_id], completed=done, state=f"{state}: {error}" if error else state
+        )
+
     with Progress(*columns, console=console) as progress:
-        while True:
-            run = _check(http.get(f"/v1/runs/{run_id}"))
-            for doc in run["documents"]:
-                if doc["document_id"] not in bars:
-                    bars[doc["document_id"]] = progress.add_task(
-                        doc["filename"][:40], total=len(STEPS), state="queued"
-                    )
-                done = (
-                    len(STEPS)
-                    if doc["status"] in TERMINAL_DOC
-                    else (STEPS.index(doc["step"]) if doc.get("step") in STEPS else 0)
-                )
-                state = (
-                    doc["status"]
-                    if doc["status"] in TERMINAL_DOC
-                    else (doc.get("step") or doc["status"])
-                )
-                if doc.get("error_type"):
-                    state = f"{state}: {doc['error_type']}"
-                progress.update(bars[doc["document_id"]], completed=done, state=state)
-            if run["status"] in TERMINAL_RUN:
-                return run
-            time.sleep(0.5)
+        for doc in api.get_run(run_id).documents:
+            draw(doc.document_id, doc.filename, str(doc.status), doc.step, doc.error_type)
+        for event in api.events(run_id):
+            if event.event == "document":
+                d = event.data
+                draw(d["document_id"], d["filename"], d["status"], d["step"], d["error_type"])
+    return api.get_run(run_id)
 
 
-def _print_run(run: dict[str, Any]) -> None:
-    table = Table(title=f"run {run['run_id']}: {run['status']}")
+def _print_run(run: RunStatus) -> None:
+    table = Table(title=f"run {run.run_id}: {run.status}")
     for col in ("document", "status", "pages", "chunks", "quality", "error"):
         table.add_column(col)
-    for d in run["documents"]:
-        error = f"{d['error_type']}: {d['error']}" if d.get("error_type") else ""
+    for d in run.documents:
+        error = f"{d.error_type}: {d.error}" if d.error_type else ""
         table.add_row(
-            d["filename"],
-            d["status"],
-            str(d.get("pages") or ""),
-            str(d.get("chunk_count") or ""),
+            d.filename,
+            str(d.status),
+            str(d.pages or ""),
+            str(d.chunk_count or ""),
             _quality(d),
             error,
         )
     console.print(table)
-    for d in run["documents"]:
-        if d.get("warning"):
-            console.print(f"[yellow]warning[/yellow] {d['filename']}: {d['warning']}")
+    for d in run.documents:
+        if d.warning:
+            console.print(f"[yellow]warning[/yellow] {d.filename}: {d.warning}")
     console.print(
-        f"completed {run['completed']} · failed {run['failed']} · "
-        f"cancelled {run['cancelled']} · quarantined {run.get('quarantined', 0)} "
-        f"of {run['document_count']}"
+        f"completed {run.completed} · failed {run.failed} · "
+        f"cancelled {run.cancelled} · quarantined {run.quarantined} "
+        f"of {run.document_count}"
     )
 
 
-def _quality(doc: dict[str, Any]) -> str:
+def _quality(doc: DocumentStatus) -> str:
     """A PDF's pages by what they gave: ``12 text · 3 ocr · 1 empty · 2 tables``."""
-    if doc.get("ocr_pages") and doc.get("step") == "ocr":
-        return f"OCR {doc.get('ocr_pages_done') or 0}/{doc['ocr_pages']} pages"
-    quality = doc.get("quality")
+    if doc.ocr_pages and doc.step == "ocr":
+        return f"OCR {doc.ocr_pages_done or 0}/{doc.ocr_pages} pages"
+    quality = doc.quality
     if not quality:
         return ""
     parts = [f"{quality[k]} {k}" for k in ("text", "ocr", "unreadable", "empty") if quality.get(k)]
@@ -235,8 +249,9 @@ def _quality(doc: dict[str, Any]) -> str:
 @app.command()
 def status(run_id: str) -> None:
     """Show a run and its documents."""
-    with _api() as http:
-        _print_run(_check(http.get(f"/v1/runs/{run_id}")))
+    with _client() as api, _api_errors():
+        run = api.get_run(run_id)
+    _print_run(run)
 
 
 @app.command()
@@ -247,11 +262,11 @@ def cancel(
     ] = None,
 ) -> None:
     """Cancel a run, or one document of it."""
-    with _api() as http:
+    with _client() as api, _api_errors():
         if document:
-            _check(http.post(f"/v1/documents/{document}/cancel"))
+            api.cancel_document(document)
         else:
-            _check(http.post(f"/v1/runs/{run_id}/cancel"))
+            api.cancel(run_id)
     console.print("cancelling; `docindex status` shows when it has stopped")
 
 
@@ -266,16 +281,13 @@ def retry(
     ] = None,
 ) -> None:
     """Index again failed documents: of one run, or of every run by error class."""
-    with _api() as http:
+    with _client() as api, _api_errors():
         if run_id:
-            body = {"error_types": [error_type]} if error_type else {}
-            accepted = _check(http.post(f"/v1/runs/{run_id}/retry", json=body))
-            console.print(f"retrying {len(accepted['document_ids'])} documents of {run_id}")
+            accepted = api.retry(run_id, [error_type] if error_type else None)
+            console.print(f"retrying {len(accepted.document_ids)} documents of {run_id}")
         elif error_type:
-            accepted = _check(
-                http.post("/v1/retries", json={"error_type": error_type, "since": since})
-            )
-            console.print(f"retrying {accepted['documents']} documents in {accepted['runs']} runs")
+            bulk = api.retry_failures(error_type, since)
+            console.print(f"retrying {bulk.documents} documents in {bulk.runs} runs")
         else:
             err.print("give a run id, or --error-type")
             raise typer.Exit(2)
@@ -289,18 +301,15 @@ def search(
     filename: Annotated[str | None, typer.Option(help="only files matching this glob")] = None,
 ) -> None:
     """Search the index."""
-    request: dict[str, Any] = {"query": query, "top_k": top_k, "mode": mode}
-    if filename:
-        request["filename"] = filename
-    with _api() as http:
-        body = _check(http.post("/v1/search", json=request))
-    if not body["results"]:
+    with _client() as api, _api_errors():
+        body = api.search(query, top_k=top_k, mode=mode, filename=filename or None)
+    if not body.results:
         console.print("no results")
         return
-    for i, hit in enumerate(body["results"], 1):
-        pages = ",".join(map(str, hit["pages"])) or "-"
-        console.print(f"[bold]{i}. {hit['filename']}[/bold]  p.{pages}  score {hit['score']:.3f}")
-        snippet = escape(hit.get("highlight") or hit["text"][:300]).replace("\n", " ")
+    for i, hit in enumerate(body.results, 1):
+        pages = ",".join(map(str, hit.pages)) or "-"
+        console.print(f"[bold]{i}. {hit.filename}[/bold]  p.{pages}  score {hit.score:.3f}")
+        snippet = escape(hit.highlight or hit.text[:300]).replace("\n", " ")
         marked = snippet.replace("<mark>", "[reverse]").replace("</mark>", "[/reverse]")
         console.print("   " + marked)
 
@@ -469,10 +478,13 @@ def bench(ctx: typer.Context) -> None:
 def _subcommands() -> None:
     from .gc import gc
     from .generations import generations
+    from .lists import documents, runs
     from .sources import sources
 
     app.add_typer(generations, name="generations")
     app.add_typer(sources, name="sources")
+    app.add_typer(runs, name="runs")
+    app.add_typer(documents, name="documents")
     app.command("gc")(gc)
 
 
