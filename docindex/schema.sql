@@ -322,3 +322,16 @@ CREATE INDEX IF NOT EXISTS documents_tenant_status_created
 CREATE INDEX IF NOT EXISTS runs_tenant_created ON runs (tenant_id, created_at DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_tenant_status_created
     ON runs (tenant_id, status, created_at DESC, run_id DESC);
+-- A generation's chunk count (search chooses exact search for small ones) follows every
+-- deletion of its chunks, however it happens: a reindex replacing them, a document or run
+-- deleted (by cascade), a failed build cleaned up. Stores add what they insert.
+CREATE OR REPLACE FUNCTION docindex_chunks_deleted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE generations g SET chunk_count = greatest(g.chunk_count - d.n, 0)
+    FROM (SELECT generation_id, count(*) AS n FROM gone GROUP BY generation_id) AS d
+    WHERE g.generation_id = d.generation_id;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER chunks_deleted AFTER DELETE ON chunks
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION docindex_chunks_deleted();

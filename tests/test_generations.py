@@ -332,3 +332,26 @@ async def test_an_encrypted_pdf_is_reindexed_and_derived_after_its_password_went
     )
     built = await wait_for_generation(api, created.json()["generation_id"])
     assert (built["status"], built["documents_done"]) == ("ready", 1), built
+
+
+async def test_the_generation_counts_its_chunks_through_reindex_and_delete(
+    api: httpx.AsyncClient,
+) -> None:
+    ids = await upload(api, {n: DOCS[n] for n in ("pumps.md", "roof.md")})
+
+    async def counted() -> int:
+        (active,) = [
+            g
+            for g in (await api.get("/v1/generations")).json()["generations"]
+            if g["status"] == "active"
+        ]
+        return active["chunk_count"]
+
+    docs = {n: (await api.get(f"/v1/documents/{i}")).json() for n, i in ids.items()}
+    total = sum(d["chunk_count"] for d in docs.values())
+    assert await counted() == total
+    reindexed = await api.post(f"/v1/documents/{ids['pumps.md']}/reindex")
+    await wait_for_run(api, reindexed.json()["run_id"])
+    assert await counted() == total
+    assert (await api.delete(f"/v1/documents/{ids['pumps.md']}")).status_code == 204
+    assert await counted() == docs["roof.md"]["chunk_count"]

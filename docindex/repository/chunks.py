@@ -189,12 +189,9 @@ async def _replace_chunks(
     model: str,
     dimension: int,
 ) -> None:
-    removed = await conn.fetchval(
-        """WITH gone AS (DELETE FROM chunks WHERE document_id = $1 AND generation_id = $2
-                         RETURNING 1)
-           SELECT count(*) FROM gone""",
-        document,
-        generation,
+    # The trigger chunks_deleted takes the old chunks off the generation's count.
+    await conn.execute(
+        "DELETE FROM chunks WHERE document_id = $1 AND generation_id = $2", document, generation
     )
     await conn.copy_records_to_table(
         "chunks",
@@ -234,7 +231,7 @@ async def _replace_chunks(
         """UPDATE generations SET chunk_count = greatest(chunk_count + $2, 0)
            WHERE generation_id = $1""",
         generation,
-        len(chunks) - removed,
+        len(chunks),
     )
 
 
