@@ -35,6 +35,35 @@ def corpus_files(corpus: Path) -> list[Path]:
     return files
 
 
+def big_pdfs(corpus: Path, into: Path, count: int = 3, min_pages: int = 201) -> list[Path]:
+    """``count`` PDFs of at least ``min_pages`` pages each, made of the corpus's own PDFs
+    (``pdf/``), whole, one after another, each big PDF starting at another one of them. The
+    corpus holds one PDF over 100 pages (GeoTopo, 117); these are over the native pipeline's
+    split threshold (200), so the service parses them as checkpointed page ranges."""
+    import pypdfium2 as pdfium
+
+    sources: list[tuple[Path, int]] = []
+    for path in sorted((corpus / "pdf").rglob("*.pdf")):
+        try:
+            sources.append((path, len(pdfium.PdfDocument(path))))
+        except pdfium.PdfiumError:  # encrypted or damaged: not a page source
+            continue
+    if not sources or sum(n for _, n in sources) == 0:
+        raise MissingInput(f"no PDFs in {corpus / 'pdf'}")
+    into.mkdir(parents=True, exist_ok=True)
+    out: list[Path] = []
+    for i in range(count):
+        big, pages, k = pdfium.PdfDocument.new(), 0, i * len(sources) // count
+        while pages < min_pages:
+            path, n = sources[k % len(sources)]
+            big.import_pages(pdfium.PdfDocument(path))
+            pages, k = pages + n, k + 1
+        target = into / f"big-{i + 1}-{pages}p.pdf"
+        big.save(target)
+        out.append(target)
+    return out
+
+
 def pct(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0-100), linear between closest ranks; NaN for no values."""
     if not values:
@@ -187,10 +216,12 @@ def _proc_status_bytes(pid: int, field_name: str) -> int:
     return 0
 
 
-def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+def cpu_seconds(pids: dict[str, int], postgres_under: Path | None = None) -> dict[str, float]:
     """User + system CPU seconds so far of each named process (with its children), of this
     process (``bench``: the in-process pass runs here), of the Temporal dev server this
-    process started and of every Postgres process. Empty without psutil."""
+    process started and of every Postgres process (only the server whose data directory is
+    under ``postgres_under``, and its backends, when given: on a shared machine other
+    people's databases are busy too). Empty without psutil."""
     try:
         import psutil
     except ImportError:
@@ -211,8 +242,26 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
             proc = psutil.Process(pid)
             out[name] = spent([proc, *proc.children(recursive=True)])
     out["temporal"] = spent([c for c in me.children() if "temporal" in _name(c)])
-    out["postgres"] = spent([p for p in psutil.process_iter() if _name(p).startswith("postgres")])
+    postgres = [p for p in psutil.process_iter() if _name(p).startswith("postgres")]
+    if postgres_under is not None:
+        servers = [p for p in postgres if str(postgres_under) in " ".join(_cmdline(p))]
+        postgres = [q for p in servers for q in (p, *_children(p))]
+    out["postgres"] = spent(postgres)
     return out
+
+
+def _cmdline(proc: Any) -> list[str]:
+    try:
+        return list(proc.cmdline())
+    except Exception:  # gone, or not ours to inspect
+        return []
+
+
+def _children(proc: Any) -> list[Any]:
+    try:
+        return list(proc.children(recursive=True))
+    except Exception:  # gone
+        return []
 
 
 def _name(proc: Any) -> str:

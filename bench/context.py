@@ -30,6 +30,11 @@ class Ctx:
     # Figure 9's index: chunks of every tenant, and their dimension.
     index_chunks: int = 1_000_000
     index_dim: int = 384
+    # Figure 1: the big-PDF corpus instead of the shared one; the anchor's settings sweep
+    # (worker processes, texts per embedding batch).
+    big: bool = False
+    anchor_processes: tuple[int, ...] = (1, 2)
+    anchor_batches: tuple[int, ...] = (64, 256)
     # Peak RSS by process kind over every service run sampled so far (figure 8).
     memory: dict[str, int] = field(default_factory=dict)
     _apis: dict[tuple[tuple[str, str], ...], tuple[Proc, str]] = field(default_factory=dict)

@@ -1,16 +1,22 @@
 """Figure 1: the corpus through the service (upload → every document searchable) against the
-same steps in one process (``docindex index-local``), side by side, repetitions interleaved.
-Worker memory (figure 8) is sampled during the service runs."""
+best plain script with the same steps (``bench/anchor.py``: its best setting of a sweep) and
+the naive loop, side by side, repetitions interleaved; every pass must make the same
+documents (status, chunk count per file) or the figure is void. ``--big``: big PDFs instead,
+which the service parses as checkpointed page ranges. Worker memory (figure 8) is sampled
+during the service runs."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.common import PeakRss, corpus_files, cpu_seconds, median, upload
+from bench.anchor import Anchor, AnchorRun, Outcome, differences, outcomes
+from bench.common import PeakRss, big_pdfs, corpus_files, cpu_seconds, median, upload
 from bench.context import Ctx
 from bench.history import Breakdown, document_breakdown
 from docindex.ids import document_workflow_id
@@ -33,6 +39,7 @@ async def service_pass(
         wall = time.perf_counter() - started
     out: dict[str, Any] = {
         "wall_s": wall,
+        "run_id": body["run_id"],
         "completed": sum(s == "completed" for s in status.values()),
         "failed": sum(s != "completed" for s in status.values()),
     }
@@ -53,91 +60,226 @@ async def service_pass(
     return out
 
 
-async def local_pass(ctx: Ctx, paths: list[Any]) -> dict[str, Any]:
-    indexer = await ctx.local()
+async def anchor_pass(
+    ctx: Ctx, anchor: Anchor, paths: list[Path], tenant: str, processes: int, batch: int
+) -> dict[str, Any]:
     ctx.stack.forget_artifacts()
-    run = await indexer.index(paths, parallel=ctx.window, cpu_slots=ctx.parallel)
+    run = await anchor.run(paths, tenant, processes=processes, batch=batch)
+    return _anchor_result(run)
+
+
+async def naive_pass(ctx: Ctx, anchor: Anchor, paths: list[Path], tenant: str) -> dict[str, Any]:
+    ctx.stack.forget_artifacts()
+    return _anchor_result(await anchor.naive(paths, tenant))
+
+
+def _anchor_result(run: AnchorRun) -> dict[str, Any]:
     return {
         "wall_s": run.wall_s,
-        "completed": sum(d.status == "completed" for d in run.documents),
-        "failed": sum(d.status != "completed" for d in run.documents),
-        "step_s": {k: round(v, 3) for k, v in run.step_totals().items()},
+        "run_id": run.run_id,
+        "setting": run.setting,
+        "completed": run.completed,
+        "failed": run.failed,
+        "workers_cpu_s": run.workers_cpu_s,
+        "step_s": {k: round(v, 3) for k, v in run.step_s.items()},
     }
 
 
 async def measure(ctx: Ctx) -> dict[str, Any]:
-    paths = corpus_files(ctx.corpus)
-    if ctx.quick:  # a handful of small documents of each kind
-        paths = [p for p in paths if p.stat().st_size < 200_000][:8]
+    if ctx.big:
+        paths = big_pdfs(ctx.corpus, ctx.stack.root / "big-pdfs", count=2 if ctx.quick else 3)
+    else:
+        paths = corpus_files(ctx.corpus)
+        if ctx.quick:  # a handful of small documents of each kind
+            paths = [p for p in paths if p.stat().st_size < 200_000][:8]
     files = [(p.name, p.read_bytes()) for p in paths]
     await ctx.service()
-    await ctx.local()
-    # One unmeasured pass each over a few small files: imports, model warm-up, the first
-    # HNSW index (a full corpus pass would double this figure's time for nothing).
-    small = [p for p in paths if p.stat().st_size < 100_000][:4]
-    await service_pass(ctx, [(p.name, p.read_bytes()) for p in small], "bench-warmup")
-    await local_pass(ctx, small)
+    anchor = await asyncio.to_thread(Anchor, ctx.stack.settings, ctx.stack.pool)
+    try:
+        return await _measure(ctx, anchor, paths, files)
+    finally:
+        await asyncio.to_thread(anchor.close)
 
+
+async def _measure(
+    ctx: Ctx, anchor: Anchor, paths: list[Path], files: list[tuple[str, bytes]]
+) -> dict[str, Any]:
+    grid = [(p, b) for p in ctx.anchor_processes for b in ctx.anchor_batches]
+    # Models loaded and processes started before any clock; then one unmeasured pass of
+    # each kind over a few small files: imports, model warm-up, the first HNSW index (a
+    # full corpus pass would double this figure's time for nothing).
+    for p in ctx.anchor_processes:
+        await anchor.processes(p)
+    for b in {*ctx.anchor_batches, ctx.stack.settings.embed_micro_batch}:
+        await asyncio.to_thread(anchor.embed_steps, b)
+    small = [p for p in corpus_files(ctx.corpus) if p.stat().st_size < 100_000][:4]
+    await service_pass(ctx, [(p.name, p.read_bytes()) for p in small], "bench-warmup")
+    for p in ctx.anchor_processes:
+        await anchor_pass(ctx, anchor, small, f"bench-warmup-anchor-{p}", p, grid[0][1])
+    await naive_pass(ctx, anchor, small, "bench-warmup-naive")
+
+    # What the service makes of these files, the reference every other pass is held to.
     service: list[dict[str, Any]] = []
-    local: list[dict[str, Any]] = []
-    for i in range(ctx.repeat):
-        # Interleaved, so drift on a shared machine hits both sides alike.
-        before = cpu_seconds(ctx.worker_pids())
+    anchors: list[dict[str, Any]] = []
+    naive: list[dict[str, Any]] = []
+    checks: list[str] = []
+    reference: tuple[str | None, list[Outcome]] | None = None
+    loads: list[float] = []
+
+    async def check(side: str, run_id: str) -> None:
+        nonlocal reference
+        made = await outcomes(ctx.stack.pool, run_id)
+        if reference is None:
+            reference = made
+            return
+        checks.extend(f"{side}: {d}" for d in differences(reference, made))
+
+    async def run_service(i: int) -> None:
+        loads.append(os.getloadavg()[0])
+        before = cpu_seconds(ctx.worker_pids(), ctx.stack.root)
         with PeakRss(ctx.worker_pids()) as peak:
-            service.append(await service_pass(ctx, files, f"bench-overhead-{i}", breakdown=i == 0))
-        service[-1]["cpu_s"] = _spent(before, cpu_seconds(ctx.worker_pids()))
+            result = await service_pass(ctx, files, f"bench-overhead-{i}", breakdown=i == 0)
+        result["cpu_s"] = _spent(before, cpu_seconds(ctx.worker_pids(), ctx.stack.root))
         ctx.record_memory(peak.peaks)
-        before = cpu_seconds(ctx.worker_pids())
-        local.append(await local_pass(ctx, paths))
-        local[-1]["cpu_s"] = _spent(before, cpu_seconds(ctx.worker_pids()))
+        service.append(result)
+        await check("service", result["run_id"])
+
+    async def run_anchor(tenant: str, processes: int, batch: int) -> dict[str, Any]:
+        loads.append(os.getloadavg()[0])
+        before = cpu_seconds(ctx.worker_pids(), ctx.stack.root)
+        result = await anchor_pass(ctx, anchor, paths, tenant, processes, batch)
+        result["cpu_s"] = _spent(before, cpu_seconds(ctx.worker_pids(), ctx.stack.root))
+        result["cpu_s"]["anchor workers"] = result["workers_cpu_s"]
+        await check(f"anchor {result['setting']}", result["run_id"])
+        return result
+
+    async def run_naive(i: int) -> None:
+        loads.append(os.getloadavg()[0])
+        before = cpu_seconds(ctx.worker_pids(), ctx.stack.root)
+        result = await naive_pass(ctx, anchor, paths, f"bench-naive-{i}")
+        result["cpu_s"] = _spent(before, cpu_seconds(ctx.worker_pids(), ctx.stack.root))
+        naive.append(result)
+        await check("naive loop", result["run_id"])
+
+    # The sweep: one pass per setting; the fastest is the anchor the service is held to.
+    sweep: dict[str, float] = {}
+    for p, b in grid:
+        result = await run_anchor(f"bench-sweep-{p}-{b}", p, b)
+        sweep[result["setting"]] = round(result["wall_s"], 2)
+        ctx.console.print(f"  anchor {result['setting']}: {result['wall_s']:.2f}s")
+    best_p, best_b = min(grid, key=lambda pb: sweep[f"{pb[0]} proc, batch {pb[1]}"])
+    await asyncio.to_thread(anchor.close, keep=best_p)
+
+    for i in range(ctx.repeat):
+        # Interleaved, each side first in turn, so drift on a shared machine hits all alike.
+        order = ["service", "anchor", "naive"]
+        for side in order[i % 3 :] + order[: i % 3]:
+            if side == "service":
+                await run_service(i)
+            elif side == "anchor":
+                anchors.append(await run_anchor(f"bench-anchor-{i}", best_p, best_b))
+            else:
+                await run_naive(i)
         ctx.console.print(
-            f"  overhead rep {i + 1}: service {service[-1]['wall_s']:.2f}s, "
-            f"local {local[-1]['wall_s']:.2f}s"
+            f"  overhead rep {i + 1}: service {service[-1]['wall_s']:.2f}s, anchor "
+            f"{anchors[-1]['wall_s']:.2f}s, naive {naive[-1]['wall_s']:.2f}s"
         )
-    ratios = [s["wall_s"] / lo["wall_s"] for s, lo in zip(service, local, strict=True)]
-    ratio = median(ratios)
+    loads.append(os.getloadavg()[0])
+    assert reference is not None
+    equal = not checks
+    ratios = [s["wall_s"] / a["wall_s"] for s, a in zip(service, anchors, strict=True)]
+    naive_ratios = [s["wall_s"] / n["wall_s"] for s, n in zip(service, naive, strict=True)]
+    ratio, naive_ratio = median(ratios), median(naive_ratios)
     # CPU seconds by process, median per process over the repetitions: where the service's
     # extra time goes when every process shares the same cores.
     service_cpu = _median_by_key([s["cpu_s"] for s in service])
-    local_cpu = _median_by_key([lo["cpu_s"] for lo in local])
+    anchor_cpu = _median_by_key([a["cpu_s"] for a in anchors])
+    naive_cpu = _median_by_key([n["cpu_s"] for n in naive])
     cpu_ratio = (
         median(
             [
-                sum(s["cpu_s"].values()) / sum(lo["cpu_s"].values())
-                for s, lo in zip(service, local, strict=True)
+                sum(s["cpu_s"].values()) / sum(a["cpu_s"].values())
+                for s, a in zip(service, anchors, strict=True)
             ]
         )
-        if service_cpu and local_cpu
+        if service_cpu and anchor_cpu
         else float("nan")
     )
+    docs = reference[1]
+    chunks = sum(d.chunks for d in docs)
+    done = sum(d.status == "completed" for d in docs)
+    service_wall = median([s["wall_s"] for s in service])
+    anchor_wall = median([a["wall_s"] for a in anchors])
+    naive_wall = median([n["wall_s"] for n in naive])
+    verdict = (
+        f"yes: {len(docs)} files, {done} completed, {chunks} chunks, in all "
+        f"{len(service) + len(anchors) + len(naive) + len(grid)} passes"
+        if equal
+        else f"NO, figure void: {'; '.join(checks[:5])}"
+    )
+    best = f"{best_p} proc, batch {best_b}"
+    shown = f"{ratio:.3f}" if equal else f"void ({ratio:.3f}, outputs differ)"
     return {
+        "corpus": "big PDFs" if ctx.big else "shared corpus",
         "documents": len(paths),
+        "files": [p.name for p in paths],
         "bytes": sum(len(d) for _, d in files),
+        "chunks": chunks,
         "parallel": ctx.parallel,
         "window": ctx.window,
-        "service_wall_s": median([s["wall_s"] for s in service]),
-        "local_wall_s": median([lo["wall_s"] for lo in local]),
-        "ratio": ratio,
+        "service_wall_s": service_wall,
+        "anchor_wall_s": anchor_wall,
+        "naive_wall_s": naive_wall,
+        "anchor_setting": best,
+        "anchor_sweep_s": sweep,
+        "ratio": ratio if equal else float("nan"),
         "ratios": ratios,
+        "naive_ratio": naive_ratio,
+        "naive_ratios": naive_ratios,
         "goal_ratio": 1.05,
-        "service_completed": service[0]["completed"],
-        "local_completed": local[0]["completed"],
-        "service_breakdown": {k: v for k, v in service[0].items() if k not in ("wall_s", "cpu_s")},
-        "local_step_s": local[0]["step_s"],
+        "equal": equal,
+        "ok": equal,
+        "differences": checks,
+        "load_1m": {"min": round(min(loads), 2), "max": round(max(loads), 2)},
+        "service_breakdown": {
+            k: v for k, v in service[0].items() if k not in ("wall_s", "cpu_s", "run_id")
+        },
+        "anchor_step_s": anchors[0]["step_s"],
+        "naive_step_s": naive[0]["step_s"],
         "service_cpu_s": service_cpu,
-        "local_cpu_s": local_cpu,
+        "anchor_cpu_s": anchor_cpu,
+        "naive_cpu_s": naive_cpu,
         "cpu_ratio": cpu_ratio,
         "rows": [
-            ("documents (corpus)", f"{len(paths)}", ""),
-            ("in flight / parsing at once, both sides", f"{ctx.window} / {ctx.parallel}", ""),
-            ("service wall (median)", f"{median([s['wall_s'] for s in service]):.2f} s", ""),
-            ("in-process wall (median)", f"{median([lo['wall_s'] for lo in local]):.2f} s", ""),
-            ("ratio service / in-process", f"{ratio:.3f}", "≤ 1.05"),
-            ("CPU seconds, service / in-process", f"{cpu_ratio:.3f}", ""),
+            (
+                "documents" + (" (big PDFs)" if ctx.big else " (corpus)"),
+                f"{len(paths)} ({done} completed, {chunks} chunks)",
+                "",
+            ),
+            ("service: in flight / parsing at once", f"{ctx.window} / {ctx.parallel}", ""),
+            ("anchor sweep (one pass each)", _sweep(sweep), ""),
+            ("anchor: best setting", best, ""),
+            ("service wall (median)", f"{service_wall:.2f} s", ""),
+            ("anchor wall (median)", f"{anchor_wall:.2f} s", ""),
+            ("naive loop wall (median)", f"{naive_wall:.2f} s", ""),
+            (
+                "ratio service / anchor",
+                f"**{shown}** (repetitions {', '.join(f'{r:.2f}' for r in ratios)})",
+                "≤ 1.05",
+            ),
+            ("ratio service / naive loop", f"{naive_ratio:.3f}", ""),
+            ("same documents, statuses, chunk counts", verdict, "yes"),
+            ("CPU seconds, service / anchor", f"{cpu_ratio:.3f}", ""),
             ("service CPU s by process (median)", _by_process(service_cpu), ""),
-            ("in-process CPU s by process (median)", _by_process(local_cpu), ""),
+            ("anchor CPU s by process (median)", _by_process(anchor_cpu), ""),
+            ("naive loop CPU s by process (median)", _by_process(naive_cpu), ""),
+            ("load average (1 min) at each pass", f"{min(loads):.2f} to {max(loads):.2f}", ""),
         ],
     }
+
+
+def _sweep(sweep: dict[str, float]) -> str:
+    return "; ".join(f"{k}: {v:.1f} s" for k, v in sweep.items())
 
 
 ORCHESTRATION = ("temporal", "workflow", "api", "postgres", "bench")

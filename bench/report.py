@@ -22,7 +22,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m.get('memory_gib', '?')} GiB, GPU: {m.get('gpu')}, Python {m.get('python')}, "
         f"torch {m.get('torch', '?')}, {m.get('platform')}.",
         "",
-        f"Command: `{result['command']}`",
+        f"Command: `{result['command']}` on commit {result.get('commit', '?')}; load average "
+        f"(1/5/15 min) {result.get('load_at_start', '?')} at the start, "
+        f"{result.get('load_at_end', '?')} at the end.",
         "",
         "| figure | measure | value | goal |",
         "|---|---|---|---|",

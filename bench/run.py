@@ -108,6 +108,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--index-dim", type=int, default=384, help="figure 9: their dimension (default 384)"
     )
+    ap.add_argument(
+        "--big",
+        action="store_true",
+        help="figure 1 on big PDFs (over 200 pages, made of the corpus's PDFs): page ranges",
+    )
+    ap.add_argument(
+        "--anchor-processes",
+        type=_ints,
+        default=tuple(range(1, (os.cpu_count() or 2) + 1)),
+        help="figure 1: worker processes the anchor tries (default 1..cores), e.g. 1,2,3",
+    )
+    ap.add_argument(
+        "--anchor-batch",
+        type=_ints,
+        default=(64, 256),
+        help="figure 1: texts per embedding batch the anchor tries (default 64,256)",
+    )
     ap.add_argument("--corpus", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=Path(".docindex/bench.json"))
     return ap.parse_args(argv)
@@ -127,6 +144,8 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "repeat": args.repeat,
         "parallel": args.parallel,
         "window": args.window,
+        "commit": _commit(),
+        "load_at_start": _load(),
         "figures": {},
     }
     corpus = (args.corpus or default_corpus()).resolve()
@@ -146,6 +165,9 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             console=console,
             index_chunks=args.index_chunks,
             index_dim=args.index_dim,
+            big=args.big,
+            anchor_processes=args.anchor_processes,
+            anchor_batches=args.anchor_batch,
         )
         for name in order:
             console.print(f"[bold]{FIGURES.get(name) or EXTRA[name]}[/bold] …")
@@ -165,6 +187,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             # Written after every figure, so an interrupted run keeps what it measured.
             write(args.json, result)
     result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    result["load_at_end"] = _load()
     return result
 
 
@@ -192,6 +215,35 @@ def _clean(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_clean(v) for v in obj]
     return obj
+
+
+def _commit() -> str:
+    """The checkout measured: HEAD, and whether files differ from it."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head}{' (with uncommitted changes)' if dirty else ''}" or "unknown"
+
+
+def _load() -> list[float]:
+    """The load average (1, 5, 15 minutes): what else this machine was doing."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
 
 
 def _interrupt(*_: object) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,31 @@ def test_bench_quick_writes_the_figures(tmp_path: Path) -> None:
     assert search["chunks"] == 10_000 and search["uses_hnsw"]
     assert 0.0 < search["recall_at_10"] <= 1.0
     assert search["p50_ms"] > 0 and search["p95_ms"] >= search["p50_ms"]
+
+
+@pytest.mark.timeout(120)
+async def test_anchor_makes_what_the_naive_loop_makes(
+    settings: Settings, corpus: Path, tmp_path: Path
+) -> None:
+    """Figure 1's anchor (bench/anchor.py): CPU steps in a worker process, embedding across
+    documents here; the same documents, statuses and chunk counts as the plain loop."""
+    from bench.anchor import Anchor, differences, outcomes
+
+    paths = []
+    for name in ("pdf/docling/multi_page.pdf", "office/docling/word_sample.docx"):
+        paths.append(tmp_path / Path(name).name)
+        paths[-1].write_bytes((corpus / name).read_bytes())
+    pool = await create_pool(settings.database_url or "", max_size=2)
+    anchor = Anchor(settings, pool)
+    try:
+        fast = await anchor.run(paths, f"anchor-{uuid.uuid4().hex[:8]}", processes=1, batch=64)
+        plain = await anchor.naive(paths, f"naive-{uuid.uuid4().hex[:8]}")
+        assert (fast.completed, fast.failed) == (plain.completed, plain.failed) == (2, 0)
+        made = await outcomes(pool, fast.run_id)
+        assert differences(made, await outcomes(pool, plain.run_id)) == []
+        assert [d.filename for d in made[1]] == ["multi_page.pdf", "word_sample.docx"]
+        assert all(d.status == "completed" and d.chunks > 0 for d in made[1])
+        assert fast.workers_cpu_s > 0  # the parse ran in the worker process
+    finally:
+        anchor.close()
+        await pool.close()
