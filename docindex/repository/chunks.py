@@ -468,7 +468,7 @@ _SEARCH_SETTINGS = f"SET LOCAL plan_cache_mode = force_custom_plan; {_VECTOR_SET
 # generation among those the graph walk visits, and the walk stops after
 # hnsw.max_scan_tuples (20,000) of them. A generation that is a small share of the index
 # has too few of its chunks among them: a tenant of 200 chunks beside a million others' got
-# 3.7 of 10 (docs/decisions.md, "Complete search for every tenant"). The walk needs to visit
+# 4 of 10 (docs/decisions.md, "Complete search for every tenant"). The walk needs to visit
 # about candidates / share chunks; exact search (the generation's own chunks, through
 # chunks_generation, ordered by distance) reads all of the generation's, each costing about
 # what a visit costs. So a generation is searched exactly when it has at most EXACT_CHUNKS
