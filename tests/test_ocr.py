@@ -335,33 +335,50 @@ async def test_a_split_scan_parses_by_page_ranges_then_ocrs_in_batches(
 
 
 def test_cli_status_shows_each_documents_quality_and_warning():
+    from datetime import UTC, datetime
+
     from cli import main as cli
+    from docindex.api_models import DocumentStatus, RunStatus
 
     quality = {"pages": 3, "text": 1, "ocr": 1, "unreadable": 0, "empty": 1, "tables": 2}
-    run = {
-        "run_id": "r",
-        "status": "completed",
-        "completed": 1,
-        "failed": 0,
-        "cancelled": 0,
-        "document_count": 1,
-        "documents": [
-            {
-                "filename": "scan.pdf",
-                "status": "completed",
-                "pages": 3,
-                "chunk_count": 4,
-                "quality": quality,
-                "warning": "no text on page 3 (blank: 3)",
-            }
+    # The CLI reads runs through docindex.client, as the API's models.
+    run = RunStatus(
+        run_id="r",
+        workflow_id="index-run/r",
+        status="completed",
+        source="database",
+        completed=1,
+        failed=0,
+        cancelled=0,
+        running=0,
+        document_count=1,
+        created_at=datetime.now(UTC),
+        documents=[
+            DocumentStatus(
+                document_id="d",
+                filename="scan.pdf",
+                status="completed",
+                pages=3,
+                chunk_count=4,
+                quality=quality,
+                warning="no text on page 3 (blank: 3)",
+            )
         ],
-    }
+    )
     with cli.console.capture() as captured:
         cli._print_run(run)
     shown = captured.get()
     assert "quality" in shown  # a column of the table, which wraps its cells
-    assert cli._quality(run["documents"][0]) == "1 text · 1 ocr · 1 empty · 2 tables"
-    assert cli._quality({"step": "ocr", "ocr_pages": 9, "ocr_pages_done": 2}) == "OCR 2/9 pages"
+    assert cli._quality(run.documents[0]) == "1 text · 1 ocr · 1 empty · 2 tables"
+    ocr = DocumentStatus(
+        document_id="d",
+        filename="scan.pdf",
+        status="running",
+        step="ocr",
+        ocr_pages=9,
+        ocr_pages_done=2,
+    )
+    assert cli._quality(ocr) == "OCR 2/9 pages"
     assert "warning scan.pdf: no text on page 3 (blank: 3)" in shown
 
 
