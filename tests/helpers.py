@@ -120,13 +120,15 @@ def first_pages(pdf: Path, pages: int) -> bytes:
 
 
 def run_input(settings: Settings, run_id: str, document_count: int, **overrides: Any) -> Any:
-    """The input the API would start a run with; ``overrides`` name orchestration options
-    (``RunOptions``) or options of the spec's parser (``split_pdf_pages``, ``range_pages``,
-    ``checkpoint_pages``)."""
+    """The input the API would start a run with; ``overrides`` name the tenant
+    (``tenant_id``), orchestration options (``RunOptions``) or options of the spec's parser
+    (``split_pdf_pages``, ``range_pages``, ``checkpoint_pages``)."""
     from docindex.spec import DoclingParser
     from workflows import starter
 
-    base = starter.run_input(settings, run_id, document_count)
+    base = starter.run_input(
+        settings, run_id, document_count, overrides.pop("tenant_id", "default")
+    )
     parser = {k: overrides.pop(k) for k in list(overrides) if k in DoclingParser.model_fields}
     spec = base.spec.model_copy(update={"parser": base.spec.parser.model_copy(update=parser)})
     return base.model_copy(

@@ -26,7 +26,7 @@ from docindex.ids import document_workflow_id, run_workflow_id
 from workers.factory import Queue, build_workers
 from workflows.indexing_contract import RunSummary
 
-from .conftest import run_workers
+from .conftest import TenantClient, run_workers
 from .fakes import FakeAnthropic, FakeVoyage
 from .fakes.anthropic import last_user_text
 from .helpers import run_input
@@ -66,12 +66,16 @@ async def hosted_worker(client: Client, settings: Settings) -> AsyncIterator[Non
             yield
 
 
-async def index(client: Client, settings: Settings, text: str, copies: int = 1) -> str:
-    """Record and start a run of ``copies`` Markdown documents with the given settings."""
-    run_id = await record_run(settings, copies, body=text)
+async def index(
+    client: Client, settings: Settings, text: str, copies: int = 1, tenant: str = "default"
+) -> str:
+    """Record and start a run of ``copies`` Markdown documents with the given settings, for
+    ``tenant`` (its first run makes its first generation: a provider test's spec is the
+    tenant's own, never another test's)."""
+    run_id = await record_run(settings, copies, body=text, tenant=tenant)
     handle = await client.start_workflow(
         "IndexingWorkflow",
-        run_input(settings, run_id, copies),
+        run_input(settings, run_id, copies, tenant_id=tenant),
         id=run_workflow_id(run_id),
         task_queue=settings.workflow_task_queue,
         result_type=RunSummary,
@@ -81,13 +85,14 @@ async def index(client: Client, settings: Settings, text: str, copies: int = 1) 
 
 
 @contextlib.asynccontextmanager
-async def api_for(settings: Settings, client: Client) -> AsyncIterator[httpx.AsyncClient]:
+async def api_for(
+    settings: Settings, client: Client, tenant: str
+) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(
         settings.model_copy(update={"temporal_address": client.service_client.config.target_host})
     )
     async with app.router.lifespan_context(app):
-        # Runs recorded without the API (record_run) belong to the 'default' tenant.
-        key = await create_api_key(app.state.resources.pool, "default")
+        key = await create_api_key(app.state.resources.pool, tenant)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url="http://docindex",
@@ -130,9 +135,10 @@ def respond(request: dict[str, Any]) -> Any:
 
 
 async def test_voyage_embeds_in_batches_retries_after_429_and_records_cost(
-    default_api: httpx.AsyncClient, client: Client, settings: Settings, voyage: FakeVoyage
+    tenant_client: TenantClient, client: Client, settings: Settings, voyage: FakeVoyage
 ) -> None:
-    api = default_api  # runs recorded without the API belong to 'default'
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    api = await tenant_client(tenant=tenant)
     voyage_settings = provider_settings(
         settings,
         embedder="voyage",
@@ -144,7 +150,7 @@ async def test_voyage_embeds_in_batches_retries_after_429_and_records_cost(
     voyage.max_texts = 4  # the server enforces it too: a request over it would be a 400
     voyage.fail_next(1, status=429, retry_after=2)
     async with hosted_worker(client, voyage_settings):
-        run_id = await index(client, voyage_settings, NOTE)
+        run_id = await index(client, voyage_settings, NOTE, tenant=tenant)
 
     calls = voyage.requests_to("/v1/embeddings")
     assert calls[0].status == 429 and calls[1].status == 200
@@ -166,7 +172,7 @@ async def test_voyage_embeds_in_batches_retries_after_429_and_records_cost(
 
     # Search embeds the query with the documents' model (input_type=query) and finds them;
     # the session's MiniLM chunks in the same table are not compared with Voyage vectors.
-    async with api_for(voyage_settings, client) as voyage_api:
+    async with api_for(voyage_settings, client, tenant) as voyage_api:
         found = (
             await voyage_api.post("/v1/search", json={"query": "otters kelp forests", "top_k": 3})
         ).json()
@@ -176,9 +182,10 @@ async def test_voyage_embeds_in_batches_retries_after_429_and_records_cost(
 
 
 async def test_an_invalid_voyage_key_fails_the_document_once_with_a_typed_error(
-    default_api: httpx.AsyncClient, client: Client, settings: Settings, voyage: FakeVoyage
+    tenant_client: TenantClient, client: Client, settings: Settings, voyage: FakeVoyage
 ) -> None:
-    api = default_api  # runs recorded without the API belong to 'default'
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    api = await tenant_client(tenant=tenant)
     bad = provider_settings(
         settings,
         embedder="voyage",
@@ -186,7 +193,7 @@ async def test_an_invalid_voyage_key_fails_the_document_once_with_a_typed_error(
         voyage_base_url=voyage.base_url,
     )
     async with hosted_worker(client, bad):
-        run_id = await index(client, bad, NOTE)
+        run_id = await index(client, bad, NOTE, tenant=tenant)
     run = (await api.get(f"/v1/runs/{run_id}")).json()
     doc = run["documents"][0]
     assert (doc["status"], doc["error_type"]) == ("failed", "ProviderAuthError")
@@ -204,9 +211,13 @@ async def test_an_invalid_voyage_key_fails_the_document_once_with_a_typed_error(
 
 
 async def test_anthropic_enrichment_adds_metadata_and_cached_chunk_contexts(
-    default_api: httpx.AsyncClient, client: Client, settings: Settings, anthropic_api: FakeAnthropic
+    tenant_client: TenantClient,
+    client: Client,
+    settings: Settings,
+    anthropic_api: FakeAnthropic,
 ) -> None:
-    api = default_api  # runs recorded without the API belong to 'default'
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    api = await tenant_client(tenant=tenant)
     enriching = provider_settings(
         settings,
         enricher="anthropic",
@@ -217,7 +228,7 @@ async def test_anthropic_enrichment_adds_metadata_and_cached_chunk_contexts(
     )
     anthropic_api.fail_next(1, status=429, retry_after=1)
     async with hosted_worker(client, enriching):
-        run_id = await index(client, enriching, NOTE)
+        run_id = await index(client, enriching, NOTE, tenant=tenant)
 
     run = (await api.get(f"/v1/runs/{run_id}")).json()
     doc = run["documents"][0]
@@ -247,12 +258,13 @@ async def test_anthropic_enrichment_adds_metadata_and_cached_chunk_contexts(
 
 
 async def test_enrichment_without_a_key_is_skipped_not_failed(
-    default_api: httpx.AsyncClient, client: Client, settings: Settings
+    tenant_client: TenantClient, client: Client, settings: Settings
 ) -> None:
-    api = default_api  # runs recorded without the API belong to 'default'
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    api = await tenant_client(tenant=tenant)
     keyless = provider_settings(settings, enricher="anthropic", anthropic_api_key=None)
     async with hosted_worker(client, keyless):
-        run_id = await index(client, keyless, NOTE)
+        run_id = await index(client, keyless, NOTE, tenant=tenant)
     doc = (await api.get(f"/v1/runs/{run_id}")).json()["documents"][0]
     assert doc["status"] == "completed"
     detail = (await api.get(f"/v1/documents/{doc['document_id']}")).json()

@@ -131,9 +131,11 @@ async def test_recover_switch_indexes_damaged_files_with_the_damage_in_metadata(
             assert expected in metadata["damage"], metadata
 
 
-async def record_run(settings: Settings, count: int, body: str | None = None) -> str:
-    """Store ``count`` small Markdown notes (or copies of ``body``) and record a run over
-    them, as an upload does before it starts the workflow."""
+async def record_run(
+    settings: Settings, count: int, body: str | None = None, tenant: str = "default"
+) -> str:
+    """Store ``count`` small Markdown notes (or copies of ``body``) and record a run of
+    ``tenant`` over them, as an upload does before it starts the workflow."""
     blobs = BlobStore.from_settings(settings)
     pool = await create_pool(settings.database_url or "")
     try:
@@ -142,7 +144,7 @@ async def record_run(settings: Settings, count: int, body: str | None = None) ->
         for i in range(count):
             text = body or f"# Note {i}\n\nSmall document number {i} about otters."
             text += f"\n\n(run {run_id}, copy {i})"
-            key, sha256, size = await blobs.put_upload("default", io.BytesIO(text.encode()))
+            key, sha256, size = await blobs.put_upload(tenant, io.BytesIO(text.encode()))
             docs.append(
                 repository.NewDocument(
                     document_id=str(uuid.uuid4()),
@@ -153,7 +155,12 @@ async def record_run(settings: Settings, count: int, body: str | None = None) ->
                 )
             )
         await repository.create_run(
-            pool, run_id, run_workflow_id(run_id), docs, spec=resolve_spec(settings)
+            pool,
+            run_id,
+            run_workflow_id(run_id),
+            docs,
+            spec=resolve_spec(settings),
+            tenant_id=tenant,
         )
     finally:
         await pool.close()
