@@ -16,6 +16,7 @@ from temporalio.exceptions import (
     ApplicationError,
     CancelledError,
     ChildWorkflowError,
+    FailureError,
     TimeoutError,
     TimeoutType,
     WorkflowAlreadyStartedError,
@@ -211,6 +212,12 @@ class DocumentWorkflow:
         except (asyncio.CancelledError, CancelledError):
             await self._finish(DocStatus.CANCELLED, "Cancelled", "cancelled by request")
             raise
+        except ApplicationError as err:
+            # A local activity (the store) whose retries ran out can fail unwrapped, without
+            # an ActivityError around it: recorded like any failed step.
+            error_type = err.type or "ApplicationError"
+            await self._finish(DocStatus.FAILED, error_type, err.message)
+            raise ApplicationError(err.message, type=error_type, non_retryable=True) from err
         return self._complete(stored)
 
     def _begin(self, inp: DocumentInput) -> None:
@@ -478,10 +485,15 @@ class DocumentWorkflow:
         )
         try:
             await self._step(Bookkeeping.record_document_event, event)
-        except ActivityError as err:
+        except CancelledError:
+            raise
+        except FailureError as err:
+            # An ActivityError; a local activity's last failure can also arrive unwrapped
+            # (the ApplicationError its exception became). Either way the document goes on:
+            # its status and outcome are recorded by the steps that follow.
             if isinstance(err.cause, CancelledError):
                 raise
-            workflow.logger.warning("%s: event not recorded: %s", progress.filename, err.cause)
+            workflow.logger.warning("%s: event not recorded: %s", progress.filename, err)
 
     def _complete(self, stored: Stored) -> DocumentOutcome:
         progress = self._progress_of()
