@@ -72,6 +72,16 @@ __all__ = [
 ]
 
 
+def invalid(where: tuple[str | int, ...], message: str, value: Any = None) -> Exception:
+    """A 422 shaped like FastAPI's own validation errors (the schema every route documents
+    for 422), for what only the route can judge (a cursor, a URL it will not read)."""
+    from fastapi.exceptions import RequestValidationError
+
+    return RequestValidationError(
+        [{"type": "value_error", "loc": where, "msg": message, "input": value}]
+    )
+
+
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for these error statuses."""
     reasons = {

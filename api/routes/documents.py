@@ -29,7 +29,7 @@ from workflows.starter import retry_run
 
 from ..deps import PrincipalDep, ResourcesDep
 from ..live import query_document
-from ..schemas import DocumentDetail, DocumentItem, DocumentPage, UploadAccepted, problems
+from ..schemas import DocumentDetail, DocumentItem, DocumentPage, UploadAccepted, invalid, problems
 from ..services import uploads
 from ..services.uploads import IncomingFile
 
@@ -132,13 +132,18 @@ async def list_documents(
     arrive: later uploads come before the first page, never into later ones."""
     try:
         after = repository.Position.from_cursor("documents", cursor) if cursor else None
+    except ValueError as exc:
+        raise invalid(("query", "cursor"), str(exc), cursor) from exc
+    try:
         if filename is not None:
             repository.filename_regex(filename)
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        raise invalid(("query", "filename"), str(exc), filename) from exc
     if created_after is not None and created_after.tzinfo is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "created_after needs a time zone (Z or +hh:mm)"
+        raise invalid(
+            ("query", "created_after"),
+            "created_after needs a time zone (Z or +hh:mm)",
+            str(created_after),
         )
     rows = await repository.list_documents(
         res.pool,

@@ -22,7 +22,7 @@ from docindex.repository import events
 
 from ..deps import PrincipalDep, ResourcesDep
 from ..events import EventHub
-from ..schemas import problems
+from ..schemas import invalid, problems
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problems(404))
 
@@ -59,8 +59,8 @@ async def run_events(
         try:
             cursor = max(int(last_event_id), 0)
         except ValueError:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT, "Last-Event-ID must be an event id"
+            raise invalid(
+                ("header", "last-event-id"), "Last-Event-ID must be an event id", last_event_id
             ) from None
     hub: EventHub = request.app.state.event_hub
     return StreamingResponse(

@@ -19,7 +19,7 @@ from workflows.indexing_contract import RetryAccepted, RunProgress
 
 from ..deps import PrincipalDep, ResourcesDep
 from ..live import query_running
-from ..schemas import DocumentStatus, RetryBody, RunItem, RunPage, RunStatus, problems
+from ..schemas import DocumentStatus, RetryBody, RunItem, RunPage, RunStatus, invalid, problems
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=problems(404, 409))
 
@@ -43,7 +43,7 @@ async def list_runs(
     try:
         after = repository.Position.from_cursor("runs", cursor) if cursor else None
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        raise invalid(("query", "cursor"), str(exc), cursor) from exc
     rows = await repository.list_runs(
         res.pool, principal.tenant_id, status=status_, after=after, limit=limit
     )

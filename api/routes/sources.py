@@ -15,7 +15,7 @@ from docindex.repository.sources import SourceRow
 from docindex.sources import InvalidSource
 
 from ..deps import PrincipalDep, ResourcesDep
-from ..schemas import problems
+from ..schemas import invalid, problems
 from ..services import sources as service
 
 router = APIRouter(prefix="/v1/sources", tags=["sources"], responses=problems(404, 409))
@@ -105,7 +105,7 @@ async def add_source(body: NewSource, res: ResourcesDep, principal: PrincipalDep
     try:
         row = await service.add_source(res, principal, body.url, body.interval_s, body.include)
     except InvalidSource as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        raise invalid(("body", "url"), str(exc), body.url) from exc
     return await _status(res, row)
 
 
@@ -153,7 +153,7 @@ async def source_events(
         body = json.loads(await request.body())
         keys, ignored = await service.sync_keys(res, row, body)
     except (ValueError, service.BadEvents) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        raise invalid(("body",), str(exc)) from exc
     except RPCError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
     return EventsAccepted(keys=keys, ignored=ignored)

@@ -18,7 +18,7 @@ from docindex.repository import webhooks as repo
 from workflows.webhook import WAKE_SIGNAL, wake_webhooks, webhook_workflow_id
 
 from ..deps import PrincipalDep, ResourcesDep
-from ..schemas import problems
+from ..schemas import invalid, problems
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=problems(404))
@@ -74,7 +74,7 @@ async def create_webhook(
     try:
         webhooks.check_url(body.url, allow_private=res.settings.webhook_allow_private_urls)
     except webhooks.RefusedUrl as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        raise invalid(("body", "url"), str(exc), body.url) from exc
     secret = webhooks.new_secret()
     row = await repo.create_webhook(
         res.pool, principal.tenant_id, body.url, sorted(set(body.events)), secret
