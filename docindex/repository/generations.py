@@ -297,16 +297,7 @@ async def promote(db: Db, tenant_id: str, generation_id: str) -> tuple[Generatio
     transaction: search switches at its commit. Return it and the id it replaced."""
     gid = uuid.UUID(generation_id)
     async with transaction(db) as conn:
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))", _TENANT_GENERATIONS_LOCK, tenant_id
-        )
-        status = await conn.fetchval(
-            "SELECT status FROM generations WHERE generation_id = $1 AND tenant_id = $2",
-            gid,
-            tenant_id,
-        )
-        if status is None:
-            raise LookupError(generation_id)
+        status = await _locked_status(conn, tenant_id, gid)
         if status == GenerationStatus.ACTIVE:
             row = await get_generation(conn, generation_id)
             assert row is not None
@@ -330,20 +321,27 @@ async def promote(db: Db, tenant_id: str, generation_id: str) -> tuple[Generatio
     return row, str(previous) if previous else None
 
 
+async def _locked_status(conn: asyncpg.Connection, tenant_id: str, generation: uuid.UUID) -> str:
+    """The generation's status, under the tenant's generations lock (held until the
+    transaction ends); ``LookupError`` when the tenant has no such generation."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))", _TENANT_GENERATIONS_LOCK, tenant_id
+    )
+    status = await conn.fetchval(
+        "SELECT status FROM generations WHERE generation_id = $1 AND tenant_id = $2",
+        generation,
+        tenant_id,
+    )
+    if status is None:
+        raise LookupError(str(generation))
+    return status
+
+
 async def delete_generation(db: Db, tenant_id: str, generation_id: str) -> None:
     """Delete a generation that is neither active nor building, with its chunks."""
     gid = uuid.UUID(generation_id)
     async with transaction(db) as conn:
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))", _TENANT_GENERATIONS_LOCK, tenant_id
-        )
-        status = await conn.fetchval(
-            "SELECT status FROM generations WHERE generation_id = $1 AND tenant_id = $2",
-            gid,
-            tenant_id,
-        )
-        if status is None:
-            raise LookupError(generation_id)
+        status = await _locked_status(conn, tenant_id, gid)
         if status in (GenerationStatus.ACTIVE, GenerationStatus.BUILDING):
             raise GenerationConflict(
                 f"the generation is {status}: "
