@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 
-from bench.common import tiny_markdown, upload
+from bench.common import cpu_seconds, tiny_markdown, upload
 from bench.context import Ctx
-from bench.history import executions
+from bench.history import Cost, execution_cost, executions
 from docindex.blobstore import BlobStore
-from docindex.ids import run_workflow_id
+from docindex.ids import document_workflow_id, run_workflow_id
 from docindex.runs import record_files
 from workflows.starter import start_run
 
@@ -26,6 +26,8 @@ from workflows.starter import start_run
 EVENT_WARN, SIZE_WARN = 10_240, 10 * 2**20
 # DOCINDEX_MAX_FILES_PER_REQUEST's ceiling (Starlette's multipart parser stops at 1,000).
 API_MAX_FILES = 1000
+# Children whose histories are read for the cost of one document.
+SAMPLED_CHILDREN = 20
 
 
 async def measure(ctx: Ctx) -> dict[str, Any]:
@@ -42,6 +44,7 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
     headers = await ctx.stack.api_headers(tenant)
     seed0 = 500_000 + uuid.uuid4().int % 1_000_000 * 10_000
     files = [(f"note-{i:05d}.md", tiny_markdown(seed0 + i)) for i in range(n)]
+    cpu_before = cpu_seconds(ctx.worker_pids(), ctx.stack.root)
     started = time.perf_counter()
     if n <= API_MAX_FILES:
         async with httpx.AsyncClient(base_url=url) as http:
@@ -53,6 +56,10 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
     upload_s = time.perf_counter() - started
     final = await ctx.stack.wait_run(run_id, timeout_s=3600)
     wall = time.perf_counter() - started
+    cpu_after = cpu_seconds(ctx.worker_pids(), ctx.stack.root)
+    # CPU milliseconds per document of each process over the run (steadier than wall time
+    # on a shared machine): the Temporal server and the workflow worker are orchestration.
+    cpu_ms = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / n * 1000 for k in cpu_after}
     counts = dict(
         await ctx.stack.pool.fetch(
             "SELECT status, count(*) FROM documents WHERE run_id = $1 GROUP BY status",
@@ -60,6 +67,7 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
         )
     )
     chain = await executions(ctx.stack.client, run_workflow_id(run_id))
+    child = await _child_cost(ctx, run_id)
 
     # The same documents in one process, as many at a time as the run's window.
     indexer = await ctx.local()
@@ -93,6 +101,9 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
         "max_events_per_execution": max_events,
         "max_history_bytes": max_size,
         "workflow_task_failures": failures,
+        "cpu_ms_per_doc": cpu_ms,
+        "child_history": child.__dict__,
+        "parent_events_per_doc": sum(e.events for e in chain) / n,
         "limit_errors": int(max_events > EVENT_WARN or max_size > SIZE_WARN or failures > 0),
         "rows": [
             ("documents / executions", f"{n} / {len(chain)}", "continue-as-new"),
@@ -105,6 +116,18 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
                 f"< {EVENT_WARN} events",
             ),
             (
+                "CPU per document: Temporal server / workflow worker",
+                f"{cpu_ms.get('temporal', 0):.1f} / {cpu_ms.get('workflow', 0):.1f} ms",
+                "",
+            ),
+            (
+                "a document's history (mean of sampled children)",
+                f"{child.events:.1f} events, {child.workflow_tasks:.1f} workflow tasks, "
+                f"{child.upserts:.1f} upserts, {child.markers:.1f} markers",
+                "",
+            ),
+            ("parent events per document", f"{sum(e.events for e in chain) / n:.1f}", ""),
+            (
                 "limit errors / WFT failures",
                 f"{int(max_events > EVENT_WARN or max_size > SIZE_WARN)} / {failures}",
                 "0 / 0",
@@ -116,6 +139,23 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
             ),
         ],
     }
+
+
+async def _child_cost(ctx: Ctx, run_id: str) -> Cost:
+    """The mean history of a sample of the run's children (all completed tiny notes)."""
+    rows = await ctx.stack.pool.fetch(
+        "SELECT document_id FROM documents WHERE run_id = $1 ORDER BY seq LIMIT $2",
+        uuid.UUID(run_id),
+        SAMPLED_CHILDREN,
+    )
+    total = Cost()
+    for row in rows:
+        wid = document_workflow_id(run_id, str(row["document_id"]))
+        total.add(await execution_cost(ctx.stack.client, wid))
+    mean = Cost()
+    for name in total.__dataclass_fields__:
+        setattr(mean, name, getattr(total, name) / max(len(rows), 1))
+    return mean
 
 
 async def _create_directly(

@@ -152,3 +152,33 @@ async def parse_span(client: Client, workflow_id: str) -> float:
     if first is None or last is None:
         raise RuntimeError(f"{workflow_id} has no completed parse activity")
     return last - first
+
+
+@dataclass
+class Cost:
+    """What one workflow execution cost the server, read from its history."""
+
+    events: float = 0
+    workflow_tasks: float = 0
+    upserts: float = 0
+    markers: float = 0
+    activities: float = 0
+    signals: float = 0
+
+    def add(self, other: Cost) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+async def execution_cost(client: Client, workflow_id: str) -> Cost:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    cost = Cost()
+    for e in history.events:
+        cost.events += 1
+        t = e.event_type
+        cost.workflow_tasks += t == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+        cost.upserts += t == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        cost.markers += t == EventType.EVENT_TYPE_MARKER_RECORDED
+        cost.activities += t == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        cost.signals += t == EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED
+    return cost
