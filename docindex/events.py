@@ -2,8 +2,9 @@
 
 Written where the state already changes (docs/decisions.md, "Live progress and webhooks"):
 a document's step (DocumentWorkflow, a local activity in the workflow task that schedules
-the step), its completion (the store step), its failure or cancellation (the outcome's
-bookkeeping), and the run's end with its totals (the run's status bookkeeping).
+the step; the store step writes its own start), its completion (the store step), its failure
+or cancellation (the outcome's bookkeeping), and the run's end with its totals (the run's
+status bookkeeping).
 """
 
 from __future__ import annotations

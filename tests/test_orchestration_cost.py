@@ -1,5 +1,6 @@
-"""What each document costs the orchestration: beats only when a step runs long, and the
-workflow modules' bytecode where the environment says not to write any."""
+"""What each document costs the orchestration: a tiny document's history holds only what
+someone can see or what durability needs, beats only when a step runs long, and the workflow
+modules' bytecode where the environment says not to write any."""
 
 from __future__ import annotations
 
@@ -8,15 +9,23 @@ import dataclasses
 import importlib.machinery
 import importlib.util
 import sys
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
 from activities.heartbeat import heartbeat_while
+from docindex import search_attributes as sa
+from docindex.ids import document_workflow_id
 from workers.bytecode import compile_workflow_modules
+
+from .helpers import wait_for_run
 
 
 def _info(heartbeat_timeout_s: float | None, local: bool = False) -> activity.Info:
@@ -70,3 +79,37 @@ def test_workflow_bytecode_is_written_even_with_dont_write_bytecode(
     assert cached.exists() and loader.get_code("workflows.document") is not None
     header = cached.read_bytes()[8:12]
     assert int.from_bytes(header, "little") == int(source.stat().st_mtime) & 0xFFFFFFFF
+
+
+async def test_a_tiny_documents_history_has_only_what_is_seen_or_needed(
+    api: httpx.AsyncClient, client: Client
+) -> None:
+    note = ("note.md", f"# Heron\n\nIt waited by the weir. {uuid.uuid4()}\n".encode())
+    accepted = (await api.post("/v1/documents", files=[("files", note)])).json()
+    assert (await wait_for_run(api, accepted["run_id"]))["status"] == "completed"
+    (doc,) = accepted["documents"]
+    handle = client.get_workflow_handle(
+        document_workflow_id(accepted["run_id"], doc["document_id"])
+    )
+    events = list((await handle.fetch_history()).events)
+
+    def count(kind: int) -> int:
+        return sum(e.event_type == kind for e in events)
+
+    # Operators see it parsing from its start (set by the run), embedding, then its end: no
+    # upsert for the first step and none for the store, which ends in the same task.
+    started = events[0].workflow_execution_started_event_attributes
+    assert "parsing" in str(started.search_attributes.indexed_fields[sa.DOC_STATUS.name])
+    upserts = [
+        str(e.upsert_workflow_search_attributes_event_attributes.search_attributes)
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+    ]
+    assert len(upserts) == 2 and "embedding" in upserts[0] and "completed" in upserts[1]
+    # One workflow task per step's result (start, prepared, embedded), two activity tasks,
+    # and a marker per local activity: two events (parse, embed) and the store, which
+    # records its own start and end in the run's events.
+    assert count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 3
+    assert count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) == 2
+    assert count(EventType.EVENT_TYPE_MARKER_RECORDED) == 3
+    assert len(events) == 22, [EventType.Name(e.event_type) for e in events]

@@ -138,14 +138,16 @@ STEPS: dict[Callable[..., Any], StepPolicy] = {
     ),
 }
 
-# DocStatus search attribute while a document is in a step.
+# DocStatus search attribute while a document is in a step. A child starts with its first
+# step's (its parent sets it), so it takes no upsert of its own. The store has none: it runs
+# in the workflow task that completes the document, so a "storing" would never be seen.
 STEP_STATUS = {
     Step.PARSE: "parsing",
     Step.OCR: "ocr",
     Step.ENRICH: "enriching",
     Step.EMBED: "embedding",
-    Step.STORE: "storing",
 }
+FIRST_STATUS = STEP_STATUS[Step.PARSE]
 
 
 @workflow.defn(name="DocumentWorkflow")
@@ -465,10 +467,15 @@ class DocumentWorkflow:
     async def _enter(self, step: Step) -> None:
         # Who wants a running document's step asks this workflow (the status query) or
         # follows its run's events: a signal to the run per step would cost two workflow
-        # tasks per step and document.
+        # tasks per step and document. Each upsert is a history event and a visibility
+        # write, each event a local activity: only those that someone can see are made.
         self._progress_of().step = step
-        workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(STEP_STATUS[step])])
-        await self._record_event()
+        status = STEP_STATUS.get(step)
+        if status is not None and _doc_status() != status:
+            workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(status)])
+        if step is not Step.STORE:
+            # The store step records its own events, before and after its transaction.
+            await self._record_event()
 
     async def _record_event(self) -> None:
         """Append the document's state to its run's events (live stream, webhooks). A local
@@ -570,6 +577,10 @@ class DocumentWorkflow:
     def _progress_of(self) -> DocumentProgress:
         assert self._progress is not None
         return self._progress
+
+
+def _doc_status() -> str | None:
+    return workflow.info().typed_search_attributes.get(sa.DOC_STATUS)
 
 
 def _worker_lost(err: ActivityError) -> bool:

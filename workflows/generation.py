@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from docindex.models import GenerationStatus
 
     from . import names
-    from .document import BOOKKEEPING_RETRY, DocumentWorkflow
+    from .document import BOOKKEEPING_RETRY, FIRST_STATUS, DocumentWorkflow
     from .document_contract import DocumentInput
     from .generation_contract import GenerationInput, GenerationProgress, GenerationSummary
 
@@ -158,7 +158,7 @@ class GenerationWorkflow:
                     [
                         SearchAttributePair(sa.DOCUMENT_ID, task.document_id),
                         SearchAttributePair(sa.TENANT_ID, inp.tenant_id),
-                        SearchAttributePair(sa.DOC_STATUS, "queued"),
+                        SearchAttributePair(sa.DOC_STATUS, FIRST_STATUS),
                     ]
                 ),
             )

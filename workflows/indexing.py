@@ -40,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from docindex.models import DocStatus, DocumentOutcome, DocumentTask, RetryRequest, RunState
 
     from . import names
-    from .document import BOOKKEEPING_RETRY, DocumentWorkflow
+    from .document import BOOKKEEPING_RETRY, FIRST_STATUS, DocumentWorkflow
     from .document_contract import DocumentInput, DocumentProgress
     from .indexing_contract import RetryAccepted, RunInput, RunProgress, RunSummary
 
@@ -378,7 +378,7 @@ class IndexingWorkflow:
                     SearchAttributePair(sa.INDEXING_RUN_ID, task.run_id),
                     SearchAttributePair(sa.DOCUMENT_ID, task.document_id),
                     SearchAttributePair(sa.TENANT_ID, self._input.tenant_id),
-                    SearchAttributePair(sa.DOC_STATUS, "queued"),
+                    SearchAttributePair(sa.DOC_STATUS, FIRST_STATUS),
                 ]
             ),
             # Cancelling or terminating the run cancels its documents.
