@@ -368,6 +368,13 @@ class Settings(BaseSettings):
     embed_device: str | None = Field(
         default=None, description="torch device; unset = cuda when present, else cpu"
     )
+    embed_cpu_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Local model on CPU: torch's intra-op threads; unset = one fewer than the "
+        "cores (at least one), so a forward pass leaves a core to the process's event loop "
+        "and to whatever else runs on the machine",
+    )
 
     # Enrichment
     enricher: Literal["none", "anthropic"] = "none"

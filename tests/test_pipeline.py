@@ -289,6 +289,23 @@ async def test_concurrent_requests_share_forward_passes():
         assert np.allclose(mine.vectors, reference, atol=1e-5)
 
 
+def test_a_local_model_on_cpu_leaves_a_core_to_the_rest_of_the_process():
+    import os
+
+    import torch
+
+    from docindex.pipeline.embedders.local import set_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        build_embedder(spec.LocalEmbedder(), Settings(embed_device="cpu"))
+        cores = len(os.sched_getaffinity(0))
+        assert torch.get_num_threads() == max(1, cores - 1)
+        assert set_cpu_threads(3) == 3 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_batches_respect_text_and_token_limits():
     texts = ["x" * 300] * 10  # ~101 estimated tokens each
     batches = plan_batches(texts, RequestLimits(max_texts=4, max_tokens=250))

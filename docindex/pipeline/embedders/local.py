@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,22 @@ class MicroBatcher:
                 offset += len(batch)
 
 
+def set_cpu_threads(threads: int | None) -> int:
+    """Give torch ``threads`` intra-op threads in this process (default: one fewer than the
+    cores this process may use, at least one); return how many.
+
+    torch's default, one per core, suits a machine with nothing else to do. Here the model
+    shares the cores with the worker's event loop, Temporal's threads and other processes,
+    and torch's threads spin waiting for each other whenever one of them is descheduled
+    (docs/benchmarks.md, figure 2)."""
+    import torch
+
+    threads = threads or max(1, len(os.sched_getaffinity(0)) - 1)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
 class LocalEmbedder(Embedder):
     provider = "local"
 
@@ -96,6 +113,7 @@ class LocalEmbedder(Embedder):
         batch_size: int = 64,
         max_batch: int = 256,
         max_wait_s: float | None = None,
+        cpu_threads: int | None = None,
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -111,6 +129,8 @@ class LocalEmbedder(Embedder):
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
+        if device == "cpu":
+            set_cpu_threads(cpu_threads)
         self.batch_size = batch_size
         self._model = SentenceTransformer(str(model_path), device=device)
         self.dimension = int(self._model.get_embedding_dimension())
