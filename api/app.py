@@ -144,7 +144,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # body byte is read, and bodies are then held to their limits as they stream in.
     app.add_middleware(BodyLimits, settings=settings, upload_paths={documents.router.prefix})
     app.add_middleware(KeyGate, resources=lambda: app.state.resources)
-    app.middleware("http")(metrics.measure)
+    app.add_middleware(metrics.Measure)
     setup_tracing("docindex-api")
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
+    # One span per request, none per chunk of its body or answer (an upload's body comes
+    # in dozens of them).
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls="healthz,readyz", exclude_spans=["receive", "send"]
+    )
     return app
