@@ -17,7 +17,7 @@ import asyncpg
 from docindex import repository
 from docindex.config import Settings
 from docindex.ids import run_workflow_id
-from docindex.repository import NewDocument
+from docindex.repository import Db, NewDocument
 from docindex.repository import sources as source_repo
 from docindex.repository.quotas import TenantUsage, tenant_usage
 from docindex.spec import PipelineSpec, resolve_spec
@@ -63,10 +63,10 @@ def within_quotas(
         )
 
 
-async def run_spec(pool: asyncpg.Pool, settings: Settings, tenant: str) -> tuple[PipelineSpec, str]:
+async def run_spec(db: Db, settings: Settings, tenant: str) -> tuple[PipelineSpec, str]:
     """The spec a new run of the tenant gets, and the generation it is of."""
     configured = resolve_spec(settings)
-    generation = await repository.ensure_active_generation(pool, tenant, configured)
+    generation = await repository.ensure_active_generation(db, tenant, configured)
     spec = generation.spec.model_copy(update={"parser": configured.parser})
     return spec, generation.generation_id
 

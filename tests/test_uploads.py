@@ -17,6 +17,7 @@ from temporalio.client import Client
 from docindex.auth import create_api_key
 from docindex.blobstore import upload_key
 from docindex.config import Settings
+from docindex.ids import run_workflow_id
 from docindex.spec import resolve_spec
 
 from .conftest import TenantClient
@@ -288,3 +289,60 @@ async def test_a_run_shows_the_pipeline_spec_it_was_recorded_with(
     finally:
         await conn.close()
     assert digest == expected["digest"]
+
+
+async def test_uploads_of_one_tenant_at_once_each_keep_their_own_bytes(
+    settings: Settings, client: Client
+) -> None:
+    """Uploads that arrive together are recorded in one transaction: each still gets its
+    own run and documents, its bytes stored under their sha256, and two carrying the same
+    bytes make one document between them."""
+    async with app_with(settings, client, workflow_task_queue=f"nobody-{uuid.uuid4().hex[:6]}") as (
+        app,
+        http,
+    ):
+        uploads = [[text(f"report {i}"), text(f"annex {i}")] for i in range(10)]
+        shared = text("the same minutes, sent twice at once")
+        uploads += [[shared], [shared]]
+
+        async def send(files: list[bytes]) -> httpx.Response:
+            return await http.post(
+                "/v1/documents", files=[("files", (f"{i}.txt", d)) for i, d in enumerate(files)]
+            )
+
+        responses = await asyncio.gather(*(send(files) for files in uploads))
+        runs = {r.json()["run_id"] for r in responses} - {None}
+        try:
+            assert sorted(r.status_code for r in responses) == [200] + [202] * 11
+            blobs = app.state.resources.blobs
+            conn = await asyncpg.connect(settings.database_url)
+            try:
+                for files, response in zip(uploads, responses, strict=True):
+                    for data, doc in zip(files, response.json()["documents"], strict=True):
+                        row = await conn.fetchrow(
+                            "SELECT sha256, size_bytes, blob_key, run_id::text FROM documents"
+                            " WHERE document_id = $1::uuid",
+                            doc["document_id"],
+                        )
+                        digest = hashlib.sha256(data).hexdigest()
+                        assert row["sha256"] == doc["sha256"] == digest
+                        assert row["size_bytes"] == doc["size_bytes"] == len(data)
+                        assert await blobs.get(row["blob_key"]) == data
+                        assert row["run_id"] == doc["run_id"]
+                counts = await conn.fetch(
+                    """SELECT document_count,
+                              (SELECT array_agg(seq ORDER BY seq) FROM documents d
+                               WHERE d.run_id = r.run_id) AS seqs
+                       FROM runs r WHERE run_id = ANY($1::uuid[])""",
+                    list(runs),
+                )
+            finally:
+                await conn.close()
+            assert sorted(c["document_count"] for c in counts) == [1] + [2] * 10
+            assert all(c["seqs"] == list(range(c["document_count"])) for c in counts)
+            twice = [r.json()["documents"][0] for r in responses[-2:]]
+            assert twice[0]["document_id"] == twice[1]["document_id"]
+            assert sorted(d["duplicate"] for d in twice) == [False, True]
+        finally:
+            for run_id in runs:
+                await client.get_workflow_handle(run_workflow_id(run_id)).terminate("test over")

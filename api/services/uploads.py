@@ -5,8 +5,8 @@ Nothing is stored before the files are known to be formats docindex indexes (by 
 bytes) and the tenant is known to be within its quotas (active runs, documents in flight,
 stored bytes). Everything that decides what an upload becomes (a repeat of an
 Idempotency-Key, files the tenant already uploaded, its quotas) is then read and written
-again in one transaction under the tenant's run lock, so two uploads at once decide one
-after another.
+again in a transaction under the tenant's run lock, so two uploads at once decide one
+after another; uploads of one tenant that arrive together share that transaction.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+import asyncpg
 from temporalio.service import RPCError
 
 from docindex import intake, repository
 from docindex.auth import Principal
 from docindex.blobstore import password_key
+from docindex.config import Settings
 from docindex.gc import restore_uploads
 from docindex.ids import run_workflow_id
 from docindex.intake import StorageQuotaExceeded as StorageQuotaExceeded
@@ -89,17 +91,25 @@ async def upload_documents(
     names = [clean_filename(f.filename) for f in files]
     digests, sizes = await _check(res, files, names)
     fingerprint = hashlib.sha256("\n".join([*digests, str(bool(password))]).encode()).hexdigest()
-    if idempotency_key is not None:
-        prior = await repository.run_by_idempotency_key(res.pool, tenant, idempotency_key)
-        if prior is not None:
-            return await _replay(res, prior, fingerprint, digests, tenant)
-    # A tenant at a quota stores nothing. Checked again with the run recorded, under the
-    # tenant's lock: two uploads at once may both pass here, never both there.
-    existing = await repository.indexed_documents(res.pool, tenant, digests)
-    fresh = {d: sizes[d] for d in digests if d not in existing}
-    if fresh:
-        usage = await tenant_usage(res.pool, tenant, list(fresh))
-        intake.within_quotas(settings, tenant, usage, fresh)
+    # Everything read before the bytes are stored, on one pooled connection.
+    async with res.pool.acquire() as conn:
+        prior = (
+            await repository.run_by_idempotency_key(conn, tenant, idempotency_key)
+            if idempotency_key is not None
+            else None
+        )
+        if prior is None:
+            # A tenant at a quota stores nothing. Checked again with the run recorded,
+            # under the tenant's lock: two uploads at once may both pass here, never both
+            # there.
+            existing = await repository.indexed_documents(conn, tenant, digests)
+            fresh = {d: sizes[d] for d in digests if d not in existing}
+            if fresh:
+                usage = await tenant_usage(conn, tenant, list(fresh))
+                intake.within_quotas(settings, tenant, usage, fresh)
+            spec, generation_id = await intake.run_spec(conn, settings, tenant)
+    if prior is not None:
+        return await _replay(res, prior, fingerprint, digests, tenant)
 
     # The bytes go first, outside the transaction: they are stored under their digest, so
     # bytes of an upload that is then refused or deduplicated cost space, never correctness.
@@ -122,20 +132,21 @@ async def upload_documents(
                 password_key=secret_key,
             )
 
-    spec, generation_id = await intake.run_spec(res.pool, settings, tenant)
     trace_id = current_trace_id()
     try:
-        prior, existing, new = await _record(
+        prior, existing, new = await _RECORDER.record(
             res,
             tenant,
-            run_id,
-            digests,
-            candidates,
-            spec,
-            trace_id,
-            idempotency_key,
-            fingerprint,
-            generation_id,
+            _NewRun(
+                run_id=run_id,
+                digests=digests,
+                candidates=candidates,
+                spec=spec,
+                trace_id=trace_id,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                generation_id=generation_id,
+            ),
         )
     except UploadRefused:
         await _forget_password(res, secret_key)
@@ -202,46 +213,125 @@ async def _check(
     return digests, sizes
 
 
-async def _record(
-    res: Resources,
-    tenant: str,
-    run_id: str,
-    digests: list[str],
-    candidates: dict[str, NewDocument],
-    spec: PipelineSpec,
-    trace_id: str | None,
-    idempotency_key: str | None,
-    fingerprint: str,
-    generation_id: str,
-) -> tuple[RunRow | None, dict[str, DocumentRow], dict[str, NewDocument]]:
-    """In one transaction under the tenant's run lock: the run an earlier request with this
-    Idempotency-Key recorded (then nothing else), else the tenant's documents that already
-    hold some of these bytes, and the rest recorded as a new run if the tenant is under its
-    quotas. Returns (earlier run, existing documents, new documents)."""
-    async with repository.transaction(res.pool) as conn:
-        await repository.lock_tenant_runs(conn, tenant)
-        if idempotency_key is not None:
-            # The same key's first request may have committed while we stored the bytes.
-            prior = await repository.run_by_idempotency_key(conn, tenant, idempotency_key)
-            if prior is not None:
-                return prior, {}, {}
-        existing = await repository.indexed_documents(conn, tenant, digests)
-        new = {d: doc for d, doc in candidates.items() if d not in existing}
-        if not new:
-            return None, existing, new
-        await intake.record_run(
-            conn,
-            res.settings,
-            tenant,
-            run_id,
-            list(new.values()),
-            spec=spec,
-            generation_id=generation_id,
-            trace_id=trace_id,
-            idempotency_key=idempotency_key,
-            fingerprint=fingerprint,
-        )
+@dataclass(frozen=True)
+class _NewRun:
+    """What one upload asks to record, once its bytes are stored."""
+
+    run_id: str
+    digests: list[str]
+    candidates: dict[str, NewDocument]
+    spec: PipelineSpec
+    trace_id: str | None
+    idempotency_key: str | None
+    fingerprint: str
+    generation_id: str
+
+
+Recorded = tuple[RunRow | None, dict[str, DocumentRow], dict[str, NewDocument]]
+
+
+async def _record_one(
+    conn: asyncpg.Connection, settings: Settings, tenant: str, new_run: _NewRun
+) -> Recorded:
+    """In the caller's transaction, which holds the tenant's run lock: the run an earlier
+    request with this Idempotency-Key recorded (then nothing else), else the tenant's
+    documents that already hold some of these bytes, and the rest recorded as a new run if
+    the tenant is under its quotas (else ``UploadRefused``, having written nothing).
+    Returns (earlier run, existing documents, new documents)."""
+    if new_run.idempotency_key is not None:
+        # The same key's first request may have committed while we stored the bytes.
+        prior = await repository.run_by_idempotency_key(conn, tenant, new_run.idempotency_key)
+        if prior is not None:
+            return prior, {}, {}
+    existing = await repository.indexed_documents(conn, tenant, new_run.digests)
+    new = {d: doc for d, doc in new_run.candidates.items() if d not in existing}
+    if not new:
+        return None, existing, new
+    await intake.record_run(
+        conn,
+        settings,
+        tenant,
+        new_run.run_id,
+        list(new.values()),
+        spec=new_run.spec,
+        generation_id=new_run.generation_id,
+        trace_id=new_run.trace_id,
+        idempotency_key=new_run.idempotency_key,
+        fingerprint=new_run.fingerprint,
+    )
     return None, existing, new
+
+
+class _Recorder:
+    """Records a tenant's uploads one after another under its run lock, as ``_record_one``
+    says, in as few transactions as it can: the uploads of this process that arrive while a
+    transaction is open wait and are recorded together in the next one (one lock, one commit
+    for all of them), by a task of their own. Each upload is answered once its transaction
+    has committed; a refused one wrote nothing, so it does not disturb the others in its
+    transaction. If the transaction fails, every upload in it gets the error."""
+
+    def __init__(self) -> None:
+        self._queues: dict[tuple[int, str], list[tuple[_NewRun, asyncio.Future[Recorded]]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def record(self, res: Resources, tenant: str, new_run: _NewRun) -> Recorded:
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        key = (id(res), tenant)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = []
+            task = asyncio.create_task(self._drain(res, tenant, queue))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        queue.append((new_run, future))
+        # Shielded: a caller that goes away does not cancel the others' transaction.
+        return await asyncio.shield(future)
+
+    async def _drain(
+        self, res: Resources, tenant: str, queue: list[tuple[_NewRun, asyncio.Future[Recorded]]]
+    ) -> None:
+        try:
+            while queue:
+                batch = queue[:]
+                del queue[:]
+                await _record_batch(res, tenant, batch)
+        finally:
+            del self._queues[id(res), tenant]
+
+
+async def _record_batch(
+    res: Resources, tenant: str, batch: list[tuple[_NewRun, asyncio.Future[Recorded]]]
+) -> None:
+    outcomes: list[Recorded | UploadRefused] = []
+    try:
+        async with repository.transaction(res.pool) as conn:
+            await repository.lock_tenant_runs(conn, tenant)
+            for new_run, _ in batch:
+                try:
+                    outcomes.append(await _record_one(conn, res.settings, tenant, new_run))
+                except UploadRefused as exc:
+                    outcomes.append(exc)
+    except BaseException as exc:
+        for _, future in batch:
+            if future.done():
+                continue
+            if isinstance(exc, Exception):
+                future.set_exception(exc)
+            else:  # the process is stopping: nothing of this transaction was committed
+                future.cancel()
+        if not isinstance(exc, Exception):
+            raise
+        return
+    for (_, future), outcome in zip(batch, outcomes, strict=True):
+        if future.done():
+            continue
+        if isinstance(outcome, UploadRefused):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
+_RECORDER = _Recorder()
 
 
 async def _forget_password(res: Resources, secret_key: str | None) -> None:

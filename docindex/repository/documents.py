@@ -84,32 +84,6 @@ class DocumentRow:
         )
 
 
-async def insert_documents(
-    conn: asyncpg.Connection, run_id: str, tenant_id: str, documents: Sequence[NewDocument]
-) -> None:
-    """The documents of a new run, numbered in order (``seq``)."""
-    await conn.executemany(
-        """INSERT INTO documents
-               (document_id, run_id, seq, filename, sha256, size_bytes, blob_key,
-                password_key, tenant_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-        [
-            (
-                uuid.UUID(d.document_id),
-                uuid.UUID(run_id),
-                seq,
-                d.filename,
-                d.sha256,
-                d.size_bytes,
-                d.blob_key,
-                d.password_key,
-                tenant_id,
-            )
-            for seq, d in enumerate(documents)
-        ],
-    )
-
-
 async def fetch_documents(db: Db, run_id: str, after_seq: int, limit: int) -> list[DocumentTask]:
     """The run's documents from ``after_seq`` on that wait to be indexed: not those
     cancelled before they started (a cancel recorded here holds across the run's

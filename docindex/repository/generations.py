@@ -135,6 +135,9 @@ async def active_generation(db: Db, tenant_id: str) -> GenerationRow | None:
 
 async def ensure_active_generation(db: Db, tenant_id: str, spec: PipelineSpec) -> GenerationRow:
     """The tenant's active generation; its first one, made from ``spec``, if it has none."""
+    found = await active_generation(db, tenant_id)
+    if found is not None:  # every request but a tenant's first: one read, no write
+        return found
     async with transaction(db) as conn:
         await conn.execute(
             """INSERT INTO generations (generation_id, tenant_id, status, pipeline,

@@ -13,8 +13,8 @@ import asyncpg
 from docindex.models import RunState
 from docindex.spec import PipelineSpec
 
-from ._db import Db, transaction
-from .documents import NewDocument, insert_documents
+from ._db import Db
+from .documents import NewDocument
 from .pages import Position
 
 # The first key of the two-key advisory locks on a tenant's runs; two-key locks never meet
@@ -84,27 +84,41 @@ async def create_run(
     fingerprint: str | None = None,
     generation_id: str | None = None,
 ) -> None:
-    """Record a run, the spec its documents are indexed with, and its documents, in one
-    transaction (or in the caller's). Raises ``asyncpg.UniqueViolationError`` when the
+    """Record a run, the spec its documents are indexed with, and its documents (numbered in
+    order, ``seq``), in one statement. Raises ``asyncpg.UniqueViolationError`` when the
     tenant already used ``idempotency_key``."""
-    async with transaction(db) as conn:
-        await conn.execute(
-            """INSERT INTO runs (run_id, workflow_id, document_count, trace_id, tenant_id,
+    await db.execute(
+        """WITH run AS (
+               INSERT INTO runs (run_id, workflow_id, document_count, trace_id, tenant_id,
                                  idempotency_key, request_fingerprint, pipeline,
                                  pipeline_digest, generation_id)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10)""",
-            uuid.UUID(run_id),
-            workflow_id,
-            len(documents),
-            trace_id,
-            tenant_id,
-            idempotency_key,
-            fingerprint,
-            spec.model_dump_json(),
-            spec.digest,
-            uuid.UUID(generation_id) if generation_id else None,
-        )
-        await insert_documents(conn, run_id, tenant_id, documents)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10)
+               RETURNING run_id)
+           INSERT INTO documents (document_id, run_id, seq, filename, sha256, size_bytes,
+                                  blob_key, password_key, tenant_id)
+           SELECT d.document_id, run.run_id, d.n - 1, d.filename, d.sha256, d.size_bytes,
+                  d.blob_key, d.password_key, $5
+           FROM run, unnest($11::uuid[], $12::text[], $13::text[], $14::bigint[],
+                            $15::text[], $16::text[])
+                WITH ORDINALITY AS d(document_id, filename, sha256, size_bytes, blob_key,
+                                     password_key, n)""",
+        uuid.UUID(run_id),
+        workflow_id,
+        len(documents),
+        trace_id,
+        tenant_id,
+        idempotency_key,
+        fingerprint,
+        spec.model_dump_json(),
+        spec.digest,
+        uuid.UUID(generation_id) if generation_id else None,
+        [uuid.UUID(d.document_id) for d in documents],
+        [d.filename for d in documents],
+        [d.sha256 for d in documents],
+        [d.size_bytes for d in documents],
+        [d.blob_key for d in documents],
+        [d.password_key for d in documents],
+    )
 
 
 async def lock_tenant_runs(conn: asyncpg.Connection, tenant_id: str) -> None:
