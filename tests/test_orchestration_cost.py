@@ -1,6 +1,7 @@
 """What each document costs the orchestration: a tiny document's history holds only what
-someone can see or what durability needs, beats only when a step runs long, and the workflow
-modules' bytecode where the environment says not to write any."""
+someone can see or what durability needs, beats only when a step runs long, the workflow
+modules' bytecode where the environment says not to write any, and no payload walks that
+cannot change a payload."""
 
 from __future__ import annotations
 
@@ -8,21 +9,29 @@ import asyncio
 import dataclasses
 import importlib.machinery
 import importlib.util
+import inspect
 import sys
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+import temporalio.worker._workflow
 from temporalio import activity
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import PayloadCodec
+from temporalio.converter._extstore import StorageOperationMetrics
 from temporalio.testing import ActivityEnvironment
 
 from activities.heartbeat import heartbeat_while
 from docindex import search_attributes as sa
 from docindex.ids import document_workflow_id
+from workers import payloads
 from workers.bytecode import compile_workflow_modules
 
 from .helpers import wait_for_run
@@ -113,3 +122,31 @@ async def test_a_tiny_documents_history_has_only_what_is_seen_or_needed(
     assert count(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) == 2
     assert count(EventType.EVENT_TYPE_MARKER_RECORDED) == 3
     assert len(events) == 22, [EventType.Name(e.event_type) for e in events]
+
+
+async def test_payload_walks_are_skipped_only_when_nothing_would_change_a_payload() -> None:
+    walked: list[object] = []
+
+    async def walk(message: object, data_converter: object, *_: object) -> object:
+        walked.append(message)
+        return StorageOperationMetrics()
+
+    maybe_walk = payloads._skip_without_effect(walk)
+    await maybe_walk("activation", pydantic_data_converter, False, 1)
+    assert walked == []
+    with_codec = dataclasses.replace(pydantic_data_converter, payload_codec=_Codec())
+    await maybe_walk("activation", with_codec, False, 1)
+    assert walked == ["activation"]
+    # The workflow worker still looks both functions up on the module at each activation
+    # (a temporalio upgrade that changes this fails here, not silently).
+    source = inspect.getsource(temporalio.worker._workflow)
+    assert "temporalio.bridge.worker.decode_activation(" in source
+    assert "temporalio.bridge.worker.encode_completion(" in source
+
+
+class _Codec(PayloadCodec):
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
