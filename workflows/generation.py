@@ -34,9 +34,10 @@ with workflow.unsafe.imports_passed_through():
     from docindex.models import GenerationStatus
 
     from . import names
-    from .document import BOOKKEEPING_RETRY, FIRST_STATUS, DocumentWorkflow
+    from .document import DocumentWorkflow
     from .document_contract import DocumentInput
     from .generation_contract import GenerationInput, GenerationProgress, GenerationSummary
+    from .step_policy import BOOKKEEPING_RETRY, FIRST_STATUS
 
 T = TypeVar("T")
 

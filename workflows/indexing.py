@@ -40,9 +40,10 @@ with workflow.unsafe.imports_passed_through():
     from docindex.models import DocStatus, DocumentOutcome, DocumentTask, RetryRequest, RunState
 
     from . import names
-    from .document import BOOKKEEPING_RETRY, FIRST_STATUS, DocumentWorkflow
+    from .document import DocumentWorkflow
     from .document_contract import DocumentInput, DocumentProgress
     from .indexing_contract import RetryAccepted, RunInput, RunProgress, RunSummary
+    from .step_policy import BOOKKEEPING_RETRY, FIRST_STATUS
 
 T = TypeVar("T")
 

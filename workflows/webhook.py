@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from docindex.config import Settings
 
-    from .document import BOOKKEEPING_RETRY
+    from .step_policy import BOOKKEEPING_RETRY
 
 WAKE_SIGNAL = "wake"
 # Deliveries sent by one execution before it continues as new (its history stays small).
