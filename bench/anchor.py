@@ -38,7 +38,7 @@ import asyncpg
 
 from docindex import repository
 from docindex.blobstore import BlobStore
-from docindex.cage import Cage
+from docindex.cage import Cage, CageLimits
 from docindex.components import Components
 from docindex.config import Settings
 from docindex.errors import DocumentError, ProviderError
@@ -97,13 +97,15 @@ def limits_of(settings: Settings) -> ParseLimits:
     )
 
 
-def prepare_steps(settings: Settings) -> PrepareSteps:
-    """The CPU steps, uncaged, with the parser and chunker of the settings' spec built."""
+def prepare_steps(settings: Settings, processes: int = 1) -> PrepareSteps:
+    """The CPU steps, uncaged, with the parser and chunker of the settings' spec built, in
+    one of ``processes`` processes that parse at once (they share the cores for OCR as the
+    service's parse processes do)."""
     spec = resolve_spec(settings)
     components = Components(settings, limits_of(settings))
-    caged.warm(spec.parser, limits_of(settings), report=_ignore)
-    components.chunker(spec.chunker)
-    return PrepareSteps(BlobStore.from_settings(settings), components, InProcess())
+    caged.warm(spec.parser, limits_of(settings), spec.chunker, report=_ignore)
+    cage = InProcess(CageLimits(processes=processes))
+    return PrepareSteps(BlobStore.from_settings(settings), components, cage)
 
 
 # --- the worker processes -------------------------------------------------------------
@@ -112,9 +114,9 @@ _steps: PrepareSteps | None = None
 _loop: asyncio.AbstractEventLoop | None = None
 
 
-def _init(settings: Settings) -> None:
+def _init(settings: Settings, processes: int) -> None:
     global _steps, _loop
-    _steps = prepare_steps(settings)
+    _steps = prepare_steps(settings, processes)
     _loop = asyncio.new_event_loop()
 
 
@@ -241,7 +243,7 @@ class Anchor:
                 max_workers=n,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init,
-                initargs=(self.settings,),
+                initargs=(self.settings, n),
             )
             loop = asyncio.get_running_loop()
             # A spawn pool starts a process per submit while none is idle: n slow tasks

@@ -120,7 +120,8 @@ class _Child:
                 message = ("exit", None)
             except Exception as exc:  # an answer that does not unpickle
                 message = ("error", ParseKilled(f"the parse's answer could not be read: {exc}"))
-            with self._lock:
+            with self._lock, contextlib.suppress(RuntimeError):
+                # RuntimeError: the caller's loop has closed, and nobody waits for this.
                 if self._inbox is not None and self._loop is not None:
                     self._loop.call_soon_threadsafe(self._inbox.put_nowait, message)
             if message[0] == "exit":

@@ -187,6 +187,15 @@ def test_scanned_page_is_ocred_into_the_document_with_its_page_and_box():
     assert quality.warning == "no text on page 2 (blank: 2)"
 
 
+def test_ocr_with_one_thread_reads_what_it_reads_with_one_per_core():
+    # Parse processes OCR at once with their share of the cores (threads_per_process).
+    data = scanned_crazyones(blank_page=False)
+    [every_core] = ocr_pages(data, [1])
+    [one_thread] = ocr_pages(data, [1], threads=1)
+    assert [line.text for line in one_thread.lines] == [line.text for line in every_core.lines]
+    assert len(one_thread.lines) > 3
+
+
 def test_unreadable_text_layer_is_dropped_and_left_to_ocr():
     # crazyones.pdf's fonts come out of Docling's parser as U+FFFD only.
     parser = DocumentParser("native", ocr="auto")

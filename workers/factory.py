@@ -164,14 +164,14 @@ async def build_workers(
             )
         )
         components = Components(settings, limits)
-        # The parser (in every parse process) and the chunker of the API's spec are built
-        # before polling: a worker that cannot build them fails here, not on its first document.
+        # The parser and the chunker of the API's spec are built in every parse process
+        # before polling: a worker that cannot build them fails here, not on its first
+        # document. The worker's own chunker is built only for a parse made earlier.
         from docindex.spec import resolve_spec
         from docindex.steps import caged
 
         default = resolve_spec(settings)
-        await cage.warm(caged.warm, default.parser, limits)
-        components.chunker(default.chunker)
+        await cage.warm(caged.warm, default.parser, limits, default.chunker)
         workers.append(
             Worker(
                 client,

@@ -10,6 +10,7 @@ engine"): more words right, about five times the CPU.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -55,7 +56,7 @@ class OcrPage(BaseModel):
     lines: list[OcrLine]
 
 
-_engine: Any = None
+_engines: dict[int, Any] = {}
 _engine_lock = threading.Lock()
 
 
@@ -72,18 +73,30 @@ def bundled_models() -> dict[str, Path]:
     }
 
 
-def engine() -> Any:
-    """The process's RapidOCR, loaded on first use (about a second)."""
-    global _engine
+def engine(threads: int = 0) -> Any:
+    """The process's RapidOCR, loaded on first use (about a second), with ``threads``
+    threads for onnxruntime's operators (0: one per core, onnxruntime's default)."""
     with _engine_lock:
-        if _engine is None:
+        if threads not in _engines:
             from rapidocr import RapidOCR
 
-            _engine = RapidOCR(params={"Global.log_level": "error"})
-        return _engine
+            params: dict[str, Any] = {"Global.log_level": "error"}
+            if threads > 0:
+                params["EngineConfig.onnxruntime.intra_op_num_threads"] = threads
+            _engines[threads] = RapidOCR(params=params)
+        return _engines[threads]
 
 
-# One OCR at a time per process: onnxruntime already spreads one page over every core, and
+def threads_per_process(processes: int) -> int:
+    """onnxruntime threads for each of ``processes`` processes that OCR at once: their
+    share of the cores. Its threads spin while they wait for work, so more threads than
+    cores burn CPU for nothing: on two cores, two processes OCRing at once with two threads
+    each spent half again the CPU seconds and twice the wall time of one thread each
+    (docs/benchmarks.md)."""
+    return max(1, len(os.sched_getaffinity(0)) // max(1, processes))
+
+
+# One OCR at a time per process: its threads already spread one page over its cores, and
 # two pages at once would only thrash them.
 _ocr_lock = threading.Lock()
 
@@ -94,8 +107,10 @@ def ocr_pages(
     *,
     password: str | None = None,
     on_page: Callable[[int], None] | None = None,
+    threads: int = 0,
 ) -> list[OcrPage]:
-    """OCR ``pages`` (1-based) of a PDF; ``on_page(done)`` after each."""
+    """OCR ``pages`` (1-based) of a PDF with ``threads`` threads (0: one per core);
+    ``on_page(done)`` after each."""
     import numpy as np
 
     results: list[OcrPage] = []
@@ -104,7 +119,7 @@ def ocr_pages(
         image = render_page(data, page_no, scale, password=password)
         width, height = image.shape[1] / scale, image.shape[0] / scale
         with _ocr_lock:
-            result = engine()(np.ascontiguousarray(image))
+            result = engine(threads)(np.ascontiguousarray(image))
         lines = _lines(result, scale, height)
         results.append(OcrPage(page_no=page_no, width=width, height=height, lines=lines))
         if on_page is not None:

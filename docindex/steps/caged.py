@@ -1,27 +1,61 @@
 """What the CPU steps run in the cage (``docindex.cage``): every part that reads the
-document's untrusted bytes, i.e. inspect (with its damage check), parse, and OCR.
+document's untrusted bytes, i.e. inspect (with its damage check), parse, and OCR; and, for
+a document parsed whole, what follows the parse up to its chunks (``prepare``).
 
 Module-level functions, so a child process imports them by name. Each child builds a
-parser per spec and limits once and keeps it for its later calls. ``report`` sends progress
-to the step in the worker, which heartbeats it.
+parser per spec and limits, and a chunker per spec, once and keeps them for its later
+calls. ``report`` sends progress to the step in the worker, which heartbeats it.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from docindex.spec import ParserSpec
+from docindex.blobstore import parsed_key
+from docindex.errors import TooLarge
+from docindex.filetypes import DocumentKind
+from docindex.spec import ChunkerSpec, ParserSpec
+
+from .models import DocumentMetadata, DocumentRef
 
 if TYPE_CHECKING:
+    from docindex.pipeline.chunking import DocumentChunker
     from docindex.pipeline.ocr import OcrPage
     from docindex.pipeline.parsing import DocumentParser, Inspection, ParsedDocument, ParseLimits
 
 Report = Callable[[dict[str, Any]], None]
 
+# Plain text and Markdown bytes per token, generously: text longer than max_chunks chunks of
+# max_tokens such tokens cannot fit under the chunk cap, and is refused before parsing.
+_TEXT_BYTES_PER_TOKEN = 10
+
 _parsers: dict[tuple[str, ParseLimits], DocumentParser] = {}
+_chunkers: dict[str, DocumentChunker] = {}
 _lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Made:
+    """What ``prepare`` made of a document. Either inspected only (a PDF over the split
+    threshold: ``parsed_json`` is None), or the text layer's parse with pages to OCR first
+    (``ocr_pages``), or parsed, described and chunked. The parse and the chunks travel as
+    the JSON the worker saves, not as objects: pickling a parsed document to the worker
+    and unpickling it there costs more than the bytes, which are written anyway."""
+
+    kind: DocumentKind
+    pages: int | None
+    pipeline: str
+    parsed_key: str = ""
+    parsed_json: bytes | None = None
+    ocr_pages: tuple[int, ...] = ()
+    metadata: DocumentMetadata | None = None
+    chunks_json: bytes = b""
+    chunk_count: int = 0
+    chunk_config: str = ""
 
 
 def parser_for(spec: ParserSpec, limits: ParseLimits) -> DocumentParser:
@@ -41,9 +75,95 @@ def parser_for(spec: ParserSpec, limits: ParseLimits) -> DocumentParser:
         return _parsers[key]
 
 
-def warm(spec: ParserSpec, limits: ParseLimits, *, report: Report) -> None:
-    """Build the parser before the first document (it loads Docling's pipelines)."""
+def chunker_for(spec: ChunkerSpec) -> DocumentChunker:
+    from docindex.pipeline.chunking import DocumentChunker
+
+    with _lock:
+        if spec.digest not in _chunkers:
+            _chunkers[spec.digest] = DocumentChunker(spec.max_tokens)
+        return _chunkers[spec.digest]
+
+
+def warm(
+    spec: ParserSpec, limits: ParseLimits, chunker: ChunkerSpec | None = None, *, report: Report
+) -> None:
+    """Build the parser (it loads Docling's pipelines) and the chunker (a tokenizer) before
+    the first document."""
     parser_for(spec, limits)
+    if chunker is not None:
+        chunker_for(chunker)
+
+
+def refuse_long_text(
+    kind: DocumentKind, size: int, limits: ParseLimits, chunker: ChunkerSpec
+) -> None:
+    """Plain text too long for the chunk cap is refused before Docling reads it."""
+    most = limits.max_chunks * chunker.max_tokens * _TEXT_BYTES_PER_TOKEN
+    if kind in (DocumentKind.TEXT, DocumentKind.MARKDOWN) and size > most:
+        raise TooLarge(
+            f"{size} bytes of text make more than the limit of {limits.max_chunks} "
+            f"chunks of {chunker.max_tokens} tokens"
+        )
+
+
+def prepare(
+    spec: ParserSpec,
+    chunker: ChunkerSpec,
+    limits: ParseLimits,
+    doc: DocumentRef,
+    data: bytes,
+    password: str | None,
+    *,
+    report: Report,
+) -> Made:
+    """Inspect; unless it is a PDF to split into page ranges, parse; unless some pages
+    need OCR first, settle the pages, check there is text, describe and chunk: what a
+    document parsed whole needs, in one call, so its bytes cross to the child once and only
+    JSON comes back (``PrepareSteps.prepare`` saves it)."""
+    from docindex.pipeline.metadata import extract_metadata
+    from docindex.pipeline.parsing import (
+        ensure_has_text,
+        pages_to_ocr,
+        resolve_pdf_pipeline,
+        settle_pages,
+    )
+
+    parser = parser_for(spec, limits)
+    found = parser.inspect(data, doc.filename, password)
+    refuse_long_text(found.kind, len(data), limits, chunker)
+    pdf_pipeline = resolve_pdf_pipeline(spec.pdf_pipeline)
+    pipeline = pdf_pipeline if found.kind is DocumentKind.PDF else "simple"
+    if found.kind is DocumentKind.PDF and (found.pages or 0) > spec.split_pdf_pages:
+        return Made(kind=found.kind, pages=found.pages, pipeline=pipeline)
+
+    def on_page(done: int, total: int) -> None:
+        report({"pages_done": done, "pages_total": total})
+
+    result = parser.parse(data, doc.filename, on_page, password=password, damage_checked=True)
+    document, variant = result.document, spec.variant(pipeline)
+    made = Made(kind=result.kind, pages=result.pages, pipeline=result.pipeline)
+    if pending := pages_to_ocr(document, spec.ocr, pdf_pipeline):
+        return replace(
+            made,
+            parsed_key=parsed_key(doc.tenant_id, doc.sha256, f"{variant}.text-layer"),
+            parsed_json=document.model_dump_json().encode(),
+            ocr_pages=tuple(pending),
+        )
+    settle_pages(document)
+    ensure_has_text(document, result.kind, spec.ocr)
+    key = parsed_key(doc.tenant_id, doc.sha256, variant)
+    chunks = chunker_for(chunker).chunk(document, chunker.max_tokens)
+    if len(chunks) > limits.max_chunks:
+        raise TooLarge(f"the document makes {len(chunks)} chunks; the limit is {limits.max_chunks}")
+    return replace(
+        made,
+        parsed_key=key,
+        parsed_json=document.model_dump_json().encode(),
+        metadata=extract_metadata(document, result.kind.value, result.pipeline),
+        chunks_json=json.dumps([c.to_dict() for c in chunks]).encode(),
+        chunk_count=len(chunks),
+        chunk_config=chunker_for(chunker).config_digest(key, chunker.max_tokens),
+    )
 
 
 def inspect(
@@ -83,11 +203,11 @@ def parse(
 
 
 def ocr(
-    data: bytes, pages: Sequence[int], password: str | None, *, report: Report
+    data: bytes, pages: Sequence[int], password: str | None, threads: int = 0, *, report: Report
 ) -> list[OcrPage]:
     from docindex.pipeline.ocr import ocr_pages
 
     def on_page(done: int) -> None:
         report({"ocr_pages_done": done})
 
-    return ocr_pages(data, pages, password=password, on_page=on_page)
+    return ocr_pages(data, pages, password=password, on_page=on_page, threads=threads)

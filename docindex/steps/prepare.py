@@ -7,6 +7,7 @@ bytes with the same spec finds it and does not redo the work (another tenant's n
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import OrderedDict
@@ -42,6 +43,7 @@ from docindex.pipeline.parsing import (
     settle_pages,
 )
 from docindex.spec import ChunkerSpec, ParserSpec
+from docindex.spec import resolve_pdf_pipeline as spec_pdf_pipeline
 
 from . import caged
 from .models import (
@@ -52,6 +54,7 @@ from .models import (
     MergeInput,
     OcrInput,
     OcrResult,
+    PageQuality,
     PageRangeInput,
     PageRangeResult,
     Parsed,
@@ -64,9 +67,6 @@ T = TypeVar("T")
 
 # Parsed documents kept in memory (a big PDF can take hundreds of MB).
 _PARSED_CACHE_SIZE = 4
-# Plain text and Markdown bytes per token, generously: text longer than max_chunks chunks of
-# max_tokens such tokens cannot fit under the chunk cap, and is refused before parsing.
-_TEXT_BYTES_PER_TOKEN = 10
 
 
 class PrepareSteps:
@@ -87,6 +87,21 @@ class PrepareSteps:
         doc, spec = inp.document, inp.parser
         data = await self.blobs.get(doc.blob_key)
         password = await self._password(doc.password_key)
+        if not await self._parsed_in_any_pipeline(doc, spec):
+            made = await self._caged(
+                progress,
+                caged.prepare,
+                spec,
+                inp.chunker,
+                self.limits,
+                doc,
+                data,
+                password,
+                on_progress=lambda details: progress.update(**details),
+            )
+            return await self._save_made(doc, spec, made, password)
+        # Parsed before (a reindex, another generation, a retry after the save): inspected
+        # here, then the saved parse is described and chunked.
         try:
             found = await self._caged(
                 progress, caged.inspect, spec, self.limits, data, doc.filename, password
@@ -97,7 +112,7 @@ class PrepareSteps:
             if password is None and (reused := await self._reuse_without_password(inp)):
                 return reused
             raise
-        self._refuse_long_text(found.kind, len(data), inp.chunker)
+        caged.refuse_long_text(found.kind, len(data), self.limits, inp.chunker)
         inspected = Inspected(
             kind=found.kind.value, pages=found.pages, pipeline=_pipeline(spec, found.kind)
         )
@@ -191,7 +206,7 @@ class PrepareSteps:
     async def ocr(self, inp: OcrInput, progress: Progress) -> OcrResult:
         """OCR a batch of a PDF's pages; the lines, with their boxes, go to the blob store
         (a retry of a batch already done finds them there)."""
-        from docindex.pipeline.ocr import OcrPage
+        from docindex.pipeline.ocr import OcrPage, threads_per_process
 
         doc, spec = inp.document, inp.parser
         variant = spec.variant(spec.pdf_pipeline)
@@ -208,8 +223,9 @@ class PrepareSteps:
             progress.update(ocr_pages_done=details["ocr_pages_done"], ocr_pages_total=total)
 
         started = time.monotonic()
+        threads = threads_per_process(self.cage.limits.processes)
         pages = await self._caged(
-            progress, caged.ocr, data, inp.pages, password, on_progress=on_page
+            progress, caged.ocr, data, inp.pages, password, threads, on_progress=on_page
         )
         seconds = time.monotonic() - started
         await self.blobs.put(key, json.dumps([p.model_dump() for p in pages]).encode())
@@ -281,22 +297,43 @@ class PrepareSteps:
         """Settle the pages, check there is text, count the pages by what they hold, save."""
         await blocking(settle_pages, document)
         await blocking(ensure_has_text, document, DocumentKind(parsed.kind), ocr)
-        quality = quality_report(document)
-        if quality is not None:
-            for name in ("text", "ocr", "unreadable", "empty"):
-                count_in_activity(
-                    "docindex_pdf_pages",
-                    getattr(quality, name),
-                    "PDF pages by what they hold",
-                    page_class=name,
-                )
-            if quality.warning:
-                count_in_activity(
-                    "docindex_documents_with_missing_pages",
-                    1,
-                    "Documents indexed with pages that gave no text (named in their warning)",
-                )
+        _count_pages(quality_report(document))
         await self._save_parsed(doc, variant, parsed, document)
+
+    async def _save_made(
+        self, doc: DocumentRef, spec: ParserSpec, made: caged.Made, password: str | None
+    ) -> Prepared:
+        """Save what the cage made of a document (``caged.prepare``): the parse (its meta
+        last: its presence means the parse is complete) and the chunks."""
+        inspected = Inspected(kind=made.kind.value, pages=made.pages, pipeline=made.pipeline)
+        if made.parsed_json is None:
+            return Prepared(inspected=inspected)  # its page ranges are steps of their own
+        if password is not None:
+            await self.blobs.put(_inspected_key(doc, spec), inspected.model_dump_json().encode())
+        count_in_activity(
+            "docindex_pages_parsed", made.pages or 0, "Pages parsed", pipeline=made.pipeline
+        )
+        parsed = Parsed(
+            parsed_key=made.parsed_key,
+            kind=made.kind.value,
+            pages=made.pages,
+            pipeline=made.pipeline,
+        )
+        await self.blobs.put(parsed.parsed_key, made.parsed_json)
+        if made.ocr_pages:
+            return Prepared(inspected=inspected, parsed=parsed, ocr_pages=list(made.ocr_pages))
+        assert made.metadata is not None
+        _count_pages(made.metadata.quality)
+        await self.blobs.put(
+            parsed_meta_key(doc.tenant_id, doc.sha256, spec.variant(made.pipeline)),
+            parsed.model_dump_json(exclude={"reused"}).encode(),
+        )
+        key = chunks_key(doc.tenant_id, doc.sha256, made.chunk_config)
+        await self.blobs.put(key, made.chunks_json)
+        chunked = Chunked(
+            chunks_key=key, chunk_count=made.chunk_count, chunk_config=made.chunk_config
+        )
+        return Prepared(inspected=inspected, parsed=parsed, metadata=made.metadata, chunked=chunked)
 
     async def _describe_and_chunk(
         self, doc: DocumentRef, parsed: Parsed, document: DoclingDocument, spec: ChunkerSpec
@@ -383,15 +420,6 @@ class PrepareSteps:
                 **kwargs,
             )
 
-    def _refuse_long_text(self, kind: DocumentKind, size: int, chunker: ChunkerSpec) -> None:
-        """Plain text too long for the chunk cap is refused before Docling reads it."""
-        most = self.limits.max_chunks * chunker.max_tokens * _TEXT_BYTES_PER_TOKEN
-        if kind in (DocumentKind.TEXT, DocumentKind.MARKDOWN) and size > most:
-            raise TooLarge(
-                f"{size} bytes of text make more than the limit of {self.limits.max_chunks} "
-                f"chunks of {chunker.max_tokens} tokens"
-            )
-
     async def _reuse_without_password(self, inp: PrepareInput) -> Prepared | None:
         doc, spec = inp.document, inp.parser
         try:
@@ -409,6 +437,14 @@ class PrepareSteps:
 
     async def _password(self, key: str | None) -> str | None:
         return (await self.blobs.get(key)).decode() if key else None
+
+    async def _parsed_in_any_pipeline(self, doc: DocumentRef, spec: ParserSpec) -> bool:
+        """Whether these bytes were parsed with this spec before, by whichever pipeline
+        their kind takes (a PDF's, or the simple one of every other format)."""
+        pdf = spec_pdf_pipeline(spec.pdf_pipeline)  # a worker without it fails the parse
+        variants = {spec.variant(pdf), spec.variant("simple")}
+        keys = [parsed_meta_key(doc.tenant_id, doc.sha256, v) for v in variants]
+        return any(await asyncio.gather(*(self.blobs.exists(k) for k in keys)))
 
     async def _parsed_before(self, doc: DocumentRef, variant: str) -> Parsed | None:
         """An earlier parse of the same bytes with the same parser options, if saved."""
@@ -448,6 +484,25 @@ class PrepareSteps:
         self._parsed.move_to_end(key)
         while len(self._parsed) > _PARSED_CACHE_SIZE:
             self._parsed.popitem(last=False)
+
+
+def _count_pages(quality: PageQuality | None) -> None:
+    """PDF pages by what they hold, and documents indexed with pages that gave no text."""
+    if quality is None:
+        return
+    for name in ("text", "ocr", "unreadable", "empty"):
+        count_in_activity(
+            "docindex_pdf_pages",
+            getattr(quality, name),
+            "PDF pages by what they hold",
+            page_class=name,
+        )
+    if quality.warning:
+        count_in_activity(
+            "docindex_documents_with_missing_pages",
+            1,
+            "Documents indexed with pages that gave no text (named in their warning)",
+        )
 
 
 def _pipeline(spec: ParserSpec, kind: DocumentKind) -> str:
