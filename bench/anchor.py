@@ -46,6 +46,7 @@ from docindex.ids import run_workflow_id
 from docindex.models import DocStatus, RunState
 from docindex.pagination import page_ranges
 from docindex.pipeline.parsing import ParseLimits
+from docindex.spec import LocalEmbedder as LocalEmbedderSpec
 from docindex.spec import NoEnricher, PipelineSpec, resolve_spec
 from docindex.steps import caged
 from docindex.steps.embed import EmbedSteps
@@ -236,6 +237,16 @@ class Anchor:
             self._embed[batch] = EmbedSteps(self.blobs, components)
         return self._embed[batch]
 
+    def torch_threads(self, threads: int | None) -> int:
+        """Set this process's torch threads for the next pass (None: the service's default
+        for a local model on CPU, ``DOCINDEX_EMBED_CPU_THREADS`` or one fewer than the
+        cores); the number set (0 when the embedder is not a local torch model)."""
+        if not isinstance(self.spec.embedder, LocalEmbedderSpec):
+            return 0
+        from docindex.pipeline.embedders.local import set_cpu_threads
+
+        return set_cpu_threads(threads or self.settings.embed_cpu_threads)
+
     async def processes(self, n: int) -> ProcessPoolExecutor:
         """``n`` worker processes, each with Docling and the chunker loaded."""
         if n not in self._pools:
@@ -265,12 +276,20 @@ class Anchor:
     # ------------------------------------------------------------------ passes
 
     async def run(
-        self, paths: Sequence[Path], tenant: str, *, processes: int, batch: int
+        self,
+        paths: Sequence[Path],
+        tenant: str,
+        *,
+        processes: int,
+        batch: int,
+        threads: int | None = None,
     ) -> AnchorRun:
         """Every document at once: CPU steps in ``processes`` worker processes, embedding
-        across documents in batches of up to ``batch`` texts here, stores as they come."""
+        across documents in batches of up to ``batch`` texts here, with ``threads`` torch
+        threads (None: the service's default), stores as they come."""
         executor = await self.processes(processes)
         embed = self.embed_steps(batch)
+        threads = self.torch_threads(threads)
         loop = asyncio.get_running_loop()
 
         async def call(name: str, inp: Any) -> Any:
@@ -278,7 +297,8 @@ class Anchor:
 
         pids = self.worker_pids(processes)
         before = _cpu(pids)
-        out = AnchorRun(run_id="", tenant=tenant, setting=f"{processes} proc, batch {batch}")
+        setting = f"{processes} proc, batch {batch}, {threads} torch threads"
+        out = AnchorRun(run_id="", tenant=tenant, setting=setting)
         started = time.perf_counter()
         run_id, refs = await self._begin(paths, tenant)
         done = await asyncio.gather(*(self._document(ref, call, embed, out) for ref in refs))
@@ -293,6 +313,7 @@ class Anchor:
             self._naive = await asyncio.to_thread(prepare_steps, self.settings)
         steps = self._naive
         embed = self.embed_steps(self.settings.embed_micro_batch)
+        self.torch_threads(None)
 
         async def call(name: str, inp: Any) -> Any:
             return await getattr(steps, name)(inp, Progress())

@@ -35,6 +35,7 @@ class Ctx:
     big: bool = False
     anchor_processes: tuple[int, ...] = (1, 2)
     anchor_batches: tuple[int, ...] = (64, 256)
+    anchor_threads: tuple[int, ...] = (1, 2)
     # Peak RSS by process kind over every service run sampled so far (figure 8).
     memory: dict[str, int] = field(default_factory=dict)
     _apis: dict[tuple[tuple[str, str], ...], tuple[Proc, str]] = field(default_factory=dict)

@@ -61,10 +61,16 @@ async def service_pass(
 
 
 async def anchor_pass(
-    ctx: Ctx, anchor: Anchor, paths: list[Path], tenant: str, processes: int, batch: int
+    ctx: Ctx,
+    anchor: Anchor,
+    paths: list[Path],
+    tenant: str,
+    processes: int,
+    batch: int,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     ctx.stack.forget_artifacts()
-    run = await anchor.run(paths, tenant, processes=processes, batch=batch)
+    run = await anchor.run(paths, tenant, processes=processes, batch=batch, threads=threads)
     return _anchor_result(run)
 
 
@@ -104,7 +110,12 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
 async def _measure(
     ctx: Ctx, anchor: Anchor, paths: list[Path], files: list[tuple[str, bytes]]
 ) -> dict[str, Any]:
-    grid = [(p, b) for p in ctx.anchor_processes for b in ctx.anchor_batches]
+    grid = [
+        (p, b, t)
+        for p in ctx.anchor_processes
+        for b in ctx.anchor_batches
+        for t in ctx.anchor_threads
+    ]
     # Models loaded and processes started before any clock; then one unmeasured pass of
     # each kind over a few small files: imports, model warm-up, the first HNSW index (a
     # full corpus pass would double this figure's time for nothing).
@@ -115,7 +126,7 @@ async def _measure(
     small = [p for p in corpus_files(ctx.corpus) if p.stat().st_size < 100_000][:4]
     await service_pass(ctx, [(p.name, p.read_bytes()) for p in small], "bench-warmup")
     for p in ctx.anchor_processes:
-        await anchor_pass(ctx, anchor, small, f"bench-warmup-anchor-{p}", p, grid[0][1])
+        await anchor_pass(ctx, anchor, small, f"bench-warmup-anchor-{p}", p, grid[0][1], grid[0][2])
     await naive_pass(ctx, anchor, small, "bench-warmup-naive")
 
     # What the service makes of these files, the reference every other pass is held to.
@@ -149,10 +160,12 @@ async def _measure(
         service.append(result)
         await check("service", result["run_id"])
 
-    async def run_anchor(tenant: str, processes: int, batch: int) -> dict[str, Any]:
+    async def run_anchor(
+        tenant: str, processes: int, batch: int, threads: int | None
+    ) -> dict[str, Any]:
         loads.append(os.getloadavg()[0])
         before, machine = cpu_seconds(ctx.worker_pids(), ctx.stack.root), _machine_cpu()
-        result = await anchor_pass(ctx, anchor, paths, tenant, processes, batch)
+        result = await anchor_pass(ctx, anchor, paths, tenant, processes, batch, threads)
         result["cpu_s"] = _spent(before, cpu_seconds(ctx.worker_pids(), ctx.stack.root))
         others.append(_machine_cpu() - machine)
         result["cpu_s"]["anchor workers"] = result["workers_cpu_s"]
@@ -172,11 +185,12 @@ async def _measure(
 
     # The sweep: one pass per setting; the fastest is the anchor the service is held to.
     sweep: dict[str, float] = {}
-    for p, b in grid:
-        result = await run_anchor(f"bench-sweep-{p}-{b}", p, b)
-        sweep[result["setting"]] = round(result["wall_s"], 2)
+    walls: dict[tuple[int, int, int], float] = {}
+    for p, b, t in grid:
+        result = await run_anchor(f"bench-sweep-{p}-{b}-{t}", p, b, t)
+        sweep[result["setting"]] = walls[p, b, t] = round(result["wall_s"], 2)
         ctx.console.print(f"  anchor {result['setting']}: {result['wall_s']:.2f}s")
-    best_p, best_b = min(grid, key=lambda pb: sweep[f"{pb[0]} proc, batch {pb[1]}"])
+    best_p, best_b, best_t = min(grid, key=lambda pbt: walls[pbt])
     await asyncio.to_thread(anchor.close, keep=best_p)
 
     for i in range(ctx.repeat):
@@ -186,7 +200,7 @@ async def _measure(
             if side == "service":
                 await run_service(i)
             elif side == "anchor":
-                anchors.append(await run_anchor(f"bench-anchor-{i}", best_p, best_b))
+                anchors.append(await run_anchor(f"bench-anchor-{i}", best_p, best_b, best_t))
             else:
                 await run_naive(i)
         ctx.console.print(
@@ -226,7 +240,7 @@ async def _measure(
         if equal
         else f"NO, figure void: {'; '.join(checks[:5])}"
     )
-    best = f"{best_p} proc, batch {best_b}"
+    best = anchors[0]["setting"]
     shown = f"{ratio:.3f}" if equal else f"void ({ratio:.3f}, outputs differ)"
     return {
         "corpus": "big PDFs" if ctx.big else "shared corpus",

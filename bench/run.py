@@ -125,6 +125,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=(64, 256),
         help="figure 1: texts per embedding batch the anchor tries (default 64,256)",
     )
+    ap.add_argument(
+        "--anchor-threads",
+        type=_ints,
+        default=tuple(sorted({max(1, (os.cpu_count() or 2) - 1), os.cpu_count() or 2})),
+        help="figure 1: torch threads the anchor's embedding tries (default: the service's "
+        "default, one fewer than the cores, and one per core)",
+    )
     ap.add_argument("--corpus", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=Path(".docindex/bench.json"))
     return ap.parse_args(argv)
@@ -168,6 +175,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             big=args.big,
             anchor_processes=args.anchor_processes,
             anchor_batches=args.anchor_batch,
+            anchor_threads=args.anchor_threads,
         )
         for name in order:
             console.print(f"[bold]{FIGURES.get(name) or EXTRA[name]}[/bold] …")
