@@ -33,7 +33,9 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
         # for the query model the API loads in the background when it starts (seconds of
         # CPU that would otherwise fall into the first levels).
         await upload(http, [("warmup.pdf", synthetic_pdf(seed, SIZE))], headers)
-        warm = await http.post("/v1/search", json={"query": "warm-up"}, headers=headers)
+        warm = await http.post(
+            "/v1/search", json={"query": "warm-up"}, headers=headers, timeout=300
+        )
         warm.raise_for_status()
         for c in CONCURRENCY:
             n = max(c, 5) if ctx.quick else max(3 * c, 30) * ctx.repeat
