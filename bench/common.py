@@ -217,7 +217,8 @@ def _proc_status_bytes(pid: int, field_name: str) -> int:
 
 
 def cpu_seconds(pids: dict[str, int], postgres_under: Path | None = None) -> dict[str, float]:
-    """User + system CPU seconds so far of each named process (with its children), of this
+    """User + system CPU seconds so far of each named process (with its children, those
+    that have exited too: a worker's parse process replaced mid-pass), of this
     process (``bench``: the in-process pass runs here), of the Temporal dev server this
     process started and of every Postgres process (only the server whose data directory is
     under ``postgres_under``, and its backends, when given: on a shared machine other
@@ -227,12 +228,14 @@ def cpu_seconds(pids: dict[str, int], postgres_under: Path | None = None) -> dic
     except ImportError:
         return {}
 
-    def spent(procs: list[psutil.Process]) -> float:
+    def spent(procs: list[psutil.Process], reaped: bool = False) -> float:
         total = 0.0
         for p in procs:
             with contextlib.suppress(psutil.Error):
                 t = p.cpu_times()
                 total += t.user + t.system
+                if reaped:  # children that exited and were waited for (a parse process)
+                    total += t.children_user + t.children_system
         return total
 
     me = psutil.Process()
@@ -240,13 +243,14 @@ def cpu_seconds(pids: dict[str, int], postgres_under: Path | None = None) -> dic
     for name, pid in pids.items():
         with contextlib.suppress(psutil.Error):
             proc = psutil.Process(pid)
-            out[name] = spent([proc, *proc.children(recursive=True)])
+            out[name] = spent([proc, *proc.children(recursive=True)], reaped=True)
     out["temporal"] = spent([c for c in me.children() if "temporal" in _name(c)])
     postgres = [p for p in psutil.process_iter() if _name(p).startswith("postgres")]
     if postgres_under is not None:
         servers = [p for p in postgres if str(postgres_under) in " ".join(_cmdline(p))]
         postgres = [q for p in servers for q in (p, *_children(p))]
-    out["postgres"] = spent(postgres)
+    # With the backends that have exited (a connection closed).
+    out["postgres"] = spent(postgres, reaped=postgres_under is not None)
     return out
 
 
