@@ -291,6 +291,15 @@ class Settings(BaseSettings):
     large_worker_concurrency: int = Field(default=1, ge=1)
     large_max_document_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1)
     large_max_document_pages: int = Field(default=20000, ge=1)
+    worker_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Niceness the CPU, large and GPU workers (and their parse processes) add "
+        "to their own at start: parsing and embedding, which can wait, yield the cores to what "
+        "someone waits on when they share a machine (the API answering an upload, the workflow "
+        "worker and Temporal moving documents along). 0 = as started",
+    )
     worker_graceful_shutdown_s: float = Field(
         default=20.0,
         ge=0,
