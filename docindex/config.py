@@ -380,9 +380,9 @@ class Settings(BaseSettings):
     embed_cpu_threads: int | None = Field(
         default=None,
         ge=1,
-        description="Local model on CPU: torch's intra-op threads; unset = one fewer than the "
-        "cores (at least one), so a forward pass leaves a core to the process's event loop "
-        "and to whatever else runs on the machine",
+        description="Local model on CPU: torch's intra-op threads; unset = one per core this "
+        "process may use. Fewer stall less when other work shares the cores, but embed a "
+        "corpus on fewer cores",
     )
 
     # Enrichment

@@ -88,16 +88,17 @@ class MicroBatcher:
 
 
 def set_cpu_threads(threads: int | None) -> int:
-    """Give torch ``threads`` intra-op threads in this process (default: one fewer than the
-    cores this process may use, at least one); return how many.
+    """Give torch ``threads`` intra-op threads in this process (default: one per core this
+    process may use); return how many.
 
-    torch's default, one per core, suits a machine with nothing else to do. Here the model
-    shares the cores with the worker's event loop, Temporal's threads and other processes,
-    and torch's threads spin waiting for each other whenever one of them is descheduled
-    (docs/benchmarks.md, figure 2)."""
+    Fewer threads make a forward pass stall less when other work takes the cores (torch's
+    threads spin waiting for each other), but the embedding of a corpus, most of an
+    indexing run's work, then uses fewer cores once parsing is done: on two cores, one
+    thread made figure 1 a third slower (docs/benchmarks.md). Parsing and embedding yield
+    to the API and the orchestration by their priority instead (``worker_nice``)."""
     import torch
 
-    threads = threads or max(1, len(os.sched_getaffinity(0)) - 1)
+    threads = threads or len(os.sched_getaffinity(0))
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
