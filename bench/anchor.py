@@ -98,14 +98,14 @@ def limits_of(settings: Settings) -> ParseLimits:
     )
 
 
-def prepare_steps(settings: Settings, processes: int = 1) -> PrepareSteps:
+def prepare_steps(settings: Settings, sharing: int = 1) -> PrepareSteps:
     """The CPU steps, uncaged, with the parser and chunker of the settings' spec built, in
-    one of ``processes`` processes that parse at once (they share the cores for OCR as the
-    service's parse processes do)."""
+    one of ``sharing`` busy processes: OCR takes its share of the cores
+    (``threads_per_process``), as in the service's parse processes."""
     spec = resolve_spec(settings)
     components = Components(settings, limits_of(settings))
     caged.warm(spec.parser, limits_of(settings), spec.chunker, report=_ignore)
-    cage = InProcess(CageLimits(processes=processes))
+    cage = InProcess(CageLimits(processes=sharing))
     return PrepareSteps(BlobStore.from_settings(settings), components, cage)
 
 
@@ -117,7 +117,9 @@ _loop: asyncio.AbstractEventLoop | None = None
 
 def _init(settings: Settings, processes: int) -> None:
     global _steps, _loop
-    _steps = prepare_steps(settings, processes)
+    # The main process embeds while these parse: OCR's threads spin when the cores are
+    # oversubscribed, so each takes a share of the cores among processes + 1.
+    _steps = prepare_steps(settings, sharing=processes + 1)
     _loop = asyncio.new_event_loop()
 
 
