@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import subprocess
+import sys
 import textwrap
 import uuid
 from pathlib import Path
@@ -194,6 +197,32 @@ def test_ocr_with_one_thread_reads_what_it_reads_with_one_per_core():
     [one_thread] = ocr_pages(data, [1], threads=1)
     assert [line.text for line in one_thread.lines] == [line.text for line in every_core.lines]
     assert len(one_thread.lines) > 3
+
+
+_COUNT_THREADS = """
+import os, sys
+from docindex.pipeline.ocr import ocr_pages
+ocr_pages(sys.stdin.buffer.read(), [1], threads=int(sys.argv[1]))
+print(len(os.listdir("/proc/self/task")))
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: one thread either way")
+def test_ocr_given_one_thread_starts_no_thread_per_core():
+    # A fresh process each: onnxruntime's pools are per session and live as long as it.
+    data = scanned_crazyones(blank_page=False)
+
+    def threads(n: int) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", _COUNT_THREADS, str(n)],
+            input=data,
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        return int(done.stdout.split()[-1])
+
+    assert threads(1) < threads(0)
 
 
 def test_unreadable_text_layer_is_dropped_and_left_to_ocr():
