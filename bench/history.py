@@ -182,3 +182,52 @@ async def execution_cost(client: Client, workflow_id: str) -> Cost:
         cost.activities += t == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
         cost.signals += t == EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED
     return cost
+
+
+def _unix(event: HistoryEvent) -> float:
+    return event.event_time.seconds + event.event_time.nanos / 1e9
+
+
+async def critical_path(
+    client: Client, run_workflow: str, document_workflow: str
+) -> list[tuple[str, float]]:
+    """A one-document run's path to its document's end, as (segment, unix seconds at its
+    end): the run's events up to the child's start, then every event of the child. A
+    segment is named for what ends it: a task's ``queue`` ends when a worker takes it
+    (scheduled → started), its ``run`` when the worker reports (started → completed);
+    events written together by one task completion are folded into it."""
+    run = list((await client.get_workflow_handle(run_workflow).fetch_history()).events)
+    doc = list((await client.get_workflow_handle(document_workflow).fetch_history()).events)
+    path: list[tuple[str, float]] = []
+    names: dict[int, str] = {}
+    counters: dict[str, int] = defaultdict(int)
+
+    def walk(prefix: str, events: list[HistoryEvent], stop: EventType.ValueType | None) -> None:
+        for e in events:
+            t, kind = _unix(e), e.event_type
+            if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+                path.append((f"{prefix} started", t))
+            elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+                counters[prefix] += 1
+                path.append((f"{prefix} WFT{counters[prefix]} queue", t))
+            elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                path.append((f"{prefix} WFT{counters[prefix]} run", t))
+            elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                names[e.event_id] = e.activity_task_scheduled_event_attributes.activity_type.name
+            elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                sid = e.activity_task_started_event_attributes.scheduled_event_id
+                path.append((f"{names[sid]} queue", t))
+            elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                sid = e.activity_task_completed_event_attributes.scheduled_event_id
+                path.append((f"{names[sid]} run", t))
+            elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED and path:
+                # Scheduled when the previous step ended: a gap here is the server's.
+                path.append((f"{prefix} WFT{counters[prefix] + 1} scheduled", t))
+            elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+                path.append((f"{prefix} closed", t))
+            if kind == stop:
+                return
+
+    walk("run", run, EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED)
+    walk("doc", doc, None)
+    return path

@@ -72,6 +72,53 @@ def test_bench_quick_writes_the_figures(tmp_path: Path) -> None:
     assert search["p50_ms"] > 0 and search["p95_ms"] >= search["p50_ms"]
 
 
+@pytest.mark.timeout(300)
+def test_bench_latency_reads_each_samples_path(tmp_path: Path) -> None:
+    """Figure 2 breaks each sample down from one clock: the client, Postgres and both
+    workflows' histories, in the order things happened, ending when the bench saw the
+    document completed, which is after its store step began."""
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    argv = ["--quick", "--repeat", "1", "--only", "latency", "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=290,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    latency = json.loads(out.read_text())["figures"]["latency"]
+    assert "error" not in latency and latency["samples"] == 5
+    for path in latency["paths"]:
+        names = [name for name, _ in path]
+        at = dict(path)
+        assert names[0] == "client sent"
+        for point in (
+            "run started",
+            "doc started",
+            "prepare_document run",
+            "embed_chunks run",
+            "event store running",
+        ):
+            assert point in at, names
+        assert (
+            at["client sent"]
+            < at["API recorded the upload"]
+            < at["run started"]
+            < at["doc started"]
+            < at["prepare_document run"]
+            < at["embed_chunks run"]
+            < at["event store running"]
+            < at["bench saw it"]
+        ), path
+        seen = at["bench saw it"] - at["client sent"]
+        assert latency["p50_s"] <= latency["max_s"] and 0 < seen <= latency["max_s"] + 0.05
+    assert next(iter(latency["path_ms"])) == "API recorded the upload"
+    assert {"embed", "prepare", "store"} <= latency["in_process_steps_ms"].keys()
+
+
 @pytest.mark.timeout(120)
 async def test_anchor_makes_what_the_naive_loop_makes(
     settings: Settings, corpus: Path, tmp_path: Path
