@@ -45,6 +45,7 @@ from docindex.errors import DocumentError, ProviderError
 from docindex.ids import run_workflow_id
 from docindex.models import DocStatus, RunState
 from docindex.pagination import page_ranges
+from docindex.pipeline.embedders.local import default_micro_batch
 from docindex.pipeline.parsing import ParseLimits
 from docindex.spec import LocalEmbedder as LocalEmbedderSpec
 from docindex.spec import NoEnricher, PipelineSpec, resolve_spec
@@ -314,7 +315,7 @@ class Anchor:
         if self._naive is None:
             self._naive = await asyncio.to_thread(prepare_steps, self.settings)
         steps = self._naive
-        embed = self.embed_steps(self.settings.embed_micro_batch)
+        embed = self.embed_steps(self.settings.embed_micro_batch or default_micro_batch("cpu"))
         self.torch_threads(None)
 
         async def call(name: str, inp: Any) -> Any:

@@ -20,6 +20,7 @@ from bench.common import PeakRss, big_pdfs, corpus_files, cpu_seconds, median, u
 from bench.context import Ctx
 from bench.history import Breakdown, document_breakdown
 from docindex.ids import document_workflow_id
+from docindex.pipeline.embedders.local import default_micro_batch
 
 STEPS = ("parse", "metadata", "chunk", "enrich", "embed", "store", "bookkeeping")
 
@@ -121,7 +122,8 @@ async def _measure(
     # full corpus pass would double this figure's time for nothing).
     for p in ctx.anchor_processes:
         await anchor.processes(p)
-    for b in {*ctx.anchor_batches, ctx.stack.settings.embed_micro_batch}:
+    configured = ctx.stack.settings.embed_micro_batch or default_micro_batch("cpu")
+    for b in {*ctx.anchor_batches, configured}:
         await asyncio.to_thread(anchor.embed_steps, b)
     small = [p for p in corpus_files(ctx.corpus) if p.stat().st_size < 100_000][:4]
     await service_pass(ctx, [(p.name, p.read_bytes()) for p in small], "bench-warmup")

@@ -27,6 +27,7 @@ from docindex.errors import DocumentError, ProviderError
 from docindex.ids import run_workflow_id
 from docindex.models import DocStatus, RunState
 from docindex.pagination import page_ranges
+from docindex.pipeline.embedders import gpu_worker_concurrency
 from docindex.pipeline.parsing import ParseLimits
 from docindex.spec import AnthropicEnricher, resolve_spec
 from docindex.steps.embed import EmbedSteps
@@ -153,7 +154,7 @@ class LocalIndexer:
         window = asyncio.Semaphore(parallel or self.settings.max_concurrent_documents)
         slots = _Slots(
             cpu=asyncio.Semaphore(cpu_slots or self.settings.cpu_worker_concurrency),
-            embed=asyncio.Semaphore(self.settings.gpu_worker_concurrency),
+            embed=asyncio.Semaphore(gpu_worker_concurrency(self.settings)),
         )
 
         async def one(doc: LocalDocument, meta: repository.NewDocument) -> None:

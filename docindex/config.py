@@ -160,7 +160,13 @@ class Settings(BaseSettings):
         description="Children started before the run continues-as-new (keeps history small)",
     )
     cpu_worker_concurrency: int = Field(default=2, ge=1)
-    gpu_worker_concurrency: int = Field(default=4, ge=1)
+    gpu_worker_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Embed activities at once on the GPU worker; unset = 128 when the local "
+        "model is on CUDA (the micro-batcher needs many requests to fill a GPU: bench figure "
+        "9), else 4",
+    )
 
     # What a document becomes: read where a run is created (the API, index-local) and
     # resolved into the run's pipeline spec (docindex/spec.py). A worker's own values of
@@ -345,8 +351,11 @@ class Settings(BaseSettings):
 
     # Chunking / embedding
     embedder: Literal["local", "voyage"] = "local"
-    embed_micro_batch: int = Field(
-        default=256, ge=1, description="Local model: most texts coalesced into one forward pass"
+    embed_micro_batch: int | None = Field(
+        default=None,
+        ge=1,
+        description="Local model: most texts coalesced into one forward pass; unset = 1024 on "
+        "CUDA, 256 on CPU",
     )
     embed_micro_batch_wait_ms: float | None = Field(
         default=None,

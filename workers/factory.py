@@ -183,6 +183,7 @@ async def build_workers(
         )
     elif kind is Queue.GPU:
         from activities.embedding import EmbeddingActivities
+        from docindex.pipeline.embedders import gpu_worker_concurrency
         from docindex.spec import LocalEmbedder, VoyageEmbedder, resolve_spec
         from docindex.steps.embed import EmbedSteps
 
@@ -196,7 +197,7 @@ async def build_workers(
                 task_queue=settings.gpu_task_queue,
                 activities=EmbeddingActivities(EmbedSteps(blobs, components)).all(),
                 # Many concurrent requests are what the micro-batcher coalesces.
-                max_concurrent_activities=settings.gpu_worker_concurrency,
+                max_concurrent_activities=gpu_worker_concurrency(settings),
                 **common,
             )
         )
