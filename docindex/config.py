@@ -165,7 +165,7 @@ class Settings(BaseSettings):
         ge=1,
         description="Embed activities at once on the GPU worker; unset = 128 when the local "
         "model is on CUDA (the micro-batcher needs many requests to fill a GPU: bench figure "
-        "9), else 4",
+        "10), else 4",
     )
 
     # What a document becomes: read where a run is created (the API, index-local) and

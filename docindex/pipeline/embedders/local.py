@@ -105,7 +105,7 @@ class MicroBatcher:
 
 def default_micro_batch(device: str) -> int:
     """Texts coalesced into one forward pass unless configured: on a GPU, a pass of 1,024
-    embedded a third more per second than one of 256 (bench figure 9)."""
+    embedded a third more per second than one of 256 (bench figure 10)."""
     return 256 if device == "cpu" else 1024
 
 
@@ -175,7 +175,7 @@ class LocalEmbedder(Embedder):
         wanted = device != "cpu" if overlap is None else overlap
         self.overlap = wanted and self._model.default_prompt_name is None
         # One thread tokenizes a batch of long chunks slower than a GPU embeds it (bench
-        # figure 9); the Rust tokenizer lets go of the GIL.
+        # figure 10); the Rust tokenizer lets go of the GIL.
         self.tokenize_threads = tokenize_threads or max(1, min(4, len(os.sched_getaffinity(0)) - 1))
         self._tokenizing: ThreadPoolExecutor | None = None
         # Also sets the model's own tokenizer's padding and truncation, before threads share
