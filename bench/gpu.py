@@ -137,6 +137,7 @@ def _embedder(
     threads: int = 4,
     direct: bool = True,
     micro_batch: int = 256,
+    in_flight: int | None = None,
 ) -> Any:
     from docindex.pipeline.embedders.local import LocalEmbedder
 
@@ -147,6 +148,7 @@ def _embedder(
         max_batch=micro_batch,
         overlap=overlap,
         tokenize_threads=threads,
+        passes_in_flight=in_flight,
     )
     if not direct:  # tokenize through sentence-transformers, as before the direct tokenizer
         embedder._direct = None
@@ -294,12 +296,14 @@ def activities(
     model: Path, device: str, documents: list[list[str]], busy: Busy, seconds: float
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for name, overlap, micro_batch in [
-        ("float32, tokenize then run", False, 256),
-        ("float32, overlap, direct, 4 threads", True, 256),
-        ("float32, overlap, direct, 4 threads, micro-batch 1024", True, 1024),
+    for name, overlap, micro_batch, in_flight in [
+        ("float32, tokenize then run", False, 256, 1),
+        ("float32, direct, 4 threads, passes of 1024, 1 at once", True, 1024, 1),
+        ("float32, direct, 4 threads, passes of 1024, 2 at once", True, 1024, 2),
     ]:
-        embedder = _embedder(model, device, 64, overlap=overlap, micro_batch=micro_batch)
+        embedder = _embedder(
+            model, device, 64, overlap=overlap, micro_batch=micro_batch, in_flight=in_flight
+        )
         asyncio.run(embedder.embed_documents(documents[0]))  # warm-up
         for g in ACTIVITIES:
             got = asyncio.run(_activities(embedder, documents, g, seconds))

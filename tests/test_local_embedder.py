@@ -94,3 +94,44 @@ def test_defaults_follow_the_device():
     assert gpu_worker_concurrency(Settings(embed_device="cuda")) == 128
     assert gpu_worker_concurrency(Settings(embed_device="cuda", gpu_worker_concurrency=8)) == 8
     assert default_micro_batch("cpu") == 256 and default_micro_batch("cuda") == 1024
+
+
+def _rows(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A stand-in model: each text's vector is its length, its tokens its word count."""
+    vectors = np.array([[float(len(t))] for t in texts], dtype=np.float32)
+    return vectors, np.array([len(t.split()) for t in texts], dtype=np.int64)
+
+
+async def test_two_passes_run_at_once_and_each_caller_gets_its_rows():
+    import threading
+
+    from docindex.pipeline.embedders.local import MicroBatcher
+
+    both = threading.Barrier(2, timeout=10)  # broken unless two passes meet inside encode
+
+    def encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        both.wait()
+        return _rows(texts)
+
+    batcher = MicroBatcher(encode, max_batch=2, max_wait_s=0.0, in_flight=2)
+    requests = [["a b", "ccc"], ["dddd e f", "m"], ["gg", "h"], ["i j k l", "n o"]]  # 4 passes
+    results = await asyncio.gather(*(batcher.embed(r) for r in requests))
+    for request, (vectors, tokens) in zip(requests, results, strict=True):
+        assert vectors[:, 0].tolist() == [len(t) for t in request]
+        assert tokens.tolist() == [len(t.split()) for t in request]
+    assert batcher.stats.forward_passes == 4
+
+
+async def test_a_failed_pass_fails_its_callers_and_the_batcher_goes_on():
+    from docindex.pipeline.embedders.local import MicroBatcher
+
+    def encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        if "boom" in texts:
+            raise RuntimeError("CUDA out of memory")
+        return _rows(texts)
+
+    batcher = MicroBatcher(encode, max_batch=1, max_wait_s=0.0, in_flight=2)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        await batcher.embed(["boom"])
+    vectors, _ = await batcher.embed(["after"])
+    assert vectors[:, 0].tolist() == [5.0]

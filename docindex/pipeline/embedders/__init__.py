@@ -103,8 +103,8 @@ def embeds_on_gpu(settings: Settings) -> bool:
 def gpu_worker_concurrency(settings: Settings) -> int:
     """Embed activities a GPU worker runs at once: the setting, else many on CUDA, where
     the micro-batcher needs many requests to fill the device (bench figure 10: 4 at once
-    kept an H200 a fifth busy, 128 two thirds), and a few on a CPU, which one request's
-    batch already saturates."""
+    kept an H200 a quarter busy, 128 85 %), and a few on a CPU, which one request's batch
+    already saturates."""
     if settings.gpu_worker_concurrency is not None:
         return settings.gpu_worker_concurrency
     return 128 if embeds_on_gpu(settings) else 4

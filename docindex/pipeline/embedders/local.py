@@ -40,18 +40,22 @@ Encoded = tuple[np.ndarray, np.ndarray]
 
 class MicroBatcher:
     """Collects embedding requests for up to ``max_wait_s`` or ``max_batch`` texts, then
-    runs them as one forward pass and hands each caller its own rows."""
+    runs them as one forward pass and hands each caller its own rows; up to ``in_flight``
+    passes at once, where ``encode`` may run in several threads."""
 
     def __init__(
         self,
         encode: Callable[[list[str]], Encoded],
         max_batch: int = 256,
         max_wait_s: float = 0.02,
+        in_flight: int = 1,
     ) -> None:
         self._encode = encode
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.in_flight = in_flight
         self.stats = BatchStats()
+        self._passes: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[tuple[list[str], asyncio.Future[Encoded]]] | None = None
         self._runner: asyncio.Task[None] | None = None
 
@@ -67,7 +71,10 @@ class MicroBatcher:
 
     async def _run(self, queue: asyncio.Queue) -> None:
         loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self.in_flight)
         while True:
+            # A pass is collected once it can start: what queued meanwhile joins it.
+            await slots.acquire()
             pending = [await queue.get()]
             size = len(pending[0][0])
             deadline = loop.time() + self.max_wait_s
@@ -84,14 +91,20 @@ class MicroBatcher:
                     break
                 pending.append(item)
                 size += len(item[0])
+            one = loop.create_task(self._pass(pending, slots))
+            self._passes.add(one)
+            one.add_done_callback(self._passes.discard)
+
+    async def _pass(self, pending: list, slots: asyncio.Semaphore) -> None:
+        try:
             texts = [t for batch, _ in pending for t in batch]
             try:
                 vectors, tokens = await asyncio.to_thread(self._encode, texts)
-            except Exception as exc:  # every waiter sees the failure; the loop goes on
+            except Exception as exc:  # every waiter sees the failure; the batcher goes on
                 for _, future in pending:
                     if not future.done():
                         future.set_exception(exc)
-                continue
+                return
             self.stats.forward_passes += 1
             self.stats.texts += len(texts)
             self.stats.largest_batch = max(self.stats.largest_batch, len(texts))
@@ -101,6 +114,8 @@ class MicroBatcher:
                     end = offset + len(batch)
                     future.set_result((vectors[offset:end], tokens[offset:end]))
                 offset += len(batch)
+        finally:
+            slots.release()
 
 
 def default_micro_batch(device: str) -> int:
@@ -139,10 +154,13 @@ class LocalEmbedder(Embedder):
         cpu_threads: int | None = None,
         overlap: bool | None = None,
         tokenize_threads: int | None = None,
+        passes_in_flight: int | None = None,
     ) -> None:
         """``overlap``: tokenize the next batches while the current one runs (default: on
         any device but the CPU, where tokenizing only takes cores from the forward pass),
-        in ``tokenize_threads`` threads (default: up to 4, leaving a core to the loop)."""
+        in ``tokenize_threads`` threads (default: up to 4, leaving a core to the loop);
+        ``passes_in_flight``: micro-batches embedding at once (default: 2 where the model's
+        tokenizer is called directly, so that one starts while the other ends; else 1)."""
         from sentence_transformers import SentenceTransformer
 
         if model_path is None:
@@ -177,7 +195,11 @@ class LocalEmbedder(Embedder):
         # One thread tokenizes a batch of long chunks slower than a GPU embeds it (bench
         # figure 10); the Rust tokenizer lets go of the GIL.
         self.tokenize_threads = tokenize_threads or max(1, min(4, len(os.sched_getaffinity(0)) - 1))
-        self._tokenizing: ThreadPoolExecutor | None = None
+        self._tokenizing = (
+            ThreadPoolExecutor(self.tokenize_threads, thread_name_prefix="tokenize")
+            if self.overlap
+            else None
+        )
         # Also sets the model's own tokenizer's padding and truncation, before threads share
         # it where the direct one does not match.
         self._direct = DirectTokenizer.matching(self._model) if self.overlap else None
@@ -185,6 +207,7 @@ class LocalEmbedder(Embedder):
             self.encode_counted,
             max_batch=max_batch or default_micro_batch(device),
             max_wait_s=max_wait_s,
+            in_flight=passes_in_flight or (2 if self._direct is not None else 1),
         )
         log.info(
             "embedder %s (dim %d) on %s%s",
@@ -206,6 +229,10 @@ class LocalEmbedder(Embedder):
         # as concurrent activities did in bench figure 6.
         if not texts:
             return np.zeros((0, self.dimension), np.float32), np.zeros(0, np.int64)
+        if self._direct is not None:
+            # No shared tokenizer (a copy per thread), and the model only reads its
+            # weights: two passes may run at once, one starting while the other ends.
+            return self._overlapped(texts)
         with self._lock:
             if self.overlap:
                 return self._overlapped(texts)
@@ -252,11 +279,8 @@ class LocalEmbedder(Embedder):
                 }
             return made
 
-        if self._tokenizing is None:
-            self._tokenizing = ThreadPoolExecutor(
-                self.tokenize_threads, thread_name_prefix="tokenize"
-            )
         pool = self._tokenizing
+        assert pool is not None, "made with overlap"
         waiting = iter(batches)
         ahead: deque[Future[dict]] = deque()
 
