@@ -49,21 +49,26 @@ async def test_index_local_makes_a_document_searchable(
         await pool.close()
 
 
-@pytest.mark.timeout(180)
-def test_bench_quick_writes_the_figures(tmp_path: Path) -> None:
+def _quick_bench(tmp_path: Path, figure: str, timeout: int) -> dict:
+    """``python -m bench --quick`` of one figure, as a user runs it; its JSON report."""
     out = tmp_path / "bench.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    argv = ["--quick", "--repeat", "1", "--only", "search", "--json", str(out)]
+    argv = ["--quick", "--repeat", "1", "--only", figure, "--json", str(out)]
     done = subprocess.run(
         [sys.executable, "-m", "bench", *argv],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.timeout(180)
+def test_bench_quick_writes_the_figures(tmp_path: Path) -> None:
+    result = _quick_bench(tmp_path, "search", timeout=170)
     assert result["machine"]["cpus"] and result["command"].startswith("python -m bench")
     search = result["figures"]["search"]
     assert "error" not in search
@@ -77,19 +82,7 @@ def test_bench_latency_reads_each_samples_path(tmp_path: Path) -> None:
     """Figure 2 breaks each sample down from one clock: the client, Postgres and both
     workflows' histories, in the order things happened, ending when the bench saw the
     document completed, which is after its store step began."""
-    out = tmp_path / "bench.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    argv = ["--quick", "--repeat", "1", "--only", "latency", "--json", str(out)]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", *argv],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=290,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    latency = json.loads(out.read_text())["figures"]["latency"]
+    latency = _quick_bench(tmp_path, "latency", timeout=290)["figures"]["latency"]
     assert "error" not in latency and latency["samples"] == 5
     for path in latency["paths"]:
         names = [name for name, _ in path]
