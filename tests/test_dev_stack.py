@@ -38,7 +38,14 @@ class Output:
             if any(text in line for line in self.lines):
                 return
             time.sleep(0.2)
-        raise AssertionError(f"{text!r} not seen in {limit_s}s:\n" + "".join(self.lines[-60:]))
+        # A Go panic's cause is its first line, far above the last 60 of its stack.
+        causes = [line for line in self.lines if "panic:" in line or "error" in line.lower()]
+        raise AssertionError(
+            f"{text!r} not seen in {limit_s}s; first errors:\n"
+            + "".join(causes[:10])
+            + "last lines:\n"
+            + "".join(self.lines[-60:])
+        )
 
 
 @pytest.fixture
