@@ -99,6 +99,17 @@ class Bookkeeping:
         await self.wake(await events.record_document_event(self.pool, event))
 
     @activity.defn
+    async def record_document_events(self, batch: list[DocumentEvent]) -> None:
+        """Several documents moved to the same step together (a batch of small ones)."""
+        for event in batch:
+            await self.wake(await events.record_document_event(self.pool, event))
+
+    @activity.defn
+    async def record_document_outcomes(self, batch: list[RecordOutcomeInput]) -> None:
+        for inp in batch:
+            await self.record_document_outcome(inp)
+
+    @activity.defn
     async def record_document_outcome(self, inp: RecordOutcomeInput) -> None:
         o = inp.outcome
         if inp.generation_id is not None:
@@ -156,7 +167,9 @@ class Bookkeeping:
             self.fetch_requeued_documents,
             self.set_run_status,
             self.record_document_outcome,
+            self.record_document_outcomes,
             self.record_document_event,
+            self.record_document_events,
             self.cancel_queued_documents,
             self.requeue_documents,
             self.count_run_documents,

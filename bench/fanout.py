@@ -17,7 +17,7 @@ from bench.common import cpu_seconds, tiny_markdown, upload
 from bench.context import Ctx
 from bench.history import Cost, execution_cost, executions
 from docindex.blobstore import BlobStore
-from docindex.ids import document_workflow_id, run_workflow_id
+from docindex.ids import run_workflow_id
 from docindex.runs import record_files
 from workflows.starter import start_run
 
@@ -67,7 +67,7 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
         )
     )
     chain = await executions(ctx.stack.client, run_workflow_id(run_id))
-    child = await _child_cost(ctx, run_id)
+    child, children = await _child_cost(ctx, run_id, n)
 
     # The same documents in one process, as many at a time as the run's window.
     indexer = await ctx.local()
@@ -102,7 +102,8 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
         "max_history_bytes": max_size,
         "workflow_task_failures": failures,
         "cpu_ms_per_doc": cpu_ms,
-        "child_history": child.__dict__,
+        "child_history_per_doc": child.__dict__,
+        "children": children,
         "parent_events_per_doc": sum(e.events for e in chain) / n,
         "limit_errors": int(max_events > EVENT_WARN or max_size > SIZE_WARN or failures > 0),
         "rows": [
@@ -121,9 +122,15 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
                 "",
             ),
             (
-                "a document's history (mean of sampled children)",
-                f"{child.events:.1f} events, {child.workflow_tasks:.1f} workflow tasks, "
-                f"{child.upserts:.1f} upserts, {child.markers:.1f} markers",
+                "children: " + ", ".join(f"{k} {v}" for k, v in sorted(children.items())),
+                f"{sum(children.values()) / n:.3f} per document",
+                "",
+            ),
+            (
+                "children's history per document (sampled)",
+                f"{child.events:.1f} events, {child.workflow_tasks:.2f} workflow tasks, "
+                f"{child.upserts:.2f} upserts, {child.markers:.2f} markers, "
+                f"{child.activities:.2f} activity tasks",
                 "",
             ),
             ("parent events per document", f"{sum(e.events for e in chain) / n:.1f}", ""),
@@ -141,21 +148,24 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
     }
 
 
-async def _child_cost(ctx: Ctx, run_id: str) -> Cost:
-    """The mean history of a sample of the run's children (all completed tiny notes)."""
-    rows = await ctx.stack.pool.fetch(
-        "SELECT document_id FROM documents WHERE run_id = $1 ORDER BY seq LIMIT $2",
-        uuid.UUID(run_id),
-        SAMPLED_CHILDREN,
-    )
+async def _child_cost(ctx: Ctx, run_id: str, documents: int) -> tuple[Cost, dict[str, int]]:
+    """What the run's children cost per document: the mean history of a sample of them
+    (batches of small documents, or a workflow per document), times children per document;
+    and how many children of each kind the run had."""
+    kinds: dict[str, int] = {}
+    ids: list[str] = []
+    async for wf in ctx.stack.client.list_workflows(f"IndexingRunId = '{run_id}'"):
+        kinds[wf.workflow_type] = kinds.get(wf.workflow_type, 0) + 1
+        ids.append(wf.id)
+    sample = sorted(ids)[:SAMPLED_CHILDREN]
     total = Cost()
-    for row in rows:
-        wid = document_workflow_id(run_id, str(row["document_id"]))
+    for wid in sample:
         total.add(await execution_cost(ctx.stack.client, wid))
-    mean = Cost()
+    per_doc = Cost()
     for name in total.__dataclass_fields__:
-        setattr(mean, name, getattr(total, name) / max(len(rows), 1))
-    return mean
+        mean = getattr(total, name) / max(len(sample), 1)
+        setattr(per_doc, name, mean * len(ids) / max(documents, 1))
+    return per_doc, kinds
 
 
 async def _create_directly(

@@ -15,6 +15,7 @@ STEP_OF = {
     "inspect_document": "parse",
     # Inspect, parse, metadata and chunk in one activity: its time counts as parse.
     "prepare_document": "parse",
+    "prepare_documents": "parse",
     "parse_document": "parse",
     "parse_page_range": "parse",
     "merge_parsed_parts": "parse",
@@ -23,7 +24,9 @@ STEP_OF = {
     "enrich_document": "enrich",
     "contextualize_chunks": "enrich",
     "embed_chunks": "embed",
+    "embed_documents": "embed",
     "store_document": "store",
+    "store_documents": "store",
 }
 
 

@@ -159,6 +159,20 @@ class Settings(BaseSettings):
         ge=1,
         description="Children started before the run continues-as-new (keeps history small)",
     )
+    batch_documents: int = Field(
+        default=16,
+        ge=1,
+        description="Small documents of a big run indexed together by one batch workflow "
+        "(1: a workflow per document always); a document the batch cannot index gets its own",
+    )
+    batch_document_bytes: int = Field(
+        default=64 * 1024, ge=0, description="Documents up to this size may go in a batch"
+    )
+    batch_min_run_documents: int = Field(
+        default=100,
+        ge=1,
+        description="Runs with fewer documents index each in its own workflow",
+    )
     cpu_worker_concurrency: int = Field(default=2, ge=1)
     gpu_worker_concurrency: int | None = Field(
         default=None,

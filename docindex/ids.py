@@ -19,6 +19,12 @@ def document_workflow_id(run_id: str, document_id: str) -> str:
     return f"index-doc/{run_id}/{document_id}"
 
 
+def batch_workflow_id(run_id: str, first_document_id: str) -> str:
+    """A batch of a run's small documents, named by its first (a document is the first of
+    at most one batch: what a batch hands back gets a workflow of its own)."""
+    return f"index-batch/{run_id}/{first_document_id}"
+
+
 def config_digest(config: dict[str, Any]) -> str:
     """Short stable digest of a step's configuration, used in artifact keys and chunk ids."""
     raw = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()

@@ -77,6 +77,7 @@ async def build_workers(
         from activities.webhooks import WebhookActivities
         from docindex.sources import SourceSync
         from docindex.steps.store import StoreSteps
+        from workflows.batch import DocumentBatchWorkflow
         from workflows.document import DocumentWorkflow
         from workflows.gc import GcWorkflow
         from workflows.generation import GenerationWorkflow
@@ -108,6 +109,7 @@ async def build_workers(
                 workflows=[
                     IndexingWorkflow,
                     DocumentWorkflow,
+                    DocumentBatchWorkflow,
                     GenerationWorkflow,
                     GcWorkflow,
                     SourceWorkflow,

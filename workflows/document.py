@@ -14,11 +14,9 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
-    ChildWorkflowError,
     FailureError,
     TimeoutError,
     TimeoutType,
-    WorkflowAlreadyStartedError,
 )
 
 with workflow.unsafe.imports_passed_through():
@@ -30,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
     from docindex import search_attributes as sa
     from docindex.errors import QUEUE_UNSERVED, STEP_TIMED_OUT, WORKER_LOST
     from docindex.events import DocumentEvent
-    from docindex.ids import derive_workflow_id
     from docindex.metrics import count_in_workflow
     from docindex.models import DocStatus, DocumentOutcome, Step
     from docindex.pagination import page_ranges
@@ -39,7 +36,6 @@ with workflow.unsafe.imports_passed_through():
         ApplyOcrInput,
         ContextInput,
         Contexts,
-        DeriveTarget,
         DocumentRef,
         Embedded,
         EmbedInput,
@@ -57,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
     from . import names
+    from .derive import derive_into
     from .document_contract import DocumentInput, DocumentProgress
     from .step_policy import STEP_STATUS, STEPS
 
@@ -118,7 +115,7 @@ class DocumentWorkflow:
                     derive=inp.derive,
                 ),
             )
-            await self._derive_into(stored.derive_into)
+            await derive_into(inp.task, inp.spec, inp.options, stored.derive_into)
         except ActivityError as err:
             failure = await self._record_failure(err)
             if failure is None:
@@ -313,40 +310,6 @@ class DocumentWorkflow:
 
         inputs = enriched.context_inputs(self._document.tenant_id, sha256, enricher, chunked)
         return enriched, list(await asyncio.gather(*(contextualize(i) for i in inputs)))
-
-    async def _derive_into(self, targets: list[DeriveTarget]) -> None:
-        """Index the document into its tenant's other live generations too (one being
-        built, or the one kept for a rollback), each by a child with that generation's
-        spec and this document's parse, which is reused. A failure there is recorded with
-        that generation and does not undo this document's completion."""
-        inp = self._input
-        children = []
-        for target in targets:
-            spec = target.spec.model_copy(update={"parser": inp.spec.parser})
-            try:
-                children.append(
-                    await workflow.start_child_workflow(
-                        DocumentWorkflow.run,
-                        DocumentInput(
-                            task=inp.task,
-                            spec=spec,
-                            options=inp.options,
-                            generation_id=target.generation_id,
-                            derive=True,
-                        ),
-                        id=derive_workflow_id(target.generation_id, inp.task.document_id),
-                        task_queue=inp.options.workflow_task_queue,
-                        static_summary=f"{inp.task.filename} → generation {target.generation_id}",
-                        execution_timeout=timedelta(seconds=inp.options.document_deadline_s),
-                    )
-                )
-            except WorkflowAlreadyStartedError:
-                continue  # the generation's build is deriving this document right now
-        for child in children:
-            try:
-                await child
-            except ChildWorkflowError:
-                workflow.logger.warning("%s: a derive failed", inp.task.filename)
 
     def _embed_queue(self) -> str:
         opts = self._input.options

@@ -38,3 +38,6 @@ class DocumentProgress(BaseModel):
     warning: str | None = None
     error_type: str | None = None
     error: str | None = None
+    # The batch workflow indexing it, when it runs in one (workflows/batch.py); None: its
+    # own DocumentWorkflow, or none yet.
+    workflow_id: str | None = None

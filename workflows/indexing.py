@@ -1,10 +1,11 @@
-"""IndexingWorkflow: a run of many documents, one DocumentWorkflow child each.
+"""IndexingWorkflow: a run of many documents, one DocumentWorkflow child each, or, for the
+small documents of a big run, one DocumentBatchWorkflow per batch of them.
 
 A sliding window bounds how many children run at once; children signal the run when they
 fail; the ``status`` query answers from that state and the
-children's results (the API asks running children for their step); after a batch of
-children the run drains its window and continues-as-new so history stays small for runs of
-any size.
+children's results (the API asks running children for their step); after a page of
+documents the run drains its window and continues-as-new so history stays small for runs of
+any size. What a batch hands back (a document it could not index) gets its own child.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import (
+    ApplicationError,
     CancelledError,
     ChildWorkflowError,
     TerminatedError,
@@ -36,16 +38,22 @@ with workflow.unsafe.imports_passed_through():
     )
     from docindex import search_attributes as sa
     from docindex.errors import DEADLINE_EXCEEDED, WORKER_LOST
-    from docindex.ids import document_workflow_id
+    from docindex.ids import batch_workflow_id, document_workflow_id
     from docindex.models import DocStatus, DocumentOutcome, DocumentTask, RetryRequest, RunState
+    from docindex.spec import AnthropicEnricher
+    from docindex.steps.models import HandedBack
 
     from . import names
+    from .batch import DocumentBatchWorkflow
+    from .batch_contract import BatchInput, BatchOutcome
     from .document import DocumentWorkflow
     from .document_contract import DocumentInput, DocumentProgress
     from .indexing_contract import RetryAccepted, RunInput, RunProgress, RunSummary
     from .step_policy import BOOKKEEPING_RETRY, FIRST_STATUS
 
 T = TypeVar("T")
+
+_LOST = HandedBack(error_type="BatchLost", error="its batch ended without an outcome")
 
 
 @workflow.defn(name="IndexingWorkflow")
@@ -61,6 +69,10 @@ class IndexingWorkflow:
         self._state = RunState.RUNNING
         self._waiters: set[asyncio.Task[None]] = set()
         self._handles: dict[str, workflow.ChildWorkflowHandle] = {}
+        # Children running (a batch of documents counts once): what the window bounds.
+        self._children = 0
+        self._batches: dict[str, workflow.ChildWorkflowHandle] = {}
+        self._batch_of: dict[str, str] = {}
         self._cancel_requested: set[str] = set()
         self._retry_queue: list[DocumentTask] = []
         # Children started by this execution: it continues-as-new after a page of them,
@@ -147,6 +159,9 @@ class IndexingWorkflow:
         handle = self._handles.get(document_id)
         if handle is not None:
             handle.cancel()
+        batch = self._batches.get(self._batch_of.get(document_id, ""))
+        if batch is not None:
+            self._keep(asyncio.create_task(self._tell_batch(batch, document_id)))
 
     @workflow.run
     async def run(self, inp: RunInput) -> RunSummary:
@@ -161,8 +176,7 @@ class IndexingWorkflow:
         except asyncio.CancelledError:
             # Cancelled by the API, the CLI or `temporal workflow cancel`: stop every
             # document, wait until each has cleaned up, and record the run as cancelled.
-            for handle in self._handles.values():
-                handle.cancel()
+            self._cancel_children()
             await self._drain()
             self._cancelled += await self._bookkeeping(
                 Bookkeeping.cancel_queued_documents, inp.run_id
@@ -189,18 +203,28 @@ class IndexingWorkflow:
                     after_seq=next_seq,
                     limit=min(
                         max(opts.documents_per_execution - self._started_here, 1),
-                        2 * opts.max_concurrent_documents,
+                        2 * opts.max_concurrent_documents * self._batch_size(),
                     ),
                 ),
             )
             if not page:
                 break
+            group: list[DocumentTask] = []
             for task in page:
-                await workflow.wait_condition(
-                    lambda: len(self._in_flight) < opts.max_concurrent_documents
-                )
+                if self._batchable(task):
+                    group.append(task)
+                    if len(group) == self._batch_size():
+                        await self._start_group(group)
+                        group = []
+                    continue
+                if group:
+                    await self._start_group(group)
+                    group = []
+                await self._wait_for_room()
                 await self._start_or_skip(task)
-                next_seq = task.seq + 1
+            if group:
+                await self._start_group(group)
+            next_seq = page[-1].seq + 1
 
         while True:
             await self._drain_with_retries(inp.document_count)
@@ -327,8 +351,7 @@ class IndexingWorkflow:
             if remaining > 0:
                 await workflow.sleep(remaining)
             self._deadline_passed = True
-            for handle in self._handles.values():
-                handle.cancel()
+            self._cancel_children()
 
         self._deadline_timer = asyncio.create_task(watch())
 
@@ -387,6 +410,7 @@ class IndexingWorkflow:
             execution_timeout=timedelta(seconds=opts.document_deadline_s),
         )
         self._started_here += 1
+        self._children += 1
         self._in_flight.add(task.document_id)
         self._handles[task.document_id] = handle
         self._documents[task.document_id] = DocumentProgress(
@@ -434,19 +458,172 @@ class IndexingWorkflow:
                         await self._record(task, progress)
                     self._failed += 1
             finally:
+                self._children -= 1
                 self._in_flight.discard(task.document_id)
                 self._handles.pop(task.document_id, None)
 
+        self._keep(asyncio.create_task(wait_for_child()))
+
+    def _batch_size(self) -> int:
+        """Documents per batch in this run; 1: a child per document."""
+        assert self._input is not None
+        inp, opts = self._input, self._input.options
+        if inp.document_count < opts.batch_min_run_documents:
+            return 1
+        # An LLM describes each document and each of its chunks: calls that cost far more
+        # than a child workflow, each with its own retries and rate limit.
+        if isinstance(inp.spec.enricher, AnthropicEnricher):
+            return 1
+        return max(opts.batch_documents, 1)
+
+    def _batchable(self, task: DocumentTask) -> bool:
+        assert self._input is not None
+        opts = self._input.options
+        big = 0 < opts.large_document_bytes <= task.size_bytes
+        return self._batch_size() > 1 and task.size_bytes <= opts.batch_document_bytes and not big
+
+    async def _wait_for_room(self) -> None:
+        assert self._input is not None
+        limit = self._input.options.max_concurrent_documents
+        await workflow.wait_condition(lambda: self._children < limit)
+
+    async def _start_group(self, group: list[DocumentTask]) -> None:
+        """Start a batch of small documents (one alone gets its own child, as always)."""
+        await self._wait_for_room()
+        ready = []
+        for task in group:
+            if task.document_id in self._in_flight:
+                continue
+            if task.document_id in self._cancel_requested or self._deadline_passed:
+                await self._start_or_skip(task)  # recorded cancelled
+            else:
+                ready.append(task)
+        if len(ready) == 1:
+            await self._start_child(ready[0])
+        elif ready:
+            await self._start_batch(ready)
+
+    async def _start_batch(self, tasks: list[DocumentTask]) -> None:
+        assert self._input is not None
+        opts = self._input.options
+        wid = batch_workflow_id(self._input.run_id, tasks[0].document_id)
+        handle = await workflow.start_child_workflow(
+            DocumentBatchWorkflow.run,
+            BatchInput(
+                tasks=tasks,
+                spec=self._input.spec,
+                options=opts,
+                generation_id=self._input.generation_id,
+            ),
+            id=wid,
+            task_queue=opts.workflow_task_queue,
+            static_summary=f"{len(tasks)} documents: {tasks[0].filename} … {tasks[-1].filename}",
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.INDEXING_RUN_ID, self._input.run_id),
+                    SearchAttributePair(sa.TENANT_ID, self._input.tenant_id),
+                    SearchAttributePair(sa.DOC_STATUS, FIRST_STATUS),
+                ]
+            ),
+            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            execution_timeout=timedelta(seconds=opts.document_deadline_s),
+        )
+        self._started_here += len(tasks)
+        self._children += 1
+        self._batches[wid] = handle
+        for task in tasks:
+            self._in_flight.add(task.document_id)
+            self._batch_of[task.document_id] = wid
+            self._documents[task.document_id] = DocumentProgress(
+                document_id=task.document_id,
+                filename=task.filename,
+                status=DocStatus.RUNNING,
+                workflow_id=wid,
+            )
+
+        async def wait_for_batch() -> None:
+            try:
+                outcome: BatchOutcome = await handle
+                self._batch_ended(tasks, outcome)
+            except (ChildWorkflowError, asyncio.CancelledError) as err:
+                if isinstance(err, asyncio.CancelledError) or isinstance(err.cause, CancelledError):
+                    await self._batch_cancelled(tasks)
+                else:
+                    # Terminated, timed out, or failed: each of its documents not indexed
+                    # gets a workflow of its own (one stored meanwhile is stored again).
+                    workflow.logger.warning("batch %s ended without an outcome: %s", wid, err)
+                    self._batch_ended(
+                        tasks, BatchOutcome(handed_back={t.document_id: _LOST for t in tasks})
+                    )
+            finally:
+                self._children -= 1
+                self._batches.pop(wid, None)
+                for task in tasks:
+                    self._in_flight.discard(task.document_id)
+                    self._batch_of.pop(task.document_id, None)
+
+        self._keep(asyncio.create_task(wait_for_batch()))
+
+    def _batch_ended(self, tasks: list[DocumentTask], outcome: BatchOutcome) -> None:
+        for task in tasks:
+            doc = task.document_id
+            progress = self._documents[doc]
+            progress.workflow_id = None
+            if doc in outcome.completed:
+                progress.status = DocStatus.COMPLETED
+                self._completed += 1
+            elif doc in outcome.cancelled:
+                progress.status = DocStatus.CANCELLED
+                progress.error_type, progress.error = "Cancelled", "cancelled by request"
+                self._cancelled += 1
+            else:
+                progress.status = DocStatus.QUEUED
+                self._retry_queue.append(task)
+
+    async def _batch_cancelled(self, tasks: list[DocumentTask]) -> None:
+        """The run's cancel or deadline stopped the batch, which recorded its documents not
+        stored as cancelled; a deadline says so in their outcome, as for a child."""
+        late = []
+        for task in tasks:
+            progress = self._documents[task.document_id]
+            progress.workflow_id = None
+            progress.status = DocStatus.CANCELLED
+            self._cancelled += 1
+            if self._deadline_passed and task.document_id not in self._cancel_requested:
+                progress.error_type = DEADLINE_EXCEEDED
+                progress.error = "the run's deadline passed before it was indexed"
+                late.append(
+                    RecordOutcomeInput(
+                        outcome=DocumentOutcome(
+                            document_id=task.document_id,
+                            status=DocStatus.CANCELLED,
+                            error_type=progress.error_type,
+                            error=progress.error,
+                        )
+                    )
+                )
+        if late:
+            await self._bookkeeping(Bookkeeping.record_document_outcomes, late)
+
+    def _cancel_children(self) -> None:
+        for handle in [*self._handles.values(), *self._batches.values()]:
+            handle.cancel()
+
+    async def _tell_batch(self, batch: workflow.ChildWorkflowHandle, document_id: str) -> None:
+        try:
+            await batch.signal(names.CANCEL_DOCUMENT_SIGNAL, document_id)
+        except ApplicationError:
+            # It closed meanwhile: what it did with the document is in its outcome.
+            workflow.logger.warning("could not signal batch %s", batch.id)
+
+    def _keep(self, waiter: asyncio.Task[None]) -> None:
         # Workflow asyncio tasks are deterministic; keep a reference so none is collected.
-        waiter = asyncio.create_task(wait_for_child())
         self._waiters.add(waiter)
         waiter.add_done_callback(self._waiters.discard)
 
     async def _drain_with_retries(self, next_seq: int) -> None:
         """Wait for every child, starting retried documents as they are queued; after a
         page of children, continue-as-new (the retried documents wait in Postgres)."""
-        assert self._input is not None
-        limit = self._input.options.max_concurrent_documents
         while True:
             await workflow.wait_condition(
                 lambda: (
@@ -460,7 +637,7 @@ class IndexingWorkflow:
                 await self._drain()
                 self._continue_as_new(next_seq, retry_pending=True)
             task = self._retry_queue.pop(0)
-            await workflow.wait_condition(lambda: len(self._in_flight) < limit)
+            await self._wait_for_room()
             await self._start_or_skip(task)
 
     async def _drain(self) -> None:

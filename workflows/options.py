@@ -19,6 +19,12 @@ class RunOptions(BaseModel):
     embed_api_task_queue: str = "docindex-embed-api"
     max_concurrent_documents: int = 8
     documents_per_execution: int = 200
+    # Small documents of a big run go through their steps together, this many to a batch
+    # workflow (workflows/batch.py): documents of at most batch_document_bytes, in runs of
+    # at least batch_min_run_documents documents, with no LLM enrichment. 1 turns it off.
+    batch_documents: int = 16
+    batch_document_bytes: int = 64 * 1024
+    batch_min_run_documents: int = 100
     # Page ranges of one big PDF parsed at the same time.
     max_parallel_ranges: int = 4
     # How soon a dead or hung worker is noticed on a long step.

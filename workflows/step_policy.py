@@ -44,6 +44,11 @@ PROVIDER_RETRY = RetryPolicy(
 # failing every document that reached this step meanwhile.
 STORE_RETRY = dataclasses.replace(STEP_RETRY, maximum_attempts=30)
 
+# A step of a batch of small documents (workflows/batch.py) tries twice, then hands its
+# documents to workflows of their own, which retry each as long as STEP_RETRY says and
+# quarantine the one that keeps killing its worker.
+BATCH_RETRY = dataclasses.replace(STEP_RETRY, maximum_attempts=2)
+
 # The run's bookkeeping waits for Postgres indefinitely.
 BOOKKEEPING_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 
@@ -82,6 +87,15 @@ STEPS: dict[Callable[..., Any], StepPolicy] = {
     ),
     EmbeddingActivities.embed_chunks: StepPolicy(timedelta(hours=1), PROVIDER_RETRY),
     StoreActivities.store_document: StepPolicy(timedelta(minutes=10), STORE_RETRY, local=True),
+    ParseActivities.prepare_documents: StepPolicy(timedelta(minutes=30), BATCH_RETRY),
+    EmbeddingActivities.embed_documents: StepPolicy(timedelta(hours=1), PROVIDER_RETRY),
+    StoreActivities.store_documents: StepPolicy(timedelta(minutes=10), STORE_RETRY, local=True),
+    Bookkeeping.record_document_outcomes: StepPolicy(
+        timedelta(minutes=1), BOOKKEEPING_RETRY, heartbeats=False
+    ),
+    Bookkeeping.record_document_events: StepPolicy(
+        timedelta(seconds=30), EVENT_RETRY, heartbeats=False, local=True
+    ),
     Bookkeeping.record_document_outcome: StepPolicy(
         timedelta(minutes=1), BOOKKEEPING_RETRY, heartbeats=False
     ),

@@ -85,7 +85,7 @@ async def get_run(run_id: uuid.UUID, res: ResourcesDep, principal: PrincipalDep)
         )
     progress = {p.document_id: p for p in live.documents}
     # The run knows which documents are running; each knows its own step.
-    running = [d for d, p in progress.items() if p.status == DocStatus.RUNNING]
+    running = [p for p in progress.values() if p.status == DocStatus.RUNNING]
     progress |= await query_running(res.temporal, str(run_id), running)
     for doc in documents:
         p = progress.get(doc.document_id)

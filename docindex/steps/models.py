@@ -322,3 +322,42 @@ class Stored(BaseModel):
     chunk_count: int
     generation_id: str | None = None
     derive_into: list[DeriveTarget] = Field(default_factory=list)
+
+
+# Several small documents taken through a step together (workflows/batch.py). A document a
+# batch step could not take further is not failed there: it is listed under ``handed_back``
+# with why, and its own DocumentWorkflow takes it from the start, with the retries, typed
+# outcome and quarantine every document gets.
+
+
+class HandedBack(BaseModel):
+    error_type: str
+    error: str
+
+
+class PrepareBatchInput(BaseModel):
+    items: list[PrepareInput]
+
+
+class PreparedBatch(BaseModel):
+    prepared: dict[str, Prepared] = Field(default_factory=dict)
+    handed_back: dict[str, HandedBack] = Field(default_factory=dict)
+
+
+class EmbedBatchInput(BaseModel):
+    # By document id.
+    items: dict[str, EmbedInput]
+
+
+class EmbeddedBatch(BaseModel):
+    embedded: dict[str, Embedded] = Field(default_factory=dict)
+    handed_back: dict[str, HandedBack] = Field(default_factory=dict)
+
+
+class StoreBatchInput(BaseModel):
+    items: list[StoreInput]
+
+
+class StoredBatch(BaseModel):
+    stored: dict[str, Stored] = Field(default_factory=dict)
+    handed_back: dict[str, HandedBack] = Field(default_factory=dict)

@@ -1,0 +1,172 @@
+"""The small documents of a big run go through their steps in batches (workflows/batch.py):
+each ends as it would in a workflow of its own (rows, search, events, outcome), and what a
+batch cannot index gets a workflow of its own, which fails it typed like any other."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from docindex import search_attributes as sa
+from docindex.config import Settings
+from docindex.database import create_pool
+from docindex.ids import run_workflow_id
+from docindex.models import Step
+from workers.factory import Queue, build_workers
+from workflows.batch_contract import BatchOutcome
+from workflows.document_contract import DocumentProgress
+from workflows.indexing_contract import RunSummary
+
+from .conftest import run_workers
+from .helpers import chunk_rows, unique
+from .test_cancel import start_run
+from .test_events import DOCUMENT_STEPS
+
+BATCHED = {"batch_documents": 4, "batch_min_run_documents": 2}
+
+
+def notes(count: int, topic: str) -> list[tuple[str, bytes]]:
+    return [
+        (
+            f"note-{i}.md",
+            unique(f"# {topic} {i}\n\nField note {i}: {topic} seen near the river bend.".encode()),
+        )
+        for i in range(count)
+    ]
+
+
+async def workflows_of(client: Client, run_id: str) -> dict[str, list[str]]:
+    """Workflow ids of the run's children, by workflow type."""
+    found: dict[str, list[str]] = {}
+    async for wf in client.list_workflows(f"{sa.INDEXING_RUN_ID.name} = '{run_id}'"):
+        found.setdefault(wf.workflow_type, []).append(wf.id)
+    return found
+
+
+async def document_events(settings: Settings, run_id: str) -> dict[str, list[tuple[str, str]]]:
+    pool = await create_pool(settings.database_url or "")
+    try:
+        rows = await pool.fetch(
+            "SELECT document_id, data FROM run_events WHERE run_id = $1 AND kind = 'document' "
+            "ORDER BY seq",
+            uuid.UUID(run_id),
+        )
+    finally:
+        await pool.close()
+    steps: dict[str, list[tuple[str, str]]] = {}
+    for row in rows:
+        data = row["data"] if isinstance(row["data"], dict) else json.loads(row["data"])
+        steps.setdefault(str(row["document_id"]), []).append((data["status"], data["step"]))
+    return steps
+
+
+async def test_small_documents_of_a_big_run_are_indexed_in_batches(
+    client: Client, settings: Settings, workers: None, corpus: Path, default_api: httpx.AsyncClient
+) -> None:
+    broken = (corpus / "broken/bug1606566.pdf").read_bytes()  # 624 bytes, corrupt
+    files = [*notes(9, "otters")]
+    files.insert(3, ("bug1606566.pdf", broken))
+    run_id, ids = await start_run(client, settings, files, **BATCHED)
+    summary = await client.get_workflow_handle(
+        run_workflow_id(run_id), result_type=RunSummary
+    ).result()
+    assert (summary.status, summary.completed, summary.failed) == ("completed_with_errors", 9, 1)
+
+    # Ten small documents, four to a batch: three batches. The broken one was handed back
+    # and failed typed in a workflow of its own, which operators find by its status.
+    children = await workflows_of(client, run_id)
+    assert len(children["DocumentBatchWorkflow"]) == 3
+    assert len(children["DocumentWorkflow"]) == 1
+    failed = [
+        wf
+        async for wf in client.list_workflows(
+            f"{sa.INDEXING_RUN_ID.name} = '{run_id}' AND {sa.DOC_STATUS.name} = 'failed'"
+        )
+    ]
+    assert [wf.workflow_type for wf in failed] == ["DocumentWorkflow"]
+    assert failed[0].typed_search_attributes.get(sa.ERROR_TYPE) == "CorruptDocument"
+
+    # Each note is stored and searchable, with the same events as a document of its own.
+    run = (await default_api.get(f"/v1/runs/{run_id}")).json()
+    outcome = {d["filename"]: (d["status"], d["error_type"]) for d in run["documents"]}
+    assert outcome.pop("bug1606566.pdf") == ("failed", "CorruptDocument")
+    assert set(outcome.values()) == {("completed", None)}
+    events = await document_events(settings, run_id)
+    for doc in ids[:3] + ids[4:]:
+        assert await chunk_rows(settings.database_url or "", doc) >= 1
+        assert events[doc] == DOCUMENT_STEPS, events[doc]
+    hits = (
+        await default_api.post(
+            "/v1/search", json={"query": "otters seen near the river bend", "top_k": 20}
+        )
+    ).json()["results"]
+    assert set(ids[:3] + ids[4:]) <= {h["document_id"] for h in hits}
+
+
+async def test_a_run_below_the_batch_threshold_keeps_a_workflow_per_document(
+    client: Client, settings: Settings, workers: None
+) -> None:
+    run_id, _ = await start_run(
+        client, settings, notes(3, "herons"), batch_documents=4, batch_min_run_documents=4
+    )
+    await client.get_workflow_handle(run_workflow_id(run_id)).result()
+    children = await workflows_of(client, run_id)
+    assert len(children["DocumentWorkflow"]) == 3 and "DocumentBatchWorkflow" not in children
+
+
+async def wait_for_step(client: Client, workflow_id: str, step: Step) -> list[DocumentProgress]:
+    handle = client.get_workflow_handle(workflow_id)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            progress = await handle.query("status", result_type=list[DocumentProgress])
+            if progress and all(p.step is step for p in progress):
+                return progress
+        except Exception:
+            pass
+        await asyncio.sleep(0.2)
+    pytest.fail(f"{workflow_id} never reached {step}")
+
+
+async def test_a_document_cancelled_in_a_batch_ends_cancelled_and_the_rest_completes(
+    client: Client, settings: Settings, workers: None, default_api: httpx.AsyncClient
+) -> None:
+    # Embedding waits on a queue no worker serves yet, so the batch is caught mid-way.
+    gpu_queue = f"test-gpu-later-{uuid.uuid4().hex[:6]}"
+    run_id, ids = await start_run(
+        client, settings, notes(3, "kingfishers"), gpu_task_queue=gpu_queue, **BATCHED
+    )
+    deadline = time.monotonic() + 60
+    while not (batches := (await workflows_of(client, run_id)).get("DocumentBatchWorkflow")):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    await wait_for_step(client, batches[0], Step.EMBED)
+
+    # The API shows each document's step, asked of the batch.
+    run = (await default_api.get(f"/v1/runs/{run_id}")).json()
+    assert {(d["status"], d["step"]) for d in run["documents"]} == {("running", "embed")}
+    detail = (await default_api.get(f"/v1/documents/{ids[1]}")).json()
+    assert (detail["status"], detail["step"]) == ("running", "embed")
+
+    cancelled = await default_api.post(f"/v1/documents/{ids[1]}/cancel")
+    assert cancelled.status_code == 202, cancelled.text
+    late = settings.model_copy(update={"gpu_task_queue": gpu_queue})
+    async with build_workers(Queue.GPU, client, late, settings.database_url or "") as gpu:
+        async with run_workers(gpu):
+            summary = await client.get_workflow_handle(
+                run_workflow_id(run_id), result_type=RunSummary
+            ).result()
+    assert (summary.completed, summary.cancelled, summary.failed) == (2, 1, 0)
+    outcome = await client.get_workflow_handle(batches[0], result_type=BatchOutcome).result()
+    assert outcome.cancelled == [ids[1]] and sorted(outcome.completed) == sorted([ids[0], ids[2]])
+    assert await chunk_rows(settings.database_url or "", ids[1]) == 0
+    run = (await default_api.get(f"/v1/runs/{run_id}")).json()
+    by_id = {d["document_id"]: d["status"] for d in run["documents"]}
+    assert by_id == {ids[0]: "completed", ids[1]: "cancelled", ids[2]: "completed"}

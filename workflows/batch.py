@@ -1,0 +1,343 @@
+"""DocumentBatchWorkflow: several small documents of a big run through prepare → embed →
+store together, one activity per step for all of them.
+
+A child workflow per document costs the same orchestration whatever its size (a start, a
+close, about four workflow tasks, two activity tasks): for a 2 KB note that is most of what
+indexing it costs. A batch pays it once for up to ``batch_documents`` documents. It takes the
+happy path only: a document it cannot take further (bad bytes, a parse that died, a PDF to
+split or OCR, a step that kept failing) is handed back to the run, which gives it a
+DocumentWorkflow of its own, with the retries, typed outcome, quarantine and history every
+document gets. So every failed document still has a workflow an operator can find by its
+DocStatus; a completed one has its rows, its run's events and this batch's history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.bookkeeping import Bookkeeping, RecordOutcomeInput
+    from activities.embedding import EmbeddingActivities
+    from activities.parsing import ParseActivities
+    from activities.storing import StoreActivities
+    from docindex import search_attributes as sa
+    from docindex.events import DocumentEvent
+    from docindex.metrics import count_in_workflow
+    from docindex.models import DocStatus, DocumentOutcome, DocumentTask, Step
+    from docindex.spec import VoyageEmbedder
+    from docindex.steps.models import (
+        DeriveTarget,
+        DocumentRef,
+        EmbedBatchInput,
+        Embedded,
+        EmbeddedBatch,
+        EmbedInput,
+        HandedBack,
+        PrepareBatchInput,
+        Prepared,
+        PreparedBatch,
+        PrepareInput,
+        StoreBatchInput,
+        StoredBatch,
+        StoreInput,
+    )
+
+    from . import names
+    from .batch_contract import BatchInput, BatchOutcome
+    from .derive import derive_into
+    from .document_contract import DocumentProgress
+    from .step_policy import STEP_STATUS, STEPS
+
+T = TypeVar("T")
+
+
+@workflow.defn(name="DocumentBatchWorkflow")
+class DocumentBatchWorkflow:
+    def __init__(self) -> None:
+        self._progress: dict[str, DocumentProgress] = {}
+        self._cancel_requested: set[str] = set()
+        self._outcome = BatchOutcome()
+
+    @workflow.query(name=names.STATUS_QUERY)
+    def status(self) -> list[DocumentProgress]:
+        return list(self._progress.values())
+
+    @workflow.signal(name=names.CANCEL_DOCUMENT_SIGNAL)
+    def cancel_document(self, document_id: str) -> None:
+        """Cancel one document: it leaves the batch before its next step (one already in
+        its store step completes)."""
+        if document_id in self._progress:
+            self._cancel_requested.add(document_id)
+
+    @workflow.run
+    async def run(self, inp: BatchInput) -> BatchOutcome:
+        self._input = inp
+        tasks = {t.document_id: t for t in inp.tasks}
+        wid = workflow.info().workflow_id
+        for t in inp.tasks:
+            self._progress[t.document_id] = DocumentProgress(
+                document_id=t.document_id,
+                filename=t.filename,
+                status=DocStatus.RUNNING,
+                step=Step.PARSE,
+                workflow_id=wid,
+            )
+        try:
+            await self._events(tasks)
+            prepared = self._still_in(await self._prepare(self._still_in(tasks)))
+            self._enter(Step.EMBED, prepared)
+            await self._events(prepared)
+            embedded = await self._embed(self._still_in(prepared), tasks)
+            stored = await self._store(self._still_in(embedded))
+            # Asked too late for those stored: they completed.
+            await self._cancel(self._undecided(d for d in tasks if d not in stored))
+            self._complete(list(stored))
+            for doc, targets in stored.items():
+                await derive_into(tasks[doc], inp.spec, inp.options, targets)
+        except (asyncio.CancelledError, CancelledError):
+            await self._cancel(self._undecided(tasks))
+            raise
+        return self._outcome
+
+    def _still_in(self, docs: dict[str, T]) -> dict[str, T]:
+        """The documents of a step's result that go on: not handed back or cancelled."""
+        return {
+            d: v
+            for d, v in docs.items()
+            if d not in self._cancel_requested and d not in self._outcome.handed_back
+        }
+
+    def _undecided(self, docs: Iterable[str]) -> list[str]:
+        """Those of ``docs`` not yet completed, cancelled or handed back."""
+        done = {*self._outcome.completed, *self._outcome.cancelled, *self._outcome.handed_back}
+        return [d for d in docs if d not in done]
+
+    async def _prepare(self, tasks: dict[str, DocumentTask]) -> dict[str, Prepared]:
+        spec = self._input.spec
+        items = [
+            PrepareInput(document=_ref(t), parser=spec.parser, chunker=spec.chunker)
+            for t in tasks.values()
+        ]
+        result: PreparedBatch | None = await self._step(
+            ParseActivities.prepare_documents,
+            PrepareBatchInput(items=items),
+            tasks,
+            queue=self._input.options.cpu_task_queue,
+        )
+        if result is None:
+            return {}
+        self._hand_back(result.handed_back)
+        ready: dict[str, Prepared] = {}
+        for doc, prepared in result.prepared.items():
+            if prepared.parsed is None or prepared.ocr_pages or prepared.chunked is None:
+                # Page ranges or OCR to run: steps of their own, in the document's workflow,
+                # which reuses the parse saved here.
+                self._hand_back({doc: HandedBack(error_type="MoreSteps", error="more steps")})
+                continue
+            progress = self._progress[doc]
+            progress.pages = prepared.inspected.pages
+            progress.chunk_count = prepared.chunked.chunk_count
+            if prepared.metadata is not None and prepared.metadata.quality is not None:
+                progress.warning = prepared.metadata.quality.warning
+            ready[doc] = prepared
+        return ready
+
+    async def _embed(
+        self, prepared: dict[str, Prepared], tasks: dict[str, DocumentTask]
+    ) -> dict[str, tuple[Prepared, Embedded]]:
+        spec, opts = self._input.spec, self._input.options
+        items = {}
+        for doc, p in prepared.items():
+            assert p.chunked is not None
+            items[doc] = EmbedInput(
+                tenant_id=tasks[doc].tenant_id,
+                sha256=tasks[doc].sha256,
+                embedder=spec.embedder,
+                chunks_key=p.chunked.chunks_key,
+                chunk_config=p.chunked.chunk_config,
+            )
+        queue = (
+            opts.embed_api_task_queue
+            if isinstance(spec.embedder, VoyageEmbedder)
+            else opts.gpu_task_queue
+        )
+        result: EmbeddedBatch | None = await self._step(
+            EmbeddingActivities.embed_documents, EmbedBatchInput(items=items), prepared, queue=queue
+        )
+        if result is None:
+            return {}
+        self._hand_back(result.handed_back)
+        return {doc: (prepared[doc], e) for doc, e in result.embedded.items()}
+
+    async def _store(
+        self, embedded: dict[str, tuple[Prepared, Embedded]]
+    ) -> dict[str, list[DeriveTarget]]:
+        """Store each; what each must be derived into (other live generations)."""
+        items = [
+            StoreInput.of(doc, p, None, [], e, generation_id=self._input.generation_id)
+            for doc, (p, e) in embedded.items()
+        ]
+        for doc in embedded:
+            self._progress[doc].step = Step.STORE
+        result: StoredBatch | None = await self._step(
+            StoreActivities.store_documents, StoreBatchInput(items=items), embedded
+        )
+        if result is None:
+            return {}
+        self._hand_back(result.handed_back)
+        for doc, stored in result.stored.items():
+            self._progress[doc].chunk_count = stored.chunk_count
+        return {doc: stored.derive_into for doc, stored in result.stored.items()}
+
+    async def _step(
+        self,
+        activity: Callable[..., Awaitable[T]],
+        arg: Any,
+        docs: dict[str, Any],
+        *,
+        queue: str | None = None,
+    ) -> T | None:
+        """Run one step for the documents as the step table says. None: the step failed
+        for good (its retries ran out), and its documents were handed back."""
+        if not docs:
+            return None
+        policy, opts = STEPS[activity], self._input.options
+        summary = f"{len(docs)} documents"
+        try:
+            if policy.local:
+                return await workflow.execute_local_activity_method(
+                    activity,
+                    arg,
+                    start_to_close_timeout=policy.timeout,
+                    retry_policy=policy.retry,
+                    summary=summary,
+                )
+            return await workflow.execute_activity_method(
+                activity,
+                arg,
+                task_queue=queue or opts.workflow_task_queue,
+                start_to_close_timeout=policy.timeout,
+                schedule_to_start_timeout=timedelta(seconds=opts.queue_deadline_s),
+                heartbeat_timeout=max(
+                    timedelta(seconds=opts.heartbeat_timeout_s), policy.min_heartbeat
+                )
+                if policy.heartbeats
+                else None,
+                retry_policy=policy.retry,
+                summary=summary,
+            )
+        except (ActivityError, ApplicationError) as err:
+            if isinstance(err.cause, CancelledError):
+                raise
+            error_type, message = _described(err)
+            self._hand_back({d: HandedBack(error_type=error_type, error=message) for d in docs})
+            return None
+
+    def _hand_back(self, docs: dict[str, HandedBack]) -> None:
+        for doc, why in docs.items():
+            workflow.logger.info("%s: handed back (%s)", self._progress[doc].filename, why.error)
+            self._outcome.handed_back[doc] = why
+            progress = self._progress[doc]
+            progress.status, progress.step, progress.workflow_id = DocStatus.QUEUED, None, None
+
+    def _enter(self, step: Step, docs: Collection[str]) -> None:
+        for doc in docs:
+            self._progress[doc].step = step
+        status = STEP_STATUS.get(step)
+        if status is not None and docs:
+            workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(status)])
+
+    async def _events(self, docs: Iterable[str]) -> None:
+        """Each document's step in its run's events (live stream, webhooks), all in one
+        local activity. Like a DocumentWorkflow's, not worth holding the documents up for."""
+        batch = [
+            DocumentEvent(
+                document_id=doc, status=self._progress[doc].status, step=self._progress[doc].step
+            )
+            for doc in docs
+        ]
+        if not batch:
+            return
+        try:
+            await self._local(Bookkeeping.record_document_events, batch)
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise
+            workflow.logger.warning("events not recorded: %s", err)
+
+    async def _cancel(self, docs: list[str], message: str = "cancelled by request") -> None:
+        """Record these documents cancelled, in Postgres (a document indexed before keeps
+        its chunks and stays completed there) and in this batch's outcome."""
+        if not docs:
+            return
+        outcomes = []
+        for doc in docs:
+            progress = self._progress[doc]
+            progress.status, progress.error_type, progress.error = (
+                DocStatus.CANCELLED,
+                "Cancelled",
+                message,
+            )
+            self._outcome.cancelled.append(doc)
+            outcomes.append(
+                RecordOutcomeInput(
+                    outcome=DocumentOutcome(
+                        document_id=doc,
+                        status=DocStatus.CANCELLED,
+                        error_type="Cancelled",
+                        error=message,
+                    )
+                )
+            )
+        policy = STEPS[Bookkeeping.record_document_outcomes]
+        # Runs even while this workflow is being cancelled: the cleanup must happen.
+        await asyncio.shield(
+            workflow.execute_activity_method(
+                Bookkeeping.record_document_outcomes,
+                outcomes,
+                task_queue=self._input.options.workflow_task_queue,
+                start_to_close_timeout=policy.timeout,
+                retry_policy=policy.retry,
+            )
+        )
+
+    async def _local(self, activity: Callable[..., Awaitable[T]], arg: Any) -> T:
+        policy = STEPS[activity]
+        return await workflow.execute_local_activity_method(
+            activity, arg, start_to_close_timeout=policy.timeout, retry_policy=policy.retry
+        )
+
+    def _complete(self, docs: list[str]) -> None:
+        for doc in docs:
+            self._progress[doc].status = DocStatus.COMPLETED
+            self._outcome.completed.append(doc)
+            count_in_workflow(
+                "docindex_documents",
+                "Documents that ended, by status",
+                {"status": "completed", "error_type": ""},
+            )
+        workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(DocStatus.COMPLETED.value)])
+
+
+def _ref(task: DocumentTask) -> DocumentRef:
+    return DocumentRef(
+        document_id=task.document_id,
+        tenant_id=task.tenant_id,
+        filename=task.filename,
+        sha256=task.sha256,
+        blob_key=task.blob_key,
+        password_key=task.password_key,
+    )
+
+
+def _described(err: ActivityError | ApplicationError) -> tuple[str, str]:
+    cause = err.cause if isinstance(err, ActivityError) else err
+    if isinstance(cause, ApplicationError):
+        return cause.type or "ApplicationError", cause.message
+    return type(cause or err).__name__, str(cause or err)

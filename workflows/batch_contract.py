@@ -1,0 +1,27 @@
+"""What ``IndexingWorkflow`` exchanges with ``DocumentBatchWorkflow``."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from docindex.models import DocumentTask
+from docindex.spec import PipelineSpec
+from docindex.steps.models import HandedBack
+
+from .options import RunOptions
+
+
+class BatchInput(BaseModel):
+    tasks: list[DocumentTask]
+    spec: PipelineSpec
+    options: RunOptions
+    generation_id: str | None = None
+
+
+class BatchOutcome(BaseModel):
+    """Each document of the batch, once: completed, cancelled, or handed back to the run,
+    which gives it a DocumentWorkflow of its own."""
+
+    completed: list[str] = Field(default_factory=list)
+    cancelled: list[str] = Field(default_factory=list)
+    handed_back: dict[str, HandedBack] = Field(default_factory=dict)
