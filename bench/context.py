@@ -33,6 +33,8 @@ class Ctx:
     # Figure 1: the big-PDF corpus instead of the shared one; the anchor's settings sweep
     # (worker processes, texts per embedding batch).
     big: bool = False
+    # Figure 4's run size (None: 2,000, or 200 quick).
+    fanout_documents: int | None = None
     anchor_processes: tuple[int, ...] = (1, 2)
     anchor_batches: tuple[int, ...] = (64, 256)
     anchor_threads: tuple[int, ...] = (1, 2)

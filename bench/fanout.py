@@ -31,8 +31,8 @@ SAMPLED_CHILDREN = 20
 
 
 async def measure(ctx: Ctx) -> dict[str, Any]:
-    n = 200 if ctx.quick else 2000
-    per_execution = 50 if ctx.quick else 200
+    n = ctx.fanout_documents or (200 if ctx.quick else 2000)
+    per_execution = 50 if n <= 200 else 200
     window = 8  # the default DOCINDEX_MAX_CONCURRENT_DOCUMENTS
     env = {
         "DOCINDEX_DOCUMENTS_PER_RUN_EXECUTION": str(per_execution),
@@ -154,7 +154,8 @@ async def _child_cost(ctx: Ctx, run_id: str, documents: int) -> tuple[Cost, dict
     and how many children of each kind the run had."""
     kinds: dict[str, int] = {}
     ids: list[str] = []
-    async for wf in ctx.stack.client.list_workflows(f"IndexingRunId = '{run_id}'"):
+    query = f"IndexingRunId = '{run_id}' AND WorkflowType != 'IndexingWorkflow'"
+    async for wf in ctx.stack.client.list_workflows(query):
         kinds[wf.workflow_type] = kinds.get(wf.workflow_type, 0) + 1
         ids.append(wf.id)
     sample = sorted(ids)[:SAMPLED_CHILDREN]

@@ -132,6 +132,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="figure 1: torch threads the anchor's embedding tries (default: the service's "
         "default, one fewer than the cores, and one per core)",
     )
+    ap.add_argument(
+        "--fanout-documents",
+        type=int,
+        default=None,
+        help="figure 4: tiny documents in the run (default 2,000; 200 with --quick)",
+    )
     ap.add_argument("--corpus", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=Path(".docindex/bench.json"))
     return ap.parse_args(argv)
@@ -173,6 +179,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             index_chunks=args.index_chunks,
             index_dim=args.index_dim,
             big=args.big,
+            fanout_documents=args.fanout_documents,
             anchor_processes=args.anchor_processes,
             anchor_batches=args.anchor_batch,
             anchor_threads=args.anchor_threads,
