@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
 from docindex import search_attributes as sa
 from docindex.config import Settings
@@ -135,19 +135,27 @@ async def wait_for_step(client: Client, workflow_id: str, step: Step) -> list[Do
     pytest.fail(f"{workflow_id} never reached {step}")
 
 
-async def test_a_document_cancelled_in_a_batch_ends_cancelled_and_the_rest_completes(
-    client: Client, settings: Settings, workers: None, default_api: httpx.AsyncClient
-) -> None:
-    # Embedding waits on a queue no worker serves yet, so the batch is caught mid-way.
+async def batch_in_embed_step(
+    client: Client, settings: Settings, topic: str, **options: object
+) -> tuple[str, list[str], str, str]:
+    """A batched run whose embedding waits on a queue no worker serves yet, caught there:
+    (run id, document ids, the batch's workflow id, that queue)."""
     gpu_queue = f"test-gpu-later-{uuid.uuid4().hex[:6]}"
     run_id, ids = await start_run(
-        client, settings, notes(3, "kingfishers"), gpu_task_queue=gpu_queue, **BATCHED
+        client, settings, notes(3, topic), gpu_task_queue=gpu_queue, **BATCHED, **options
     )
     deadline = time.monotonic() + 60
     while not (batches := (await workflows_of(client, run_id)).get("DocumentBatchWorkflow")):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.2)
     await wait_for_step(client, batches[0], Step.EMBED)
+    return run_id, ids, batches[0], gpu_queue
+
+
+async def test_a_document_cancelled_in_a_batch_ends_cancelled_and_the_rest_completes(
+    client: Client, settings: Settings, workers: None, default_api: httpx.AsyncClient
+) -> None:
+    run_id, ids, batch, gpu_queue = await batch_in_embed_step(client, settings, "kingfishers")
 
     # The API shows each document's step, asked of the batch.
     run = (await default_api.get(f"/v1/runs/{run_id}")).json()
@@ -164,9 +172,41 @@ async def test_a_document_cancelled_in_a_batch_ends_cancelled_and_the_rest_compl
                 run_workflow_id(run_id), result_type=RunSummary
             ).result()
     assert (summary.completed, summary.cancelled, summary.failed) == (2, 1, 0)
-    outcome = await client.get_workflow_handle(batches[0], result_type=BatchOutcome).result()
+    outcome = await client.get_workflow_handle(batch, result_type=BatchOutcome).result()
     assert outcome.cancelled == [ids[1]] and sorted(outcome.completed) == sorted([ids[0], ids[2]])
     assert await chunk_rows(settings.database_url or "", ids[1]) == 0
     run = (await default_api.get(f"/v1/runs/{run_id}")).json()
     by_id = {d["document_id"]: d["status"] for d in run["documents"]}
     assert by_id == {ids[0]: "completed", ids[1]: "cancelled", ids[2]: "completed"}
+
+
+async def test_cancelling_a_run_cancels_the_documents_its_batch_had_not_stored(
+    client: Client, settings: Settings, workers: None, default_api: httpx.AsyncClient
+) -> None:
+    run_id, ids, batch, _ = await batch_in_embed_step(client, settings, "grebes")
+    assert (await default_api.post(f"/v1/runs/{run_id}/cancel")).status_code == 202
+    with pytest.raises(WorkflowFailureError):
+        await client.get_workflow_handle(run_workflow_id(run_id)).result()
+    described = await client.get_workflow_handle(batch).describe()
+    assert described.status == WorkflowExecutionStatus.CANCELED
+    run = (await default_api.get(f"/v1/runs/{run_id}")).json()
+    assert run["status"] == "cancelled"
+    assert {(d["status"], d["error_type"]) for d in run["documents"]} == {
+        ("cancelled", "Cancelled")
+    }
+    for doc in ids:
+        assert await chunk_rows(settings.database_url or "", doc) == 0
+
+
+async def test_a_runs_deadline_stops_its_batch_and_says_so_in_each_outcome(
+    client: Client, settings: Settings, workers: None, default_api: httpx.AsyncClient
+) -> None:
+    run_id, _, _, _ = await batch_in_embed_step(client, settings, "dippers", run_deadline_s=10)
+    summary = await client.get_workflow_handle(
+        run_workflow_id(run_id), result_type=RunSummary
+    ).result()
+    assert (summary.completed, summary.cancelled) == (0, 3)
+    run = (await default_api.get(f"/v1/runs/{run_id}")).json()
+    assert {(d["status"], d["error_type"]) for d in run["documents"]} == {
+        ("cancelled", "DeadlineExceeded")
+    }

@@ -55,6 +55,21 @@ async def test_progress_and_typed_errors_cross_and_the_child_is_reused(cage: Cag
     assert await cage.call(targets.pages, 1) == pid
 
 
+async def test_a_child_is_kept_for_many_calls_and_replaced_once_it_holds_leaked_memory() -> None:
+    cage = Cage(CageLimits(processes=1, memory_bytes=1 << 30, growth_bytes=64 << 20))
+    try:
+        # Many small documents: one child serves them all (a new one would import Docling
+        # again), well past the 200 calls it used to be replaced after.
+        pids = {await cage.call(targets.pages, 1) for _ in range(250)}
+        assert len(pids) == 1
+        # What its calls leave behind grows past the allowance: the next call has a new one.
+        first = await cage.call(targets.keep, 40)
+        assert await cage.call(targets.keep, 40) == first
+        assert await cage.call(targets.pages, 1) != first
+    finally:
+        cage.close()
+
+
 @pytest.mark.parametrize(
     ("target", "error", "within_s"),
     [

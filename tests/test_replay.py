@@ -16,6 +16,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from workflows.batch import DocumentBatchWorkflow
 from workflows.document import DocumentWorkflow
 from workflows.generation import GenerationWorkflow
 from workflows.indexing import IndexingWorkflow
@@ -38,6 +39,8 @@ def test_there_are_histories_to_replay() -> None:
             "damaged_pdf",
             "generation",
             "derive_docx",
+            "batch_run",
+            "batch",
         } <= names, label
 
 
@@ -45,7 +48,7 @@ def test_there_are_histories_to_replay() -> None:
 async def test_recorded_history_replays(name: str) -> None:
     history = WorkflowHistory.from_json(name, RECORDED[name])
     replayer = Replayer(
-        workflows=[IndexingWorkflow, DocumentWorkflow, GenerationWorkflow],
+        workflows=[IndexingWorkflow, DocumentWorkflow, DocumentBatchWorkflow, GenerationWorkflow],
         data_converter=pydantic_data_converter,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

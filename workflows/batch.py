@@ -100,7 +100,11 @@ class DocumentBatchWorkflow:
             self._complete(list(stored))
             for doc, targets in stored.items():
                 await derive_into(tasks[doc], inp.spec, inp.options, targets)
-        except (asyncio.CancelledError, CancelledError):
+        except (asyncio.CancelledError, CancelledError, ActivityError) as err:
+            # A step raises an ActivityError only when it was cancelled (any other failure
+            # hands its documents back).
+            if isinstance(err, ActivityError) and not isinstance(err.cause, CancelledError):
+                raise
             await self._cancel(self._undecided(tasks))
             raise
         return self._outcome

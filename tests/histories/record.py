@@ -9,7 +9,9 @@ kept. After a workflow change that is a new build, record them again and commit 
 It starts its own stack (bench.stack: embedded Postgres, a Temporal dev server, one worker
 process per kind and the API) and indexes a few documents from tests/data that take every
 path: a one-page PDF, a DOCX, a PDF split into page ranges, and a damaged PDF that fails;
-then builds a generation of them (its workflow, and one document's derive).
+then builds a generation of them (its workflow, and one document's derive); then a run of
+small notes in batches, one of which holds the damaged PDF (handed back to a workflow of its
+own).
 """
 
 from __future__ import annotations
@@ -78,7 +80,38 @@ async def record() -> dict[str, str]:
                 await stack.client.get_workflow_handle(derive).fetch_history()
             ).to_json()
             print(f"run {run_id}: {run['status']}; generation {status}")
+            histories |= await _record_batches(stack)
     return histories
+
+
+async def _record_batches(stack: Stack) -> dict[str, str]:
+    _, url = await stack.start_api(
+        DOCINDEX_BATCH_DOCUMENTS="3", DOCINDEX_BATCH_MIN_RUN_DOCUMENTS="2"
+    )
+    headers = await stack.api_headers("histories-batches")
+    damaged = DATA / DOCUMENTS["damaged_pdf"]
+    files = [
+        ("files", (f"note-{i}.md", f"# Note {i}\n\nA small note, number {i}.".encode()))
+        for i in range(4)
+    ]
+    files.insert(1, ("files", (damaged.name, damaged.read_bytes())))
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+        run_id = (await http.post("/v1/documents", files=files)).json()["run_id"]
+        while True:
+            if (await http.get(f"/v1/runs/{run_id}")).json()["status"] not in (
+                "queued",
+                "running",
+            ):
+                break
+            await asyncio.sleep(0.5)
+    query = f"IndexingRunId = '{run_id}' AND WorkflowType = 'DocumentBatchWorkflow'"
+    batches = [
+        (await stack.client.get_workflow_handle(wf.id).fetch_history()).to_json()
+        async for wf in stack.client.list_workflows(query)
+    ]
+    run = await stack.client.get_workflow_handle(run_workflow_id(run_id)).fetch_history()
+    # The longest batch: the one that handed the damaged PDF back.
+    return {"batch_run": run.to_json(), "batch": max(batches, key=len)}
 
 
 def without_stack_traces(node: Any) -> Any:
