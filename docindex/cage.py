@@ -51,6 +51,9 @@ T = TypeVar("T")
 
 # How often the parent looks at a running child (its CPU time, the wall clock).
 _WATCH_EVERY_S = 0.5
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+# Where a child's memory cannot be read: replaced after this many calls.
+_CALLS_WITHOUT_MEMORY = 200
 _PR_SET_PDEATHSIG = 1
 
 
@@ -65,8 +68,13 @@ class CageLimits:
     cpu_s: float = 900.0
     # A child that neither reports progress nor uses CPU for this long is stuck.
     stall_s: float = 60.0
-    # Children are replaced after this many calls: what a parse leaks goes with them.
-    calls_per_child: int = 200
+    # A child is replaced once what its parses leave behind shows: its resident memory this
+    # much over what it held after its first call (parsers built, models loaded); and after
+    # this many calls in any case. Not after a small number of calls: a new child imports
+    # Docling and builds its parser again, seconds of CPU that a run of small documents
+    # would pay every few hundred documents.
+    growth_bytes: int = 512 << 20
+    calls_per_child: int = 10_000
 
 
 class _Child:
@@ -100,6 +108,7 @@ class _Child:
         self._send = Connection(to_child_w, readable=False)
         self._recv = Connection(from_child_r, writable=False)
         self.calls = 0
+        self.baseline_bytes: int | None = None
         self._inbox: asyncio.Queue[tuple[str, Any]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
@@ -140,6 +149,27 @@ class _Child:
             return await asyncio.wait_for(self._inbox.get(), wait_s)
         except TimeoutError:
             return None
+
+    def resident_bytes(self) -> int | None:
+        """The child's resident memory (Linux)."""
+        try:
+            with open(f"/proc/{self.pid}/statm", "rb") as f:
+                return int(f.read().split()[1]) * _PAGE_BYTES
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def sound(self, limits: CageLimits) -> bool:
+        """Worth keeping for another call: under its call cap, and holding no more memory
+        than after its first call plus the growth allowed (where memory cannot be read,
+        the first few hundred calls only)."""
+        if self.calls >= limits.calls_per_child:
+            return False
+        resident = self.resident_bytes()
+        if resident is None:
+            return self.calls < _CALLS_WITHOUT_MEMORY
+        if self.baseline_bytes is None:
+            self.baseline_bytes = resident
+        return resident - self.baseline_bytes <= limits.growth_bytes
 
     def cpu_ticks(self) -> int | None:
         """User and system CPU time the child has used, in clock ticks (Linux)."""
@@ -199,7 +229,7 @@ class Cage:
                     raise body
                 return body  # type: ignore[no-any-return]
             finally:
-                if reusable and child.calls < self.limits.calls_per_child and not self._closed:
+                if reusable and child.sound(self.limits) and not self._closed:
                     self._idle.append(child)
                 else:
                     # Cancelled, over a limit, dead or stalled: killed now, reaped aside.
