@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     documents_per_run_execution: int = Field(
         default=200,
         ge=1,
-        description="Children started before the run continues-as-new (keeps history small)",
+        description="Documents started before the run continues-as-new (keeps history small)",
     )
     batch_documents: int = Field(
         default=16,
