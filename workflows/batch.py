@@ -125,7 +125,7 @@ class DocumentBatchWorkflow:
     async def _prepare(self, tasks: dict[str, DocumentTask]) -> dict[str, Prepared]:
         spec = self._input.spec
         items = [
-            PrepareInput(document=_ref(t), parser=spec.parser, chunker=spec.chunker)
+            PrepareInput(document=DocumentRef.of(t), parser=spec.parser, chunker=spec.chunker)
             for t in tasks.values()
         ]
         result: PreparedBatch | None = await self._step(
@@ -327,17 +327,6 @@ class DocumentBatchWorkflow:
                 {"status": "completed", "error_type": ""},
             )
         workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(DocStatus.COMPLETED.value)])
-
-
-def _ref(task: DocumentTask) -> DocumentRef:
-    return DocumentRef(
-        document_id=task.document_id,
-        tenant_id=task.tenant_id,
-        filename=task.filename,
-        sha256=task.sha256,
-        blob_key=task.blob_key,
-        password_key=task.password_key,
-    )
 
 
 def _described(err: ActivityError | ApplicationError) -> tuple[str, str]:

@@ -142,14 +142,7 @@ class DocumentWorkflow:
         self._cpu_queue = (
             opts.large_task_queue if big and opts.large_task_queue else opts.cpu_task_queue
         )
-        self._document = DocumentRef(
-            document_id=task.document_id,
-            tenant_id=task.tenant_id,
-            filename=task.filename,
-            sha256=task.sha256,
-            blob_key=task.blob_key,
-            password_key=task.password_key,
-        )
+        self._document = DocumentRef.of(task)
 
     async def _step(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from docindex.models import DocumentTask
 from docindex.pagination import page_ranges
 from docindex.spec import (
     AnthropicEnricher,
@@ -32,6 +33,17 @@ class DocumentRef(BaseModel):
     blob_key: str
     # The password itself never enters workflow history; it waits in the blob store.
     password_key: str | None = None
+
+    @classmethod
+    def of(cls, task: DocumentTask) -> DocumentRef:
+        return cls(
+            document_id=task.document_id,
+            tenant_id=task.tenant_id,
+            filename=task.filename,
+            sha256=task.sha256,
+            blob_key=task.blob_key,
+            password_key=task.password_key,
+        )
 
 
 class Inspected(BaseModel):
