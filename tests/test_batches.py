@@ -17,7 +17,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from docindex import search_attributes as sa
 from docindex.config import Settings
 from docindex.database import create_pool
-from docindex.ids import run_workflow_id
+from docindex.ids import document_workflow_id, run_workflow_id
 from docindex.models import Step
 from workers.factory import Queue, build_workers
 from workflows.batch_contract import BatchOutcome
@@ -119,6 +119,23 @@ async def test_a_run_below_the_batch_threshold_keeps_a_workflow_per_document(
     await client.get_workflow_handle(run_workflow_id(run_id)).result()
     children = await workflows_of(client, run_id)
     assert len(children["DocumentWorkflow"]) == 3 and "DocumentBatchWorkflow" not in children
+
+
+async def test_the_small_documents_around_a_big_one_fill_one_batch(
+    client: Client, settings: Settings, workers: None
+) -> None:
+    files = notes(4, "ospreys")
+    files.insert(2, ("long.md", unique(b"# Long\n\n" + b"Ospreys dive feet first. " * 40)))
+    run_id, ids = await start_run(client, settings, files, batch_document_bytes=400, **BATCHED)
+    summary = await client.get_workflow_handle(
+        run_workflow_id(run_id), result_type=RunSummary
+    ).result()
+    assert summary.completed == 5
+    children = await workflows_of(client, run_id)
+    assert children["DocumentWorkflow"] == [document_workflow_id(run_id, ids[2])]
+    [batch] = children["DocumentBatchWorkflow"]
+    outcome = await client.get_workflow_handle(batch, result_type=BatchOutcome).result()
+    assert sorted(outcome.completed) == sorted(ids[:2] + ids[3:])
 
 
 async def wait_for_step(client: Client, workflow_id: str, step: Step) -> list[DocumentProgress]:

@@ -209,19 +209,18 @@ class IndexingWorkflow:
             )
             if not page:
                 break
+            # The page's small documents fill batches in their order, whatever lies between
+            # them; each other document starts when its turn comes.
             group: list[DocumentTask] = []
             for task in page:
-                if self._batchable(task):
-                    group.append(task)
-                    if len(group) == self._batch_size():
-                        await self._start_group(group)
-                        group = []
+                if not self._batchable(task):
+                    await self._wait_for_room()
+                    await self._start_or_skip(task)
                     continue
-                if group:
+                group.append(task)
+                if len(group) == self._batch_size():
                     await self._start_group(group)
                     group = []
-                await self._wait_for_room()
-                await self._start_or_skip(task)
             if group:
                 await self._start_group(group)
             next_seq = page[-1].seq + 1
