@@ -134,6 +134,46 @@ def respond(request: dict[str, Any]) -> Any:
     return [thinking, {"type": "text", "text": answer}]
 
 
+async def test_a_batch_of_small_documents_embeds_with_voyage_one_activity_each(
+    tenant_client: TenantClient, client: Client, settings: Settings, voyage: FakeVoyage
+) -> None:
+    """The hosted API's rate limit is its queue's activities per second: a batch of small
+    documents still sends each document's requests as an activity of its own."""
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    api = await tenant_client(tenant=tenant)
+    voyage_settings = provider_settings(
+        settings,
+        embedder="voyage",
+        voyage_api_key=SecretStr(VOYAGE_KEY),
+        voyage_base_url=voyage.base_url,
+        batch_documents=4,
+        batch_min_run_documents=2,
+    )
+    async with hosted_worker(client, voyage_settings):
+        run_id = await index(client, voyage_settings, NOTE, copies=3, tenant=tenant)
+
+    run = (await api.get(f"/v1/runs/{run_id}")).json()
+    assert run["status"] == "completed"
+    assert all(d["tokens"]["voyage/voyage-3.5"]["embedding_tokens"] > 0 for d in run["documents"])
+    batches = [
+        wf.id
+        async for wf in client.list_workflows(
+            f"IndexingRunId = '{run_id}' AND WorkflowType = 'DocumentBatchWorkflow'"
+        )
+    ]
+    assert len(batches) == 1
+    history = await client.get_workflow_handle(batches[0]).fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    embeds = [a for a in scheduled if a.activity_type.name.startswith("embed")]
+    assert [a.activity_type.name for a in embeds] == ["embed_chunks"] * 3
+    assert {a.task_queue.name for a in embeds} == {voyage_settings.embed_api_task_queue}
+    assert len(voyage.requests_to("/v1/embeddings")) == 3
+
+
 async def test_voyage_embeds_in_batches_retries_after_429_and_records_cost(
     tenant_client: TenantClient, client: Client, settings: Settings, voyage: FakeVoyage
 ) -> None:

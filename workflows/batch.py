@@ -166,13 +166,26 @@ class DocumentBatchWorkflow:
                 chunks_key=p.chunked.chunks_key,
                 chunk_config=p.chunked.chunk_config,
             )
-        queue = (
-            opts.embed_api_task_queue
-            if isinstance(spec.embedder, VoyageEmbedder)
-            else opts.gpu_task_queue
-        )
+        if isinstance(spec.embedder, VoyageEmbedder):
+            # A hosted API's rate limit is its queue's activities per second, each activity
+            # one document's requests: so one activity per document here too.
+            queue = opts.embed_api_task_queue
+            answers: list[Embedded | None] = await asyncio.gather(
+                *(
+                    self._step(EmbeddingActivities.embed_chunks, item, {doc: item}, queue=queue)
+                    for doc, item in items.items()
+                )
+            )
+            return {
+                doc: (prepared[doc], e)
+                for doc, e in zip(items, answers, strict=True)
+                if e is not None
+            }
         result: EmbeddedBatch | None = await self._step(
-            EmbeddingActivities.embed_documents, EmbedBatchInput(items=items), prepared, queue=queue
+            EmbeddingActivities.embed_documents,
+            EmbedBatchInput(items=items),
+            prepared,
+            queue=opts.gpu_task_queue,
         )
         if result is None:
             return {}
