@@ -153,8 +153,15 @@ async def test_list_queries_are_index_range_scans(api_app: Any) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL enable_seqscan = off")
         for index, (sql, params) in plans.items():
-            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *params))
-            assert index in plan and "Sort" not in plan, plan
+            async with conn.transaction():  # a savepoint: an index dropped here comes back
+                if index == "documents_tenant_status_created":
+                    # On a table this small, reading the tenant's newest rows and filtering
+                    # them by status costs the planner the same (it picked either, by the
+                    # statistics of the moment): without that index, the status index must
+                    # serve the page in order.
+                    await conn.execute("DROP INDEX documents_tenant_created")
+                plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *params))
+                assert index in plan and "Sort" not in plan, plan
 
 
 # --- the client over the real API -----------------------------------------------------------
