@@ -152,7 +152,10 @@ class Settings(BaseSettings):
 
     # Orchestration
     max_concurrent_documents: int = Field(
-        default=8, ge=1, description="Sliding window of DocumentWorkflow children per run"
+        default=8,
+        ge=1,
+        description="Sliding window of children per run (a DocumentWorkflow, or a batch of "
+        "small documents)",
     )
     documents_per_run_execution: int = Field(
         default=200,
