@@ -15,19 +15,22 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
 from docindex import search_attributes as sa
+from docindex.blobstore import BlobStore
 from docindex.config import Settings
 from docindex.database import create_pool
 from docindex.ids import document_workflow_id, run_workflow_id
 from docindex.models import Step
+from docindex.runs import record_files
 from workers.factory import Queue, build_workers
 from workflows.batch_contract import BatchOutcome
 from workflows.document_contract import DocumentProgress
 from workflows.indexing_contract import RunSummary
 
 from .conftest import run_workers
-from .helpers import chunk_rows, unique
+from .helpers import chunk_rows, run_input, unique
 from .test_cancel import start_run
 from .test_events import DOCUMENT_STEPS
+from .test_generations import DOCS, search, upload, wait_for_generation
 
 BATCHED = {"batch_documents": 4, "batch_min_run_documents": 2}
 
@@ -227,3 +230,36 @@ async def test_a_runs_deadline_stops_its_batch_and_says_so_in_each_outcome(
     assert {(d["status"], d["error_type"]) for d in run["documents"]} == {
         ("cancelled", "DeadlineExceeded")
     }
+
+
+async def test_a_batch_indexes_its_documents_into_a_generation_being_built_too(
+    client: Client, settings: Settings, workers: None, api: httpx.AsyncClient
+) -> None:
+    tenant = api.tenant  # type: ignore[attr-defined]
+    await upload(api, {"pumps.md": DOCS["pumps.md"]})
+    created = await api.post(
+        "/v1/generations", json={"chunker": {"kind": "hybrid", "max_tokens": 24}}
+    )
+    assert created.status_code == 202, created.text
+    new_id = created.json()["generation_id"]
+    assert (await wait_for_generation(api, new_id))["status"] == "ready"
+
+    pool = await create_pool(settings.database_url or "")
+    try:
+        run_id, ids = await record_files(
+            pool, BlobStore.from_settings(settings), notes(3, "lapwings"), tenant
+        )
+    finally:
+        await pool.close()
+    await client.execute_workflow(
+        "IndexingWorkflow",
+        run_input(settings, run_id, len(ids), tenant_id=tenant, **BATCHED),
+        id=run_workflow_id(run_id),
+        task_queue=settings.workflow_task_queue,
+    )
+    assert "DocumentBatchWorkflow" in await workflows_of(client, run_id)
+    # Served by the active generation, and already in the one built beside it.
+    for generation in (None, new_id):
+        extra = {"generation_id": generation} if generation else {}
+        hits = (await search(api, "lapwings seen near the river bend", **extra))["results"]
+        assert set(ids) <= {h["document_id"] for h in hits}, generation

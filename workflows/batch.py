@@ -98,8 +98,13 @@ class DocumentBatchWorkflow:
             # Asked too late for those stored: they completed.
             await self._cancel(self._undecided(d for d in tasks if d not in stored))
             self._complete(list(stored))
-            for doc, targets in stored.items():
-                await derive_into(tasks[doc], inp.spec, inp.options, targets)
+            await asyncio.gather(
+                *(
+                    derive_into(tasks[doc], inp.spec, inp.options, targets)
+                    for doc, targets in stored.items()
+                    if targets
+                )
+            )
         except (asyncio.CancelledError, CancelledError, ActivityError) as err:
             # A step raises an ActivityError only when it was cancelled (any other failure
             # hands its documents back).
