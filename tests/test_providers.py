@@ -59,6 +59,19 @@ def provider_settings(settings: Settings, **update: Any) -> Settings:
     )
 
 
+def voyage_provider(
+    settings: Settings, voyage: FakeVoyage, key: str = VOYAGE_KEY, **update: Any
+) -> Settings:
+    """Settings that embed with Voyage, served by the fake at ``voyage``."""
+    return provider_settings(
+        settings,
+        embedder="voyage",
+        voyage_api_key=SecretStr(key),
+        voyage_base_url=voyage.base_url,
+        **update,
+    )
+
+
 @contextlib.asynccontextmanager
 async def hosted_worker(client: Client, settings: Settings) -> AsyncIterator[None]:
     async with build_workers(Queue.HOSTED, client, settings, settings.database_url or "") as ws:
@@ -141,13 +154,8 @@ async def test_a_batch_of_small_documents_embeds_with_voyage_one_activity_each(
     documents still sends each document's requests as an activity of its own."""
     tenant = f"t-{uuid.uuid4().hex[:10]}"
     api = await tenant_client(tenant=tenant)
-    voyage_settings = provider_settings(
-        settings,
-        embedder="voyage",
-        voyage_api_key=SecretStr(VOYAGE_KEY),
-        voyage_base_url=voyage.base_url,
-        batch_documents=4,
-        batch_min_run_documents=2,
+    voyage_settings = voyage_provider(
+        settings, voyage, batch_documents=4, batch_min_run_documents=2
     )
     async with hosted_worker(client, voyage_settings):
         run_id = await index(client, voyage_settings, NOTE, copies=3, tenant=tenant)
@@ -179,13 +187,8 @@ async def test_voyage_embeds_in_batches_retries_after_429_and_records_cost(
 ) -> None:
     tenant = f"t-{uuid.uuid4().hex[:10]}"
     api = await tenant_client(tenant=tenant)
-    voyage_settings = provider_settings(
-        settings,
-        embedder="voyage",
-        voyage_api_key=SecretStr(VOYAGE_KEY),
-        voyage_base_url=voyage.base_url,
-        chunk_max_tokens=16,
-        voyage_max_texts_per_request=4,
+    voyage_settings = voyage_provider(
+        settings, voyage, chunk_max_tokens=16, voyage_max_texts_per_request=4
     )
     voyage.max_texts = 4  # the server enforces it too: a request over it would be a 400
     voyage.fail_next(1, status=429, retry_after=2)
@@ -226,12 +229,7 @@ async def test_an_invalid_voyage_key_fails_the_document_once_with_a_typed_error(
 ) -> None:
     tenant = f"t-{uuid.uuid4().hex[:10]}"
     api = await tenant_client(tenant=tenant)
-    bad = provider_settings(
-        settings,
-        embedder="voyage",
-        voyage_api_key=SecretStr("wrong-key"),
-        voyage_base_url=voyage.base_url,
-    )
+    bad = voyage_provider(settings, voyage, key="wrong-key")
     async with hosted_worker(client, bad):
         run_id = await index(client, bad, NOTE, tenant=tenant)
     run = (await api.get(f"/v1/runs/{run_id}")).json()
