@@ -75,8 +75,8 @@ class IndexingWorkflow:
         self._batch_of: dict[str, str] = {}
         self._cancel_requested: set[str] = set()
         self._retry_queue: list[DocumentTask] = []
-        # Children started by this execution: it continues-as-new after a page of them,
-        # first pass or retries alike.
+        # Documents started by this execution (alone or in batches): it continues-as-new
+        # after a page of them, first pass or retries alike.
         self._started_here = 0
         self._deadline_passed = False
         self._deadline_timer: asyncio.Task[None] | None = None
