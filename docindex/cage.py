@@ -52,6 +52,7 @@ T = TypeVar("T")
 # How often the parent looks at a running child (its CPU time, the wall clock).
 _WATCH_EVERY_S = 0.5
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 # Where a child's memory cannot be read: replaced after this many calls.
 _CALLS_WITHOUT_MEMORY = 200
 _PR_SET_PDEATHSIG = 1
@@ -68,11 +69,12 @@ class CageLimits:
     cpu_s: float = 900.0
     # A child that neither reports progress nor uses CPU for this long is stuck.
     stall_s: float = 60.0
-    # A child is replaced once what its parses leave behind shows: its resident memory this
-    # much over what it held after its first call (parsers built, models loaded); and after
-    # this many calls in any case. Not after a small number of calls: a new child imports
-    # Docling and builds its parser again, seconds of CPU that a run of small documents
-    # would pay every few hundred documents.
+    # A child is replaced once it has done this much work (CPU seconds: a long-lived
+    # parse process slows down as what its parses leave behind piles up), once its resident
+    # memory is this much over what it held after its first call, or after this many calls.
+    # Work, not calls: a new child imports Docling and builds its parser again, seconds of
+    # CPU that a run of small documents would otherwise pay every few hundred of them.
+    work_cpu_s: float = 100.0
     growth_bytes: int = 512 << 20
     calls_per_child: int = 10_000
 
@@ -159,10 +161,13 @@ class _Child:
             return None
 
     def sound(self, limits: CageLimits) -> bool:
-        """Worth keeping for another call: under its call cap, and holding no more memory
-        than after its first call plus the growth allowed (where memory cannot be read,
-        the first few hundred calls only)."""
+        """Worth keeping for another call: under its call cap and its work budget, and
+        holding no more memory than after its first call plus the growth allowed (where
+        memory cannot be read, the first few hundred calls only)."""
         if self.calls >= limits.calls_per_child:
+            return False
+        ticks = self.cpu_ticks()
+        if ticks is not None and ticks / _TICKS_PER_S > limits.work_cpu_s:
             return False
         resident = self.resident_bytes()
         if resident is None:

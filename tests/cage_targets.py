@@ -37,6 +37,14 @@ def hoard(report: Callable[[dict[str, Any]], None]) -> None:
         kept.append(bytearray(64 << 20))
 
 
+def burn(cpu_s: float, report: Callable[[dict[str, Any]], None]) -> int:
+    """Use this much CPU, as a parse would; the child's pid."""
+    until = time.process_time() + cpu_s
+    while time.process_time() < until:
+        pass
+    return os.getpid()
+
+
 _kept: list[bytearray] = []
 
 

@@ -70,6 +70,17 @@ async def test_a_child_is_kept_for_many_calls_and_replaced_once_it_holds_leaked_
         cage.close()
 
 
+async def test_a_child_is_replaced_once_it_has_done_its_share_of_work() -> None:
+    cage = Cage(CageLimits(processes=1, memory_bytes=1 << 30, work_cpu_s=1.0))
+    try:
+        first = await cage.call(targets.burn, 0.1)
+        assert await cage.call(targets.burn, 1.0) == first
+        # Over its budget of work: the next call has a new child.
+        assert await cage.call(targets.burn, 0.1) != first
+    finally:
+        cage.close()
+
+
 @pytest.mark.parametrize(
     ("target", "error", "within_s"),
     [
