@@ -45,16 +45,5 @@ def burn(cpu_s: float, report: Callable[[dict[str, Any]], None]) -> int:
     return os.getpid()
 
 
-_kept: list[bytearray] = []
-
-
-def keep(megabytes: int, report: Callable[[dict[str, Any]], None]) -> int:
-    """Leave memory behind, as a leaking parse would; the child's pid."""
-    block = bytearray(megabytes << 20)
-    block[:: 1 << 12] = b"x" * len(block[:: 1 << 12])  # touched: resident, not only mapped
-    _kept.append(block)
-    return os.getpid()
-
-
 def crash(report: Callable[[dict[str, Any]], None]) -> None:
     os.kill(os.getpid(), signal.SIGSEGV)
