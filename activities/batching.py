@@ -15,7 +15,6 @@ from typing import TypeVar
 
 from temporalio import activity
 
-from docindex.errors import DocumentError
 from docindex.steps.models import HandedBack
 from docindex.steps.progress import Progress
 
@@ -29,18 +28,10 @@ I = TypeVar("I")  # noqa: E741
 Triage = Callable[[BaseException], HandedBack | None]
 
 
-def document_errors(exc: BaseException) -> HandedBack | None:
-    """Bad input, or any error of one document's parse: that document alone is handed
-    back. An error no document caused (the blob store, the worker) fails the activity."""
-    if isinstance(exc, DocumentError):
-        return HandedBack(error_type=exc.error_type, error=str(exc))
-    return None
-
-
 async def run_steps(
     step: Callable[[I, Progress], Awaitable[T]],
     items: Mapping[str, I],
-    triage: Triage = document_errors,
+    triage: Triage,
 ) -> tuple[dict[str, T], dict[str, HandedBack]]:
     """``step`` for every item at once; the results by key, and the items handed back."""
     timeout = activity.info().heartbeat_timeout
