@@ -176,6 +176,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Runs with fewer documents index each in its own workflow",
     )
+    side_by_side_min_run_documents: int = Field(
+        default=32,
+        ge=1,
+        description="Runs of at least this many documents index their documents that are not "
+        "small enough for a batch side by side, batch_documents to a workflow, each through "
+        "its own steps; fewer: a workflow per document",
+    )
     cpu_worker_concurrency: int = Field(default=2, ge=1)
     gpu_worker_concurrency: int | None = Field(
         default=None,

@@ -141,6 +141,57 @@ async def test_the_small_documents_around_a_big_one_fill_one_batch(
     assert sorted(outcome.completed) == sorted(ids[:2] + ids[3:])
 
 
+async def test_documents_side_by_side_go_through_their_own_steps_in_one_workflow(
+    client: Client, settings: Settings, workers: None, corpus: Path, default_api: httpx.AsyncClient
+) -> None:
+    """Documents of any size in a run of many: one workflow for several, each through its
+    own steps (OCR included) as a workflow of its own would take it; what it cannot index
+    is handed back and fails typed in a workflow of its own."""
+    from .test_ocr import MULTI_PAGE, scanned_crazyones
+
+    files = [
+        ("scan.pdf", unique(scanned_crazyones())),
+        ("multi_page.pdf", MULTI_PAGE.read_bytes()),
+        ("bug1606566.pdf", (corpus / "broken/bug1606566.pdf").read_bytes()),
+        *notes(1, "kingfishers"),
+    ]
+    run_id, ids = await start_run(
+        client,
+        settings,
+        files,
+        batch_documents=4,
+        batch_min_run_documents=1000,
+        side_by_side_min_run_documents=2,
+    )
+    summary = await client.get_workflow_handle(
+        run_workflow_id(run_id), result_type=RunSummary
+    ).result()
+    assert (summary.completed, summary.failed) == (3, 1)
+    children = await workflows_of(client, run_id)
+    assert children["DocumentWorkflow"] == [document_workflow_id(run_id, ids[2])]
+    [batch] = children["DocumentBatchWorkflow"]
+    outcome = await client.get_workflow_handle(batch, result_type=BatchOutcome).result()
+    assert sorted(outcome.completed) == sorted([ids[0], ids[1], ids[3]])
+    assert list(outcome.handed_back) == [ids[2]]
+
+    # The scan was OCRed in the batch, with the events a workflow of its own records.
+    events = await document_events(settings, run_id)
+    assert events[ids[0]] == [
+        ("running", "parse"),
+        ("running", "ocr"),
+        *DOCUMENT_STEPS[1:],
+    ], events[ids[0]]
+    assert events[ids[1]] == DOCUMENT_STEPS
+    for doc in (ids[0], ids[1], ids[3]):
+        assert await chunk_rows(settings.database_url or "", doc) >= 1
+    hits = (
+        await default_api.post(
+            "/v1/search", json={"query": "the crazy ones, the misfits", "top_k": 50}
+        )
+    ).json()["results"]
+    assert ids[0] in {h["document_id"] for h in hits}
+
+
 async def wait_for_step(client: Client, workflow_id: str, step: Step) -> list[DocumentProgress]:
     handle = client.get_workflow_handle(workflow_id)
     deadline = time.monotonic() + 60

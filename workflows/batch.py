@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
@@ -44,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         PreparedBatch,
         PrepareInput,
         StoreBatchInput,
+        Stored,
         StoredBatch,
         StoreInput,
     )
@@ -52,7 +54,8 @@ with workflow.unsafe.imports_passed_through():
     from .batch_contract import BatchInput, BatchOutcome
     from .derive import derive_into
     from .document_contract import DocumentProgress
-    from .step_policy import STEP_STATUS, STEPS
+    from .ocr_steps import ocr_and_apply
+    from .step_policy import BATCH_RETRY, STEP_STATUS, STEPS
 
 T = TypeVar("T")
 
@@ -90,6 +93,9 @@ class DocumentBatchWorkflow:
             )
         try:
             await self._events(tasks)
+            if inp.side_by_side:
+                await self._side_by_side(tasks)
+                return self._outcome
             prepared = self._still_in(await self._prepare(self._still_in(tasks)))
             self._enter(Step.EMBED, prepared)
             await self._events(prepared)
@@ -113,6 +119,97 @@ class DocumentBatchWorkflow:
             await self._cancel(self._undecided(tasks))
             raise
         return self._outcome
+
+    async def _side_by_side(self, tasks: dict[str, DocumentTask]) -> None:
+        """Each document through its own steps, none waiting for another: what a workflow
+        each would do, without a workflow each. Those cancelled meanwhile are recorded at
+        the end, as in lock-step."""
+        stored = await asyncio.gather(*(self._one(doc, task) for doc, task in tasks.items()))
+        done = [doc for doc, targets in zip(tasks, stored, strict=True) if targets is not None]
+        await self._cancel(self._undecided(d for d in tasks if d not in done))
+        self._complete(done)
+        await asyncio.gather(
+            *(
+                derive_into(tasks[doc], self._input.spec, self._input.options, targets)
+                for doc, targets in zip(tasks, stored, strict=True)
+                if targets
+            )
+        )
+
+    async def _one(self, doc: str, task: DocumentTask) -> list[DeriveTarget] | None:
+        """One document of a side-by-side batch: prepare (and OCR), embed, store. None: it
+        was handed back or cancelled on the way; else what to derive it into."""
+        spec, opts = self._input.spec, self._input.options
+        document, progress = DocumentRef.of(task), self._progress[doc]
+        cpu = opts.cpu_task_queue
+
+        async def run_step(activity: Any, arg: Any, *, summary: str) -> Any:
+            result = await self._step(
+                activity, arg, {doc: task}, queue=cpu, summary=summary, retry=BATCH_RETRY
+            )
+            if result is None:
+                raise _HandedBack
+            return result
+
+        try:
+            prepared: Prepared = await run_step(
+                ParseActivities.prepare_document,
+                PrepareInput(document=document, parser=spec.parser, chunker=spec.chunker),
+                summary=task.filename,
+            )
+            if prepared.parsed is None:
+                # Page ranges to parse: the steps of a big document, in its own workflow.
+                self._hand_back({doc: HandedBack(error_type="MoreSteps", error="page ranges")})
+                return None
+            progress.pages = prepared.inspected.pages
+            if prepared.ocr_pages and doc not in self._cancel_requested:
+                progress.step = Step.OCR
+                await self._events([doc])
+                prepared = await ocr_and_apply(
+                    run_step, document, spec, opts.max_parallel_ranges, prepared, progress
+                )
+            if doc in self._cancel_requested:
+                return None
+            if prepared.chunked is None:
+                self._hand_back({doc: HandedBack(error_type="MoreSteps", error="not chunked")})
+                return None
+            progress.chunk_count = prepared.chunked.chunk_count
+            if prepared.metadata is not None and prepared.metadata.quality is not None:
+                progress.warning = prepared.metadata.quality.warning
+            progress.step = Step.EMBED
+            await self._events([doc])
+            item = EmbedInput(
+                tenant_id=task.tenant_id,
+                sha256=task.sha256,
+                embedder=spec.embedder,
+                chunks_key=prepared.chunked.chunks_key,
+                chunk_config=prepared.chunked.chunk_config,
+            )
+            hosted = isinstance(spec.embedder, VoyageEmbedder)
+            embedded: Embedded | None = await self._step(
+                EmbeddingActivities.embed_chunks,
+                item,
+                {doc: item},
+                queue=opts.embed_api_task_queue if hosted else opts.gpu_task_queue,
+                summary=task.filename,
+            )
+            if embedded is None or doc in self._cancel_requested:
+                return None
+            progress.step = Step.STORE
+            result: Stored | None = await self._step(
+                StoreActivities.store_document,
+                StoreInput.of(
+                    doc, prepared, None, [], embedded, generation_id=self._input.generation_id
+                ),
+                {doc: item},
+                summary=task.filename,
+            )
+        except _HandedBack:
+            return None
+        if result is None:
+            return None
+        progress.chunk_count = result.chunk_count
+        return result.derive_into
 
     def _still_in(self, docs: dict[str, T]) -> dict[str, T]:
         """The documents of a step's result that go on: not handed back or cancelled."""
@@ -224,20 +321,24 @@ class DocumentBatchWorkflow:
         docs: dict[str, Any],
         *,
         queue: str | None = None,
+        summary: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> T | None:
-        """Run one step for the documents as the step table says. None: the step failed
-        for good (its retries ran out), and its documents were handed back."""
+        """Run one step for the documents as the step table says (or with ``retry``).
+        None: the step failed for good (its retries ran out), and its documents were
+        handed back."""
         if not docs:
             return None
         policy, opts = STEPS[activity], self._input.options
-        summary = f"{len(docs)} documents"
+        summary = summary or f"{len(docs)} documents"
+        retry = retry or policy.retry
         try:
             if policy.local:
                 return await workflow.execute_local_activity_method(
                     activity,
                     arg,
                     start_to_close_timeout=policy.timeout,
-                    retry_policy=policy.retry,
+                    retry_policy=retry,
                     summary=summary,
                 )
             return await workflow.execute_activity_method(
@@ -251,7 +352,7 @@ class DocumentBatchWorkflow:
                 )
                 if policy.heartbeats
                 else None,
-                retry_policy=policy.retry,
+                retry_policy=retry,
                 summary=summary,
             )
         except (ActivityError, ApplicationError) as err:
@@ -345,6 +446,10 @@ class DocumentBatchWorkflow:
                 {"status": "completed", "error_type": ""},
             )
         workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(DocStatus.COMPLETED.value)])
+
+
+class _HandedBack(Exception):
+    """A step of a side-by-side document failed for good: it was handed back."""
 
 
 def _described(err: ActivityError | ApplicationError) -> tuple[str, str]:

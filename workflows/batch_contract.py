@@ -16,6 +16,9 @@ class BatchInput(BaseModel):
     spec: PipelineSpec
     options: RunOptions
     generation_id: str | None = None
+    # Each document through its own steps, none waiting for another (documents of any
+    # size in a run of many); else the batch's documents take each step together.
+    side_by_side: bool = False
 
 
 class BatchOutcome(BaseModel):

@@ -33,7 +33,6 @@ with workflow.unsafe.imports_passed_through():
     from docindex.pagination import page_ranges
     from docindex.spec import AnthropicEnricher, VoyageEmbedder
     from docindex.steps.models import (
-        ApplyOcrInput,
         ContextInput,
         Contexts,
         DocumentRef,
@@ -43,8 +42,6 @@ with workflow.unsafe.imports_passed_through():
         EnrichInput,
         Inspected,
         MergeInput,
-        OcrInput,
-        OcrResult,
         PageRangeInput,
         Prepared,
         PrepareInput,
@@ -55,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
     from . import names
     from .derive import derive_into
     from .document_contract import DocumentInput, DocumentProgress
+    from .ocr_steps import ocr_and_apply
     from .step_policy import STEP_STATUS, STEPS
 
 T = TypeVar("T")
@@ -198,42 +196,19 @@ class DocumentWorkflow:
     async def _ocr(self, queue: str, prepared: Prepared) -> Prepared:
         """OCR the pages with no readable text, in batches on any CPU worker, then add their
         text to the parse, describe and chunk it."""
-        spec, opts = self._input.spec, self._input.options
-        assert prepared.parsed is not None
         await self._enter(Step.OCR)
-        progress = self._progress_of()
-        progress.ocr_pages, progress.ocr_pages_done = len(prepared.ocr_pages), 0
-        window = asyncio.Semaphore(opts.max_parallel_ranges)
-        size = spec.parser.ocr_batch_pages
-        batches = [
-            prepared.ocr_pages[i : i + size] for i in range(0, len(prepared.ocr_pages), size)
-        ]
 
-        async def ocr(pages: list[int]) -> str:
-            async with window:
-                result: OcrResult = await self._step(
-                    ParseActivities.ocr_pages,
-                    OcrInput(document=self._document, parser=spec.parser, pages=pages),
-                    queue=queue,
-                    summary=f"{self._document.filename}: OCR of pages {pages[0]}-{pages[-1]}",
-                )
-            progress.ocr_pages_done = (progress.ocr_pages_done or 0) + len(pages)
-            return result.ocr_key
+        def run_step(activity: Any, arg: Any, *, summary: str) -> Awaitable[Any]:
+            return self._step(activity, arg, queue=queue, summary=summary)
 
-        keys = await asyncio.gather(*(ocr(batch) for batch in batches))
-        applied: Prepared = await self._step(
-            ParseActivities.apply_ocr,
-            ApplyOcrInput(
-                document=self._document,
-                parser=spec.parser,
-                chunker=spec.chunker,
-                parsed=prepared.parsed,
-                ocr_keys=list(keys),
-            ),
-            queue=queue,
+        return await ocr_and_apply(
+            run_step,
+            self._document,
+            self._input.spec,
+            self._input.options.max_parallel_ranges,
+            prepared,
+            self._progress_of(),
         )
-        # The page count is the inspection's (a split PDF's merge knows it too).
-        return applied.model_copy(update={"inspected": prepared.inspected})
 
     async def _parse_ranges(self, queue: str, inspected: Inspected) -> Prepared:
         spec, opts = self._input.spec, self._input.options

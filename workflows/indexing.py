@@ -209,20 +209,23 @@ class IndexingWorkflow:
             )
             if not page:
                 break
-            # The page's small documents fill batches in their order, whatever lies between
-            # them; each other document starts when its turn comes.
-            group: list[DocumentTask] = []
+            # The page's small documents fill lock-step batches in their order, whatever lies
+            # between them, and the others side-by-side ones where the run is big enough;
+            # each document left starts when its turn comes.
+            groups: dict[bool, list[DocumentTask]] = {False: [], True: []}
             for task in page:
-                if not self._batchable(task):
+                side_by_side = self._grouping(task)
+                if side_by_side is None:
                     await self._wait_for_room()
                     await self._start_or_skip(task)
                     continue
-                group.append(task)
-                if len(group) == self._batch_size():
-                    await self._start_group(group)
-                    group = []
-            if group:
-                await self._start_group(group)
+                groups[side_by_side].append(task)
+                if len(groups[side_by_side]) == self._batch_size():
+                    await self._start_group(groups[side_by_side], side_by_side)
+                    groups[side_by_side] = []
+            for side_by_side, group in groups.items():
+                if group:
+                    await self._start_group(group, side_by_side)
             next_seq = page[-1].seq + 1
 
         while True:
@@ -467,7 +470,9 @@ class IndexingWorkflow:
         """Documents per batch in this run; 1: a child per document."""
         assert self._input is not None
         inp, opts = self._input, self._input.options
-        if inp.document_count < opts.batch_min_run_documents:
+        if inp.document_count < min(
+            opts.batch_min_run_documents, opts.side_by_side_min_run_documents
+        ):
             return 1
         # An LLM describes each document and each of its chunks: calls that cost far more
         # than a child workflow, each with its own retries and rate limit.
@@ -475,19 +480,28 @@ class IndexingWorkflow:
             return 1
         return max(opts.batch_documents, 1)
 
-    def _batchable(self, task: DocumentTask) -> bool:
+    def _grouping(self, task: DocumentTask) -> bool | None:
+        """How the document goes with others: in a lock-step batch (False), in a
+        side-by-side one (True), or in a workflow of its own (None)."""
         assert self._input is not None
-        opts = self._input.options
+        inp, opts = self._input, self._input.options
         big = 0 < opts.large_document_bytes <= task.size_bytes
-        return self._batch_size() > 1 and task.size_bytes <= opts.batch_document_bytes and not big
+        if self._batch_size() == 1 or big:
+            return None
+        small = task.size_bytes <= opts.batch_document_bytes
+        if small and inp.document_count >= opts.batch_min_run_documents:
+            return False
+        if inp.document_count >= opts.side_by_side_min_run_documents:
+            return True
+        return None
 
     async def _wait_for_room(self) -> None:
         assert self._input is not None
         limit = self._input.options.max_concurrent_documents
         await workflow.wait_condition(lambda: self._children < limit)
 
-    async def _start_group(self, group: list[DocumentTask]) -> None:
-        """Start a batch of small documents (one alone gets its own child, as always)."""
+    async def _start_group(self, group: list[DocumentTask], side_by_side: bool) -> None:
+        """Start a batch (one document alone gets its own child, as always)."""
         await self._wait_for_room()
         ready = []
         for task in group:
@@ -500,9 +514,9 @@ class IndexingWorkflow:
         if len(ready) == 1:
             await self._start_child(ready[0])
         elif ready:
-            await self._start_batch(ready)
+            await self._start_batch(ready, side_by_side)
 
-    async def _start_batch(self, tasks: list[DocumentTask]) -> None:
+    async def _start_batch(self, tasks: list[DocumentTask], side_by_side: bool) -> None:
         assert self._input is not None
         opts = self._input.options
         wid = batch_workflow_id(self._input.run_id, tasks[0].document_id)
@@ -513,6 +527,7 @@ class IndexingWorkflow:
                 spec=self._input.spec,
                 options=opts,
                 generation_id=self._input.generation_id,
+                side_by_side=side_by_side,
             ),
             id=wid,
             task_queue=opts.workflow_task_queue,

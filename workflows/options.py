@@ -25,6 +25,11 @@ class RunOptions(BaseModel):
     batch_documents: int = 16
     batch_document_bytes: int = 64 * 1024
     batch_min_run_documents: int = 100
+    # Runs of at least this many documents put their other documents (bigger, or all in a
+    # run under batch_min_run_documents) in side-by-side batches of batch_documents: each
+    # document through its own steps, none waiting for another, one workflow for them all.
+    # Documents of large_document_bytes or more always get a workflow of their own.
+    side_by_side_min_run_documents: int = 32
     # Page ranges of one big PDF parsed at the same time.
     max_parallel_ranges: int = 4
     # How soon a dead or hung worker is noticed on a long step.
