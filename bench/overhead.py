@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,6 @@ from bench.anchor import Anchor, AnchorRun, Outcome, differences, outcomes
 from bench.common import PeakRss, big_pdfs, corpus_files, cpu_seconds, median, upload
 from bench.context import Ctx
 from bench.history import Breakdown, document_breakdown
-from docindex.ids import document_workflow_id
 from docindex.pipeline.embedders.local import default_micro_batch
 
 STEPS = ("parse", "metadata", "chunk", "enrich", "embed", "store", "bookkeeping")
@@ -45,15 +45,18 @@ async def service_pass(
         "failed": sum(s != "completed" for s in status.values()),
     }
     if breakdown:
-        total = Breakdown()
+        # The run's children: a workflow per document, or batches of several.
+        total, children = Breakdown(), []
+        query = f"IndexingRunId = '{body['run_id']}' AND WorkflowType != 'IndexingWorkflow'"
+        async for wf in ctx.stack.client.list_workflows(query):
+            children.append((wf.workflow_type, wf.id))
         parts = await asyncio.gather(
-            *(
-                document_breakdown(ctx.stack.client, document_workflow_id(body["run_id"], i))
-                for i in ids
-            )
+            *(document_breakdown(ctx.stack.client, wid) for _, wid in children)
         )
         for part in parts:
             total.add(part)
+        kinds = Counter(kind for kind, _ in children)
+        out["children"] = dict(sorted(kinds.items()))
         out["activity_s"] = {k: round(total.run.get(k, 0.0), 3) for k in STEPS}
         out["queue_wait_s"] = {k: round(total.queue.get(k, 0.0), 3) for k in STEPS}
         out["activities"] = total.activities
@@ -283,6 +286,11 @@ async def _measure(
                 "",
             ),
             ("service: in flight / parsing at once", f"{ctx.window} / {ctx.parallel}", ""),
+            (
+                "service: the run's children (first pass)",
+                ", ".join(f"{k} {v}" for k, v in service[0].get("children", {}).items()),
+                "",
+            ),
             ("anchor sweep (one pass each)", _sweep(sweep), ""),
             ("anchor: best setting", best, ""),
             ("service wall (median)", f"{service_wall:.2f} s", ""),

@@ -125,9 +125,9 @@ class DocumentBatchWorkflow:
         each would do, without a workflow each. Those cancelled meanwhile are recorded at
         the end, as in lock-step."""
         stored = await asyncio.gather(*(self._one(doc, task) for doc, task in tasks.items()))
-        done = [doc for doc, targets in zip(tasks, stored, strict=True) if targets is not None]
-        await self._cancel(self._undecided(d for d in tasks if d not in done))
-        self._complete(done)
+        await self._cancel(self._undecided(tasks))
+        if self._outcome.completed:
+            workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(DocStatus.COMPLETED.value)])
         await asyncio.gather(
             *(
                 derive_into(tasks[doc], self._input.spec, self._input.options, targets)
@@ -209,6 +209,7 @@ class DocumentBatchWorkflow:
         if result is None:
             return None
         progress.chunk_count = result.chunk_count
+        self._completed(doc)
         return result.derive_into
 
     def _still_in(self, docs: dict[str, T]) -> dict[str, T]:
@@ -438,14 +439,17 @@ class DocumentBatchWorkflow:
 
     def _complete(self, docs: list[str]) -> None:
         for doc in docs:
-            self._progress[doc].status = DocStatus.COMPLETED
-            self._outcome.completed.append(doc)
-            count_in_workflow(
-                "docindex_documents",
-                "Documents that ended, by status",
-                {"status": "completed", "error_type": ""},
-            )
+            self._completed(doc)
         workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(DocStatus.COMPLETED.value)])
+
+    def _completed(self, doc: str) -> None:
+        self._progress[doc].status = DocStatus.COMPLETED
+        self._outcome.completed.append(doc)
+        count_in_workflow(
+            "docindex_documents",
+            "Documents that ended, by status",
+            {"status": "completed", "error_type": ""},
+        )
 
 
 class _HandedBack(Exception):
