@@ -1,14 +1,19 @@
-"""DocumentBatchWorkflow: several small documents of a big run through prepare → embed →
-store together, one activity per step for all of them.
+"""DocumentBatchWorkflow: several documents of a big run in one workflow, either together
+(lock-step: one activity per step for all of them) or side by side (each through its own
+steps, none waiting for another).
 
 A child workflow per document costs the same orchestration whatever its size (a start, a
-close, about four workflow tasks, two activity tasks): for a 2 KB note that is most of what
-indexing it costs. A batch pays it once for up to ``batch_documents`` documents. It takes the
-happy path only: a document it cannot take further (bad bytes, a parse that died, a PDF to
-split or OCR, a step that kept failing) is handed back to the run, which gives it a
-DocumentWorkflow of its own, with the retries, typed outcome, quarantine and history every
-document gets. So every failed document still has a workflow an operator can find by its
-DocStatus; a completed one has its rows, its run's events and this batch's history.
+close, about five workflow tasks between it and its run): for a 2 KB note that is most of
+what indexing it costs, and on a run of real documents several per cent. A batch pays it
+once for up to ``batch_documents`` documents. Small documents go in lock-step (one
+activity per step is what makes a note cheap); the others of a run of many side by side,
+so a long parse holds up no other document's embedding and the CPU and GPU workers stay
+overlapped as with a workflow each. A batch takes the happy path only: a document it
+cannot take further (bad bytes, a parse that died, a PDF to split into page ranges, a step
+that kept failing; in lock-step also pages to OCR) is handed back to the run, which gives
+it a DocumentWorkflow of its own, with the retries, typed outcome, quarantine and history
+every document gets. So every failed document still has a workflow an operator can find by
+its DocStatus; a completed one has its rows, its run's events and this batch's history.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ process per kind and the API) and indexes a few documents from tests/data that t
 path: a one-page PDF, a DOCX, a PDF split into page ranges, and a damaged PDF that fails;
 then builds a generation of them (its workflow, and one document's derive); then a run of
 small notes in batches, one of which holds the damaged PDF (handed back to a workflow of its
-own).
+own), and a side-by-side batch of a scan (OCRed in it), a PDF, a DOCX and the damaged PDF.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ async def record() -> dict[str, str]:
             ).to_json()
             print(f"run {run_id}: {run['status']}; generation {status}")
             histories |= await _record_batches(stack)
+            histories |= await _record_side_by_side(stack)
     return histories
 
 
@@ -88,13 +89,38 @@ async def _record_batches(stack: Stack) -> dict[str, str]:
     _, url = await stack.start_api(
         DOCINDEX_BATCH_DOCUMENTS="3", DOCINDEX_BATCH_MIN_RUN_DOCUMENTS="2"
     )
-    headers = await stack.api_headers("histories-batches")
     damaged = DATA / DOCUMENTS["damaged_pdf"]
     files = [
         ("files", (f"note-{i}.md", f"# Note {i}\n\nA small note, number {i}.".encode()))
         for i in range(4)
     ]
     files.insert(1, ("files", (damaged.name, damaged.read_bytes())))
+    run, batch = await _batched_run(stack, url, "histories-batches", files)
+    return {"batch_run": run, "batch": batch}
+
+
+async def _record_side_by_side(stack: Stack) -> dict[str, str]:
+    """A side-by-side batch: a scan OCRed in it, a PDF, a DOCX, the damaged PDF handed back."""
+    from tests.test_ocr import scanned_crazyones
+
+    _, url = await stack.start_api(
+        DOCINDEX_BATCH_DOCUMENTS="4",
+        DOCINDEX_BATCH_MIN_RUN_DOCUMENTS="1000",
+        DOCINDEX_SIDE_BY_SIDE_MIN_RUN_DOCUMENTS="2",
+    )
+    files = [("files", ("scan.pdf", scanned_crazyones()))]
+    for label in ("one_page_pdf", "damaged_pdf", "docx"):
+        path = DATA / DOCUMENTS[label]
+        files.append(("files", (path.name, path.read_bytes())))
+    run, batch = await _batched_run(stack, url, "histories-side-by-side", files)
+    return {"side_by_side_run": run, "side_by_side": batch}
+
+
+async def _batched_run(
+    stack: Stack, url: str, tenant: str, files: list[tuple[str, tuple[str, bytes]]]
+) -> tuple[str, str]:
+    """Upload the files as one run; its history and its longest batch's."""
+    headers = await stack.api_headers(tenant)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
         run_id = (await http.post("/v1/documents", files=files)).json()["run_id"]
         while True:
@@ -111,7 +137,7 @@ async def _record_batches(stack: Stack) -> dict[str, str]:
     ]
     run = await stack.client.get_workflow_handle(run_workflow_id(run_id)).fetch_history()
     # The longest batch: the one that handed the damaged PDF back.
-    return {"batch_run": run.to_json(), "batch": max(batches, key=len)}
+    return run.to_json(), max(batches, key=len)
 
 
 def without_stack_traces(node: Any) -> Any:
