@@ -183,6 +183,12 @@ class Settings(BaseSettings):
         "small enough for a batch side by side, batch_documents to a workflow, each through "
         "its own steps; fewer: a workflow per document",
     )
+    side_by_side_parallel: int = Field(
+        default=2,
+        ge=1,
+        description="Documents a side-by-side batch indexes at once, each a slot of the run's "
+        "window (max_concurrent_documents)",
+    )
     cpu_worker_concurrency: int = Field(default=2, ge=1)
     gpu_worker_concurrency: int | None = Field(
         default=None,

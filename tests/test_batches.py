@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
 from docindex import search_attributes as sa
@@ -162,6 +163,8 @@ async def test_documents_side_by_side_go_through_their_own_steps_in_one_workflow
         batch_documents=4,
         batch_min_run_documents=1000,
         side_by_side_min_run_documents=2,
+        side_by_side_parallel=1,
+        max_concurrent_documents=1,
     )
     summary = await client.get_workflow_handle(
         run_workflow_id(run_id), result_type=RunSummary
@@ -173,6 +176,8 @@ async def test_documents_side_by_side_go_through_their_own_steps_in_one_workflow
     outcome = await client.get_workflow_handle(batch, result_type=BatchOutcome).result()
     assert sorted(outcome.completed) == sorted([ids[0], ids[1], ids[3]])
     assert list(outcome.handed_back) == [ids[2]]
+    # One document at a time (side_by_side_parallel=1): never two activities open at once.
+    assert await most_activities_open(client, batch) == 1
 
     # The scan was OCRed in the batch, with the events a workflow of its own records.
     events = await document_events(settings, run_id)
@@ -190,6 +195,24 @@ async def test_documents_side_by_side_go_through_their_own_steps_in_one_workflow
         )
     ).json()["results"]
     assert ids[0] in {h["document_id"] for h in hits}
+
+
+async def most_activities_open(client: Client, workflow_id: str) -> int:
+    """The most activities scheduled and not yet closed at any point of a history."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    open_now = most = 0
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            open_now += 1
+            most = max(most, open_now)
+        elif event.event_type in (
+            EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+            EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+            EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+            EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
+        ):
+            open_now -= 1
+    return most
 
 
 async def wait_for_step(client: Client, workflow_id: str, step: Step) -> list[DocumentProgress]:

@@ -97,10 +97,10 @@ class DocumentBatchWorkflow:
                 workflow_id=wid,
             )
         try:
-            await self._events(tasks)
             if inp.side_by_side:
                 await self._side_by_side(tasks)
                 return self._outcome
+            await self._events(tasks)
             prepared = self._still_in(await self._prepare(self._still_in(tasks)))
             self._enter(Step.EMBED, prepared)
             await self._events(prepared)
@@ -129,7 +129,17 @@ class DocumentBatchWorkflow:
         """Each document through its own steps, none waiting for another: what a workflow
         each would do, without a workflow each. Those cancelled meanwhile are recorded at
         the end, as in lock-step."""
-        stored = await asyncio.gather(*(self._one(doc, task) for doc, task in tasks.items()))
+        lane = asyncio.Semaphore(max(self._input.parallel, 1))
+
+        async def in_turn(doc: str, task: DocumentTask) -> list[DeriveTarget] | None:
+            async with lane:
+                if doc in self._cancel_requested:
+                    return None
+                return await self._one(doc, task)
+
+        for progress in self._progress.values():
+            progress.status, progress.step = DocStatus.QUEUED, None
+        stored = await asyncio.gather(*(in_turn(doc, task) for doc, task in tasks.items()))
         await self._cancel(self._undecided(tasks))
         if self._outcome.completed:
             workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(DocStatus.COMPLETED.value)])
@@ -146,6 +156,8 @@ class DocumentBatchWorkflow:
         was handed back or cancelled on the way; else what to derive it into."""
         spec, opts = self._input.spec, self._input.options
         document, progress = DocumentRef.of(task), self._progress[doc]
+        progress.status, progress.step = DocStatus.RUNNING, Step.PARSE
+        await self._events([doc])
         cpu = opts.cpu_task_queue
 
         async def run_step(activity: Any, arg: Any, *, summary: str) -> Any:

@@ -19,6 +19,8 @@ class BatchInput(BaseModel):
     # Each document through its own steps, none waiting for another (documents of any
     # size in a run of many); else the batch's documents take each step together.
     side_by_side: bool = False
+    # Side by side: documents indexed at once (the others wait their turn in the batch).
+    parallel: int = 2
 
 
 class BatchOutcome(BaseModel):

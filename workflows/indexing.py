@@ -220,7 +220,7 @@ class IndexingWorkflow:
                     await self._start_or_skip(task)
                     continue
                 groups[side_by_side].append(task)
-                if len(groups[side_by_side]) == self._batch_size():
+                if len(groups[side_by_side]) == self._group_size(side_by_side):
                     await self._start_group(groups[side_by_side], side_by_side)
                     groups[side_by_side] = []
             for side_by_side, group in groups.items():
@@ -480,6 +480,17 @@ class IndexingWorkflow:
             return 1
         return max(opts.batch_documents, 1)
 
+    def _group_size(self, side_by_side: bool) -> int:
+        """Documents per batch: batch_documents; side by side, fewer where that fills the
+        run's window with more batches (a run of 40 documents: four of ten, not 16, 16, 8)."""
+        assert self._input is not None
+        inp, opts = self._input, self._input.options
+        size = self._batch_size()
+        if not side_by_side:
+            return size
+        batches = max(opts.max_concurrent_documents // self._weight(True), 1)
+        return max(min(size, -(-inp.document_count // batches)), 2)
+
     def _grouping(self, task: DocumentTask) -> bool | None:
         """How the document goes with others: in a lock-step batch (False), in a
         side-by-side one (True), or in a workflow of its own (None)."""
@@ -495,14 +506,22 @@ class IndexingWorkflow:
             return True
         return None
 
-    async def _wait_for_room(self) -> None:
+    async def _wait_for_room(self, weight: int = 1) -> None:
+        """Until ``weight`` more documents fit in the run's window."""
         assert self._input is not None
         limit = self._input.options.max_concurrent_documents
-        await workflow.wait_condition(lambda: self._children < limit)
+        await workflow.wait_condition(lambda: self._children + min(weight, limit) <= limit)
+
+    def _weight(self, side_by_side: bool) -> int:
+        """Window slots a batch takes: a lock-step batch one (its small documents take each
+        step together, as one); a side-by-side batch as many as it indexes at once."""
+        assert self._input is not None
+        opts = self._input.options
+        return min(opts.side_by_side_parallel, opts.max_concurrent_documents) if side_by_side else 1
 
     async def _start_group(self, group: list[DocumentTask], side_by_side: bool) -> None:
         """Start a batch (one document alone gets its own child, as always)."""
-        await self._wait_for_room()
+        await self._wait_for_room(self._weight(side_by_side))
         ready = []
         for task in group:
             if task.document_id in self._in_flight:
@@ -528,6 +547,7 @@ class IndexingWorkflow:
                 options=opts,
                 generation_id=self._input.generation_id,
                 side_by_side=side_by_side,
+                parallel=self._weight(side_by_side),
             ),
             id=wid,
             task_queue=opts.workflow_task_queue,
@@ -543,7 +563,7 @@ class IndexingWorkflow:
             execution_timeout=timedelta(seconds=opts.document_deadline_s),
         )
         self._started_here += len(tasks)
-        self._children += 1
+        self._children += self._weight(side_by_side)
         self._batches[wid] = handle
         for task in tasks:
             self._in_flight.add(task.document_id)
@@ -570,7 +590,7 @@ class IndexingWorkflow:
                         tasks, BatchOutcome(handed_back={t.document_id: _LOST for t in tasks})
                     )
             finally:
-                self._children -= 1
+                self._children -= self._weight(side_by_side)
                 self._batches.pop(wid, None)
                 for task in tasks:
                     self._in_flight.discard(task.document_id)

@@ -30,6 +30,9 @@ class RunOptions(BaseModel):
     # document through its own steps, none waiting for another, one workflow for them all.
     # Documents of large_document_bytes or more always get a workflow of their own.
     side_by_side_min_run_documents: int = 32
+    # Documents a side-by-side batch indexes at once; it takes as many of the run's
+    # max_concurrent_documents, so the window still bounds the documents in flight.
+    side_by_side_parallel: int = 2
     # Page ranges of one big PDF parsed at the same time.
     max_parallel_ranges: int = 4
     # How soon a dead or hung worker is noticed on a long step.

@@ -47,6 +47,7 @@ def run_options(settings: Settings) -> RunOptions:
         batch_document_bytes=settings.batch_document_bytes,
         batch_min_run_documents=settings.batch_min_run_documents,
         side_by_side_min_run_documents=settings.side_by_side_min_run_documents,
+        side_by_side_parallel=settings.side_by_side_parallel,
         max_parallel_ranges=settings.max_parallel_ranges,
         heartbeat_timeout_s=settings.heartbeat_timeout_s,
         poison_max_attempts=settings.poison_max_attempts,
