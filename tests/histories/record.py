@@ -107,6 +107,7 @@ async def _record_side_by_side(stack: Stack) -> dict[str, str]:
         DOCINDEX_BATCH_DOCUMENTS="4",
         DOCINDEX_BATCH_MIN_RUN_DOCUMENTS="1000",
         DOCINDEX_SIDE_BY_SIDE_MIN_RUN_DOCUMENTS="2",
+        DOCINDEX_MAX_CONCURRENT_DOCUMENTS="2",  # one batch of the four, two at a time
     )
     files = [("files", ("scan.pdf", scanned_crazyones()))]
     for label in ("one_page_pdf", "damaged_pdf", "docx"):
