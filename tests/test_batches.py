@@ -197,6 +197,37 @@ async def test_documents_side_by_side_go_through_their_own_steps_in_one_workflow
     assert ids[0] in {h["document_id"] for h in hits}
 
 
+async def test_a_side_by_side_batch_takes_as_many_slots_of_the_window_as_it_indexes_at_once(
+    client: Client, settings: Settings, workers: None
+) -> None:
+    """A window of 2 documents and batches indexing 2 at once: one batch at a time, so the
+    documents in flight never exceed the window."""
+    run_id, _ = await start_run(
+        client,
+        settings,
+        notes(6, "grebes"),
+        batch_documents=3,
+        batch_min_run_documents=1000,
+        side_by_side_min_run_documents=2,
+        side_by_side_parallel=2,
+        max_concurrent_documents=2,
+    )
+    summary = await client.get_workflow_handle(
+        run_workflow_id(run_id), result_type=RunSummary
+    ).result()
+    assert summary.completed == 6
+    batches = []
+    async for wf in client.list_workflows(
+        f"{sa.INDEXING_RUN_ID.name} = '{run_id}' AND WorkflowType = 'DocumentBatchWorkflow'"
+    ):
+        batches.append(await client.get_workflow_handle(wf.id).describe())
+    assert len(batches) == 2
+    first, second = sorted(batches, key=lambda d: d.start_time)
+    assert first.close_time is not None and second.start_time >= first.close_time
+    for batch in batches:
+        assert await most_activities_open(client, batch.id) == 2
+
+
 async def most_activities_open(client: Client, workflow_id: str) -> int:
     """The most activities scheduled and not yet closed at any point of a history."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
