@@ -34,6 +34,8 @@ from .test_events import DOCUMENT_STEPS
 from .test_generations import DOCS, search, upload, wait_for_generation
 
 BATCHED = {"batch_documents": 4, "batch_min_run_documents": 2}
+# Every document of a run of two or more side by side (none small enough for lock-step).
+SIDE_BY_SIDE = {"batch_min_run_documents": 1000, "side_by_side_min_run_documents": 2}
 
 
 def notes(count: int, topic: str) -> list[tuple[str, bytes]]:
@@ -161,10 +163,9 @@ async def test_documents_side_by_side_go_through_their_own_steps_in_one_workflow
         settings,
         files,
         batch_documents=4,
-        batch_min_run_documents=1000,
-        side_by_side_min_run_documents=2,
         side_by_side_parallel=1,
         max_concurrent_documents=1,
+        **SIDE_BY_SIDE,
     )
     summary = await client.get_workflow_handle(
         run_workflow_id(run_id), result_type=RunSummary
@@ -207,10 +208,9 @@ async def test_a_side_by_side_batch_takes_as_many_slots_of_the_window_as_it_inde
         settings,
         notes(6, "grebes"),
         batch_documents=3,
-        batch_min_run_documents=1000,
-        side_by_side_min_run_documents=2,
         side_by_side_parallel=2,
         max_concurrent_documents=2,
+        **SIDE_BY_SIDE,
     )
     summary = await client.get_workflow_handle(
         run_workflow_id(run_id), result_type=RunSummary
