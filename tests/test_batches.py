@@ -305,6 +305,54 @@ async def test_a_document_cancelled_in_a_batch_ends_cancelled_and_the_rest_compl
     assert by_id == {ids[0]: "completed", ids[1]: "cancelled", ids[2]: "completed"}
 
 
+async def test_a_document_cancelled_while_it_waits_its_turn_side_by_side_never_starts(
+    client: Client, settings: Settings, workers: None, default_api: httpx.AsyncClient
+) -> None:
+    gpu_queue = f"test-gpu-later-{uuid.uuid4().hex[:6]}"
+    run_id, ids = await start_run(
+        client,
+        settings,
+        notes(3, "terns"),
+        gpu_task_queue=gpu_queue,
+        batch_documents=3,
+        side_by_side_parallel=1,
+        max_concurrent_documents=1,
+        **SIDE_BY_SIDE,
+    )
+    # The first document waits for its embedding (no worker serves that queue yet), the
+    # others for their turn in the batch.
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline, "the batch never reached the first embed"
+        batches = (await workflows_of(client, run_id)).get("DocumentBatchWorkflow")
+        if batches:
+            handle = client.get_workflow_handle(batches[0])
+            progress = {
+                p.document_id: p
+                for p in await handle.query("status", result_type=list[DocumentProgress])
+            }
+            if progress[ids[0]].step is Step.EMBED:
+                break
+        await asyncio.sleep(0.2)
+    assert (progress[ids[1]].status, progress[ids[1]].step) == ("queued", None)
+
+    cancelled = await default_api.post(f"/v1/documents/{ids[1]}/cancel")
+    assert cancelled.status_code == 202, cancelled.text
+    late = settings.model_copy(update={"gpu_task_queue": gpu_queue})
+    async with build_workers(Queue.GPU, client, late, settings.database_url or "") as gpu:
+        async with run_workers(gpu):
+            summary = await client.get_workflow_handle(
+                run_workflow_id(run_id), result_type=RunSummary
+            ).result()
+    assert (summary.completed, summary.cancelled) == (2, 1)
+    outcome = await client.get_workflow_handle(batches[0], result_type=BatchOutcome).result()
+    assert outcome.cancelled == [ids[1]]
+    assert sorted(outcome.completed) == sorted([ids[0], ids[2]])
+    assert await chunk_rows(settings.database_url or "", ids[1]) == 0
+    events = await document_events(settings, run_id)
+    assert ("running", "parse") not in events.get(ids[1], [])
+
+
 async def test_cancelling_a_run_cancels_the_documents_its_batch_had_not_stored(
     client: Client, settings: Settings, workers: None, default_api: httpx.AsyncClient
 ) -> None:
