@@ -109,13 +109,7 @@ class DocumentBatchWorkflow:
             # Asked too late for those stored: they completed.
             await self._cancel(self._undecided(d for d in tasks if d not in stored))
             self._complete(list(stored))
-            await asyncio.gather(
-                *(
-                    derive_into(tasks[doc], inp.spec, inp.options, targets)
-                    for doc, targets in stored.items()
-                    if targets
-                )
-            )
+            await self._derive(tasks, stored)
         except (asyncio.CancelledError, CancelledError, ActivityError) as err:
             # A step raises an ActivityError only when it was cancelled (any other failure
             # hands its documents back).
@@ -143,10 +137,16 @@ class DocumentBatchWorkflow:
         await self._cancel(self._undecided(tasks))
         if self._outcome.completed:
             workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(DocStatus.COMPLETED.value)])
+        await self._derive(tasks, dict(zip(tasks, stored, strict=True)))
+
+    async def _derive(
+        self, tasks: dict[str, DocumentTask], stored: dict[str, list[DeriveTarget] | None]
+    ) -> None:
+        """Each stored document into the tenant's other live generations, if any."""
         await asyncio.gather(
             *(
                 derive_into(tasks[doc], self._input.spec, self._input.options, targets)
-                for doc, targets in zip(tasks, stored, strict=True)
+                for doc, targets in stored.items()
                 if targets
             )
         )
@@ -190,23 +190,14 @@ class DocumentBatchWorkflow:
             if prepared.chunked is None:
                 self._hand_back({doc: HandedBack(error_type="MoreSteps", error="not chunked")})
                 return None
-            progress.chunk_count = prepared.chunked.chunk_count
-            if prepared.metadata is not None and prepared.metadata.quality is not None:
-                progress.warning = prepared.metadata.quality.warning
+            self._prepared(doc, prepared)
             progress.step = Step.EMBED
             await self._events([doc])
-            item = EmbedInput(
-                tenant_id=task.tenant_id,
-                sha256=task.sha256,
-                embedder=spec.embedder,
-                chunks_key=prepared.chunked.chunks_key,
-                chunk_config=prepared.chunked.chunk_config,
-            )
             hosted = isinstance(spec.embedder, VoyageEmbedder)
             embedded: Embedded | None = await self._step(
                 EmbeddingActivities.embed_chunks,
-                item,
-                {doc: item},
+                self._embed_input(task, prepared),
+                {doc: task},
                 queue=opts.embed_api_task_queue if hosted else opts.gpu_task_queue,
                 summary=task.filename,
             )
@@ -218,7 +209,7 @@ class DocumentBatchWorkflow:
                 StoreInput.of(
                     doc, prepared, None, [], embedded, generation_id=self._input.generation_id
                 ),
-                {doc: item},
+                {doc: task},
                 summary=task.filename,
             )
         except _HandedBack:
@@ -264,28 +255,34 @@ class DocumentBatchWorkflow:
                 # which reuses the parse saved here.
                 self._hand_back({doc: HandedBack(error_type="MoreSteps", error="more steps")})
                 continue
-            progress = self._progress[doc]
-            progress.pages = prepared.inspected.pages
-            progress.chunk_count = prepared.chunked.chunk_count
-            if prepared.metadata is not None and prepared.metadata.quality is not None:
-                progress.warning = prepared.metadata.quality.warning
+            self._prepared(doc, prepared)
             ready[doc] = prepared
         return ready
+
+    def _prepared(self, doc: str, prepared: Prepared) -> None:
+        """What a document's status shows once it is parsed and chunked."""
+        assert prepared.chunked is not None
+        progress = self._progress[doc]
+        progress.pages = prepared.inspected.pages
+        progress.chunk_count = prepared.chunked.chunk_count
+        if prepared.metadata is not None and prepared.metadata.quality is not None:
+            progress.warning = prepared.metadata.quality.warning
+
+    def _embed_input(self, task: DocumentTask, prepared: Prepared) -> EmbedInput:
+        assert prepared.chunked is not None
+        return EmbedInput(
+            tenant_id=task.tenant_id,
+            sha256=task.sha256,
+            embedder=self._input.spec.embedder,
+            chunks_key=prepared.chunked.chunks_key,
+            chunk_config=prepared.chunked.chunk_config,
+        )
 
     async def _embed(
         self, prepared: dict[str, Prepared], tasks: dict[str, DocumentTask]
     ) -> dict[str, tuple[Prepared, Embedded]]:
         spec, opts = self._input.spec, self._input.options
-        items = {}
-        for doc, p in prepared.items():
-            assert p.chunked is not None
-            items[doc] = EmbedInput(
-                tenant_id=tasks[doc].tenant_id,
-                sha256=tasks[doc].sha256,
-                embedder=spec.embedder,
-                chunks_key=p.chunked.chunks_key,
-                chunk_config=p.chunked.chunk_config,
-            )
+        items = {doc: self._embed_input(tasks[doc], p) for doc, p in prepared.items()}
         if isinstance(spec.embedder, VoyageEmbedder):
             # A hosted API's rate limit is its queue's activities per second, each activity
             # one document's requests: so one activity per document here too.
