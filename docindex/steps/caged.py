@@ -1,6 +1,11 @@
 """What the CPU steps run in the cage (``docindex.cage``): every part that reads the
-document's untrusted bytes, i.e. inspect (with its damage check), parse, and OCR; and, for
-a document parsed whole, what follows the parse up to its chunks (``prepare``).
+document's untrusted bytes, i.e. inspect (with its damage check), parse, and OCR; and what
+follows a parse up to its chunks: for a document parsed whole (``prepare``), for a split
+PDF's page ranges (``merge``) and for a parse with its OCR text (``apply_ocr``).
+
+The steps after the parse run here too, although they read only our own JSON: they cost
+seconds of CPU for a big document, and in the worker's one process two of them at once
+would share its one interpreter lock, while the cage's processes each have a core.
 
 Module-level functions, so a child process imports them by name. Each child builds a
 parser per spec and limits, and a chunker per spec, once and keeps them for its later
@@ -13,6 +18,7 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from docindex.blobstore import parsed_key
@@ -23,6 +29,8 @@ from docindex.spec import ChunkerSpec, ParserSpec
 from .models import DocumentMetadata, DocumentRef
 
 if TYPE_CHECKING:
+    from docling_core.types.doc import DoclingDocument
+
     from docindex.pipeline.chunking import DocumentChunker
     from docindex.pipeline.ocr import OcrPage
     from docindex.pipeline.parsing import DocumentParser, Inspection, ParsedDocument, ParseLimits
@@ -120,13 +128,7 @@ def prepare(
     need OCR first, settle the pages, check there is text, describe and chunk: what a
     document parsed whole needs, in one call, so its bytes cross to the child once and only
     JSON comes back (``PrepareSteps.prepare`` saves it)."""
-    from docindex.pipeline.metadata import extract_metadata
-    from docindex.pipeline.parsing import (
-        ensure_has_text,
-        pages_to_ocr,
-        resolve_pdf_pipeline,
-        settle_pages,
-    )
+    from docindex.pipeline.parsing import resolve_pdf_pipeline
 
     parser = parser_for(spec, limits)
     found = parser.inspect(data, doc.filename, password)
@@ -140,9 +142,99 @@ def prepare(
         report({"pages_done": done, "pages_total": total})
 
     result = parser.parse(data, doc.filename, on_page, password=password, damage_checked=True)
-    document, variant = result.document, spec.variant(pipeline)
     made = Made(kind=result.kind, pages=result.pages, pipeline=result.pipeline)
-    if pending := pages_to_ocr(document, spec.ocr, pdf_pipeline):
+    return _finished(made, spec.variant(pipeline), spec, chunker, limits, doc, result.document)
+
+
+def merge(
+    spec: ParserSpec,
+    chunker: ChunkerSpec,
+    limits: ParseLimits,
+    doc: DocumentRef,
+    parts: Sequence[bytes],
+    *,
+    report: Report,
+) -> Made:
+    """A split PDF's parsed page ranges (their JSON, in page order) as one document; then
+    as ``prepare`` after its parse."""
+    from docling_core.types.doc import DoclingDocument
+
+    from docindex.pipeline.parsing import merge_parts
+
+    document = merge_parts(
+        [DoclingDocument.model_validate_json(part) for part in parts], PurePath(doc.filename).stem
+    )
+    # Named by the spec's PDF pipeline as written, as the ranges' parse was.
+    made = Made(
+        kind=DocumentKind.PDF, pages=len(document.pages) or None, pipeline=spec.pdf_pipeline
+    )
+    return _finished(made, spec.variant(made.pipeline), spec, chunker, limits, doc, document)
+
+
+def apply_ocr(
+    spec: ParserSpec,
+    chunker: ChunkerSpec,
+    limits: ParseLimits,
+    doc: DocumentRef,
+    made: Made,
+    text_layer: bytes,
+    ocr: Sequence[bytes],
+    *,
+    report: Report,
+) -> Made:
+    """The text layer's parse (``made`` says what it is) with the OCR text (the OCR steps'
+    JSON) in place of the pages it read; then described and chunked."""
+    from docling_core.types.doc import DoclingDocument
+
+    from docindex.pipeline.ocr import OcrPage
+    from docindex.pipeline.parsing import apply_ocr as put_ocr_text
+
+    document = DoclingDocument.model_validate_json(text_layer)
+    put_ocr_text(document, [OcrPage.model_validate(p) for raw in ocr for p in json.loads(raw)])
+    variant = spec.variant(made.pipeline)
+    return _finished(made, variant, spec, chunker, limits, doc, document, ocr_done=True)
+
+
+def parse_range(
+    spec: ParserSpec,
+    limits: ParseLimits,
+    data: bytes,
+    filename: str,
+    password: str | None,
+    first: int,
+    last: int,
+    *,
+    report: Report,
+) -> bytes:
+    """Pages first..last of a PDF, parsed, as the JSON the worker saves."""
+    result = parse(spec, limits, data, filename, password, report=report, page_range=(first, last))
+    return result.document.model_dump_json().encode()
+
+
+def _finished(
+    made: Made,
+    variant: str,
+    spec: ParserSpec,
+    chunker: ChunkerSpec,
+    limits: ParseLimits,
+    doc: DocumentRef,
+    document: DoclingDocument,
+    *,
+    ocr_done: bool = False,
+) -> Made:
+    """What follows a parse: the text layer's JSON with the pages to OCR first, or the
+    pages settled, the text checked, the document described and chunked."""
+    from docindex.pipeline.metadata import extract_metadata
+    from docindex.pipeline.parsing import (
+        ensure_has_text,
+        pages_to_ocr,
+        resolve_pdf_pipeline,
+        settle_pages,
+    )
+
+    if not ocr_done and (
+        pending := pages_to_ocr(document, spec.ocr, resolve_pdf_pipeline(spec.pdf_pipeline))
+    ):
         return replace(
             made,
             parsed_key=parsed_key(doc.tenant_id, doc.sha256, f"{variant}.text-layer"),
@@ -150,7 +242,7 @@ def prepare(
             ocr_pages=tuple(pending),
         )
     settle_pages(document)
-    ensure_has_text(document, result.kind, spec.ocr)
+    ensure_has_text(document, made.kind, spec.ocr)
     key = parsed_key(doc.tenant_id, doc.sha256, variant)
     chunks = chunker_for(chunker).chunk(document, chunker.max_tokens)
     if len(chunks) > limits.max_chunks:
@@ -159,7 +251,8 @@ def prepare(
         made,
         parsed_key=key,
         parsed_json=document.model_dump_json().encode(),
-        metadata=extract_metadata(document, result.kind.value, result.pipeline),
+        ocr_pages=(),
+        metadata=extract_metadata(document, made.kind.value, made.pipeline),
         chunks_json=json.dumps([c.to_dict() for c in chunks]).encode(),
         chunk_count=len(chunks),
         chunk_config=chunker_for(chunker).config_digest(key, chunker.max_tokens),

@@ -12,7 +12,6 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from docling_core.types.doc import DoclingDocument
@@ -35,9 +34,7 @@ from docindex.pipeline.metadata import extract_metadata, quality_report
 from docindex.pipeline.parsing import (
     ParsedDocument,
     ParseLimits,
-    apply_ocr,
     ensure_has_text,
-    merge_parts,
     pages_to_ocr,
     resolve_pdf_pipeline,
     settle_pages,
@@ -159,18 +156,19 @@ class PrepareSteps:
             def on_page(details: dict[str, int], before: int = before) -> None:
                 progress.update(**report(before + details["pages_done"]))
 
-            part: ParsedDocument = await self._caged(
+            part: bytes = await self._caged(
                 progress,
-                caged.parse,
+                caged.parse_range,
                 spec,
                 self.limits,
                 data,
                 doc.filename,
                 password,
-                page_range=(first, last),
+                first,
+                last,
                 on_progress=on_page,
             )
-            await self.blobs.put(key, await blocking(_to_json, part.document))
+            await self.blobs.put(key, part)
             parsed += last - first + 1
             progress.checkpoint(**report(parsed + reused))
         count_in_activity("docindex_pages_parsed", parsed, "Pages parsed", pipeline=pipeline)
@@ -190,18 +188,11 @@ class PrepareSteps:
         if (parsed := await self._parsed_before(doc, variant)) is not None:
             document = await self._load_parsed(parsed.parsed_key)
             prepared = await self._describe_and_chunk(doc, parsed, document, inp.chunker)
-        else:
-            parts = [await self._load(key) for key in inp.part_keys]
-            document = await blocking(merge_parts, parts, Path(doc.filename).stem)
-            parsed = Parsed(
-                parsed_key=parsed_key(doc.tenant_id, doc.sha256, variant),
-                kind="pdf",
-                pages=len(document.pages) or None,
-                pipeline=pipeline,
-            )
-            prepared = await self._finish_or_ocr(spec, doc, variant, parsed, document, inp.chunker)
-        inspected.pages = parsed.pages
-        return prepared.model_copy(update={"inspected": inspected})
+            inspected.pages = parsed.pages
+            return prepared.model_copy(update={"inspected": inspected})
+        parts = [await self.blobs.get(key) for key in inp.part_keys]
+        made = await self._caged(progress, caged.merge, spec, inp.chunker, self.limits, doc, parts)
+        return await self._save_made(doc, spec, made, parsed_here=False)
 
     async def ocr(self, inp: OcrInput, progress: Progress) -> OcrResult:
         """OCR a batch of a PDF's pages; the lines, with their boxes, go to the blob store
@@ -239,28 +230,27 @@ class PrepareSteps:
     async def apply_ocr(self, inp: ApplyOcrInput, progress: Progress) -> Prepared:
         """The text layer's parse with the OCR text in place of the pages it read: saved as
         the document's parse, then described and chunked."""
-        from docindex.pipeline.ocr import OcrPage
-
-        doc, spec = inp.document, inp.parser
-        variant = spec.variant(inp.parsed.pipeline)
-        if (parsed := await self._parsed_before(doc, variant)) is None:
-            document = await self._load(inp.parsed.parsed_key)
-            pages = [
-                OcrPage.model_validate(page)
-                for key in inp.ocr_keys
-                for page in json.loads(await self.blobs.get(key))
-            ]
-            await blocking(apply_ocr, document, pages)
-            parsed = inp.parsed.model_copy(
-                update={
-                    "parsed_key": parsed_key(doc.tenant_id, doc.sha256, variant),
-                    "reused": False,
-                }
-            )
-            await self._finish(doc, variant, parsed, document, ocr=spec.ocr)
-        else:
+        doc, spec, text_layer = inp.document, inp.parser, inp.parsed
+        if (
+            parsed := await self._parsed_before(doc, spec.variant(text_layer.pipeline))
+        ) is not None:
             document = await self._load_parsed(parsed.parsed_key)
-        return await self._describe_and_chunk(doc, parsed, document, inp.chunker)
+            return await self._describe_and_chunk(doc, parsed, document, inp.chunker)
+        made = caged.Made(
+            kind=DocumentKind(text_layer.kind), pages=text_layer.pages, pipeline=text_layer.pipeline
+        )
+        made = await self._caged(
+            progress,
+            caged.apply_ocr,
+            spec,
+            inp.chunker,
+            self.limits,
+            doc,
+            made,
+            await self.blobs.get(text_layer.parsed_key),
+            [await self.blobs.get(key) for key in inp.ocr_keys],
+        )
+        return await self._save_made(doc, spec, made, parsed_here=False)
 
     async def _finish_or_ocr(
         self,
@@ -301,18 +291,27 @@ class PrepareSteps:
         await self._save_parsed(doc, variant, parsed, document)
 
     async def _save_made(
-        self, doc: DocumentRef, spec: ParserSpec, made: caged.Made, password: str | None
+        self,
+        doc: DocumentRef,
+        spec: ParserSpec,
+        made: caged.Made,
+        password: str | None = None,
+        *,
+        parsed_here: bool = True,
     ) -> Prepared:
-        """Save what the cage made of a document (``caged.prepare``): the parse (its meta
-        last: its presence means the parse is complete) and the chunks."""
+        """Save what the cage made of a document (``caged.prepare``, ``merge``,
+        ``apply_ocr``): the parse (its meta last: its presence means the parse is complete)
+        and the chunks. ``parsed_here``: its pages were parsed by this call (the others'
+        were counted by the steps that parsed them)."""
         inspected = Inspected(kind=made.kind.value, pages=made.pages, pipeline=made.pipeline)
         if made.parsed_json is None:
             return Prepared(inspected=inspected)  # its page ranges are steps of their own
         if password is not None:
             await self.blobs.put(_inspected_key(doc, spec), inspected.model_dump_json().encode())
-        count_in_activity(
-            "docindex_pages_parsed", made.pages or 0, "Pages parsed", pipeline=made.pipeline
-        )
+        if parsed_here:
+            count_in_activity(
+                "docindex_pages_parsed", made.pages or 0, "Pages parsed", pipeline=made.pipeline
+            )
         parsed = Parsed(
             parsed_key=made.parsed_key,
             kind=made.kind.value,
