@@ -251,7 +251,6 @@ def _finished(
         made,
         parsed_key=key,
         parsed_json=document.model_dump_json().encode(),
-        ocr_pages=(),
         metadata=extract_metadata(document, made.kind.value, made.pipeline),
         chunks_json=json.dumps([c.to_dict() for c in chunks]).encode(),
         chunk_count=len(chunks),
