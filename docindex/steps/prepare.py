@@ -136,13 +136,14 @@ class PrepareSteps:
         part_keys: list[str] = []
         parsed = reused = 0
 
-        def report(done: int) -> dict[str, int]:
+        def report(done: int, saved: int) -> dict[str, int]:
+            # A page parsed is not yet a page a retry skips: only saved parts are.
             return {
                 "pages_done": done,
                 "pages_total": total,
                 "first_page": inp.first_page,
                 "last_page": inp.last_page,
-                "resume_after_page": inp.first_page + done - 1,
+                "resume_after_page": inp.first_page + saved - 1,
             }
 
         for first, last in page_ranges(inp.first_page, inp.last_page, spec.checkpoint_pages):
@@ -154,7 +155,7 @@ class PrepareSteps:
             before = parsed + reused
 
             def on_page(details: dict[str, int], before: int = before) -> None:
-                progress.update(**report(before + details["pages_done"]))
+                progress.update(**report(before + details["pages_done"], before))
 
             part: bytes = await self._caged(
                 progress,
@@ -170,7 +171,7 @@ class PrepareSteps:
             )
             await self.blobs.put(key, part)
             parsed += last - first + 1
-            progress.checkpoint(**report(parsed + reused))
+            progress.checkpoint(**report(parsed + reused, parsed + reused))
         count_in_activity("docindex_pages_parsed", parsed, "Pages parsed", pipeline=pipeline)
         count_in_activity(
             "docindex_pages_resumed",
