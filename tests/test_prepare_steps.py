@@ -76,25 +76,8 @@ async def test_a_fresh_prepare_makes_what_a_prepare_from_the_saved_parse_makes(
     inp = await _prepare_input(steps, (DATA / path).read_bytes(), Path(path).name)
 
     fresh = await steps.prepare(inp, Progress())
-    assert fresh.parsed is not None and not fresh.parsed.reused
-    assert fresh.chunked is not None and fresh.chunked.chunk_count > 0
-    assert fresh.metadata is not None
-    chunks = await steps.blobs.get(fresh.chunked.chunks_key)
-    parse = await steps.blobs.get(fresh.parsed.parsed_key)
 
-    # As a reindex with another chunker would find it: the parse saved, no chunks.
-    await steps.blobs.delete(fresh.chunked.chunks_key)
-    again = await steps.prepare(inp, Progress())
-
-    assert again.parsed is not None and again.parsed.reused
-    assert again.parsed.parsed_key == fresh.parsed.parsed_key
-    assert await steps.blobs.get(again.parsed.parsed_key) == parse
-    assert again.chunked is not None
-    assert again.chunked.chunks_key == fresh.chunked.chunks_key
-    assert again.chunked.chunk_count == fresh.chunked.chunk_count
-    assert await steps.blobs.get(again.chunked.chunks_key) == chunks
-    assert again.metadata == fresh.metadata
-    assert again.inspected == fresh.inspected
+    await _same_as_from_the_saved_parse(steps, fresh, lambda: steps.prepare(inp, Progress()))
 
 
 async def test_a_scan_comes_back_as_its_text_layer_with_the_pages_to_ocr(
@@ -115,18 +98,22 @@ async def _same_as_from_the_saved_parse(
     steps: PrepareSteps, fresh: Prepared, again: Callable[[], Awaitable[Prepared]]
 ) -> None:
     """``fresh`` (made in a parse process) is what ``again`` makes from the parse it saved,
-    described and chunked in the worker, once its chunks are gone."""
+    described and chunked in the worker, once its chunks are gone (as a reindex with
+    another chunker would find it)."""
     assert fresh.parsed is not None and not fresh.parsed.reused
     assert fresh.chunked is not None and fresh.chunked.chunk_count > 0
     assert fresh.metadata is not None
     chunks = await steps.blobs.get(fresh.chunked.chunks_key)
+    parse = await steps.blobs.get(fresh.parsed.parsed_key)
     await steps.blobs.delete(fresh.chunked.chunks_key)
 
     redone = await again()
 
     assert redone.parsed is not None and redone.parsed.reused
     assert redone.parsed.parsed_key == fresh.parsed.parsed_key
+    assert await steps.blobs.get(redone.parsed.parsed_key) == parse
     assert redone.chunked is not None and redone.chunked.chunks_key == fresh.chunked.chunks_key
+    assert redone.chunked.chunk_count == fresh.chunked.chunk_count
     assert await steps.blobs.get(redone.chunked.chunks_key) == chunks
     assert redone.metadata == fresh.metadata
     assert redone.inspected == fresh.inspected
