@@ -27,6 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from docindex.config import Settings
+from docindex.search_attributes import ensure_registered
 from docindex.telemetry import setup_tracing
 from docindex.temporal_client import connect
 from docindex.temporal_dev import dynamic_config_args
@@ -117,12 +118,16 @@ def spans() -> InMemorySpanExporter:
 async def client(
     temporal_env: WorkflowEnvironment, settings: Settings, spans: InMemorySpanExporter
 ) -> Client:
-    """Connected like the API and workers connect (tracing plugin included)."""
-    return await connect(
+    """Connected like the API and workers connect (tracing plugin included), to a
+    namespace with docindex's search attributes, as the API registers them when it starts:
+    a test that starts runs without the API must not depend on one that ran it before."""
+    connected = await connect(
         settings.model_copy(
             update={"temporal_address": temporal_env.client.service_client.config.target_host}
         )
     )
+    await ensure_registered(connected, settings.temporal_namespace)
+    return connected
 
 
 @pytest_asyncio.fixture(scope="session")

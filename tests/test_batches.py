@@ -198,6 +198,63 @@ async def test_documents_side_by_side_go_through_their_own_steps_in_one_workflow
     assert ids[0] in {h["document_id"] for h in hits}
 
 
+async def test_a_document_handed_back_starts_on_its_own_while_its_batch_goes_on(
+    client: Client, settings: Settings, workers: None, corpus: Path
+) -> None:
+    """A batch tells its run of a document it hands back as it does: with room in the
+    window, the run starts that document's own workflow (which fails it typed) while the
+    batch still indexes its next document, a scan to OCR, and takes it once, though the
+    batch's outcome names it too."""
+    from .test_ocr import scanned_crazyones
+
+    files = [
+        ("bug1606566.pdf", (corpus / "broken/bug1606566.pdf").read_bytes()),
+        ("scan.pdf", unique(scanned_crazyones())),
+        *notes(1, "dippers"),
+    ]
+    # A window of 3, batches indexing one at a time: the first two in one batch, the note
+    # alone, and a slot left for the broken file.
+    run_id, ids = await start_run(
+        client,
+        settings,
+        files,
+        batch_documents=2,
+        side_by_side_parallel=1,
+        max_concurrent_documents=3,
+        **SIDE_BY_SIDE,
+    )
+    run = client.get_workflow_handle(run_workflow_id(run_id), result_type=RunSummary)
+    summary = await run.result()
+    assert (summary.completed, summary.failed) == (2, 1)
+    children = await workflows_of(client, run_id)
+    [batch] = children["DocumentBatchWorkflow"]
+    assert sorted(children["DocumentWorkflow"]) == sorted(
+        document_workflow_id(run_id, d) for d in (ids[0], ids[2])
+    )
+    outcome = await client.get_workflow_handle(batch, result_type=BatchOutcome).result()
+    assert (outcome.completed, list(outcome.handed_back)) == ([ids[1]], [ids[0]])
+    assert outcome.handed_back[ids[0]].error_type == "CorruptDocument"
+
+    # In the run's history the broken file's workflow starts before the batch ends.
+    broken_wf = document_workflow_id(run_id, ids[0])
+    started = batch_closed = None
+    for e in (await run.fetch_history()).events:
+        if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+            attrs = e.start_child_workflow_execution_initiated_event_attributes
+            if attrs.workflow_id == broken_wf:
+                started = e.event_id
+        elif e.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED:
+            if (
+                e.child_workflow_execution_completed_event_attributes.workflow_execution.workflow_id
+                == batch
+            ):
+                batch_closed = e.event_id
+    assert started is not None and batch_closed is not None and started < batch_closed
+    broken = await client.get_workflow_handle(broken_wf).describe()
+    assert broken.status == WorkflowExecutionStatus.FAILED
+    assert broken.typed_search_attributes.get(sa.ERROR_TYPE) == "CorruptDocument"
+
+
 async def test_a_side_by_side_batch_takes_as_many_slots_of_the_window_as_it_indexes_at_once(
     client: Client, settings: Settings, workers: None
 ) -> None:

@@ -14,6 +14,8 @@ that kept failing; in lock-step also pages to OCR) is handed back to the run, wh
 it a DocumentWorkflow of its own, with the retries, typed outcome, quarantine and history
 every document gets. So every failed document still has a workflow an operator can find by
 its DocStatus; a completed one has its rows, its run's events and this batch's history.
+The run hears of each hand-back by a signal as it happens, so such a document starts (and
+a bad file fails) while its batch goes on with the others, not when the batch ends.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
     from . import names
-    from .batch_contract import BatchInput, BatchOutcome
+    from .batch_contract import BatchInput, BatchOutcome, HandedBackNotice
     from .derive import derive_into
     from .document_contract import DocumentProgress
     from .ocr_steps import ocr_and_apply
@@ -71,6 +73,7 @@ class DocumentBatchWorkflow:
         self._progress: dict[str, DocumentProgress] = {}
         self._cancel_requested: set[str] = set()
         self._outcome = BatchOutcome()
+        self._telling: set[asyncio.Task[None]] = set()
 
     @workflow.query(name=names.STATUS_QUERY)
     def status(self) -> list[DocumentProgress]:
@@ -99,6 +102,7 @@ class DocumentBatchWorkflow:
         try:
             if inp.side_by_side:
                 await self._side_by_side(tasks)
+                await self._told()
                 return self._outcome
             await self._events(tasks)
             prepared = self._still_in(await self._prepare(self._still_in(tasks)))
@@ -110,6 +114,7 @@ class DocumentBatchWorkflow:
             await self._cancel(self._undecided(d for d in tasks if d not in stored))
             self._complete(list(stored))
             await self._derive(tasks, stored)
+            await self._told()
         except (asyncio.CancelledError, CancelledError, ActivityError) as err:
             # A step raises an ActivityError only when it was cancelled (any other failure
             # hands its documents back).
@@ -383,6 +388,29 @@ class DocumentBatchWorkflow:
             self._outcome.handed_back[doc] = why
             progress = self._progress[doc]
             progress.status, progress.step, progress.workflow_id = DocStatus.QUEUED, None, None
+        if docs:
+            told = asyncio.create_task(self._tell_run(dict(docs)))
+            self._telling.add(told)
+            told.add_done_callback(self._telling.discard)
+
+    async def _tell_run(self, docs: dict[str, HandedBack]) -> None:
+        parent = workflow.info().parent
+        if parent is None:
+            return
+        notice = HandedBackNotice(batch_workflow_id=workflow.info().workflow_id, documents=docs)
+        try:
+            await workflow.get_external_workflow_handle(
+                parent.workflow_id, run_id=parent.run_id
+            ).signal(names.HANDED_BACK_SIGNAL, notice)
+        except ApplicationError:
+            # The run closed meanwhile (terminated); the outcome names these documents too.
+            workflow.logger.warning("could not signal run %s", parent.workflow_id)
+
+    async def _told(self) -> None:
+        """Until every hand-back signal is delivered: the run hears of a document before
+        it reads this batch's outcome."""
+        while pending := [t for t in self._telling if not t.done()]:
+            await asyncio.gather(*pending)
 
     def _enter(self, step: Step, docs: Collection[str]) -> None:
         for doc in docs:

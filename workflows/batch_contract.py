@@ -30,3 +30,12 @@ class BatchOutcome(BaseModel):
     completed: list[str] = Field(default_factory=list)
     cancelled: list[str] = Field(default_factory=list)
     handed_back: dict[str, HandedBack] = Field(default_factory=dict)
+
+
+class HandedBackNotice(BaseModel):
+    """Documents a batch handed back, sent to its run as it happens: each gets its
+    DocumentWorkflow while the batch goes on with the others, not when the batch ends. The
+    batch's outcome names them too; the run takes each once."""
+
+    batch_workflow_id: str
+    documents: dict[str, HandedBack]

@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
 
     from . import names
     from .batch import DocumentBatchWorkflow
-    from .batch_contract import BatchInput, BatchOutcome
+    from .batch_contract import BatchInput, BatchOutcome, HandedBackNotice
     from .document import DocumentWorkflow
     from .document_contract import DocumentInput, DocumentProgress
     from .indexing_contract import RetryAccepted, RunInput, RunProgress, RunSummary
@@ -72,7 +72,9 @@ class IndexingWorkflow:
         # Children running (a batch of documents counts once): what the window bounds.
         self._children = 0
         self._batches: dict[str, workflow.ChildWorkflowHandle] = {}
+        # The batch each document is in, and its task, until the batch ends or hands it back.
         self._batch_of: dict[str, str] = {}
+        self._batched: dict[str, DocumentTask] = {}
         self._cancel_requested: set[str] = set()
         self._retry_queue: list[DocumentTask] = []
         # Documents started by this execution (alone or in batches): it continues-as-new
@@ -88,6 +90,19 @@ class IndexingWorkflow:
         if known is not None and known.status.terminal:
             return
         self._documents[progress.document_id] = progress
+
+    @workflow.signal(name=names.HANDED_BACK_SIGNAL)
+    def documents_handed_back(self, notice: HandedBackNotice) -> None:
+        """A batch handed these documents back while going on with its others: each is
+        queued for a workflow of its own now, not when the batch ends."""
+        for doc in notice.documents:
+            if self._batch_of.get(doc) != notice.batch_workflow_id:
+                continue  # its batch ended first and queued it from the outcome
+            task = self._leave_batch(doc)
+            self._in_flight.discard(doc)
+            progress = self._documents[doc]
+            progress.status, progress.workflow_id = DocStatus.QUEUED, None
+            self._retry_queue.append(task)
 
     @workflow.query(name=names.STATUS_QUERY)
     def status(self) -> RunProgress:
@@ -568,6 +583,7 @@ class IndexingWorkflow:
         for task in tasks:
             self._in_flight.add(task.document_id)
             self._batch_of[task.document_id] = wid
+            self._batched[task.document_id] = task
             self._documents[task.document_id] = DocumentProgress(
                 document_id=task.document_id,
                 filename=task.filename,
@@ -576,27 +592,38 @@ class IndexingWorkflow:
             )
 
         async def wait_for_batch() -> None:
+            # Those it handed back on the way (documents_handed_back) are no longer its.
+            ours = tasks
             try:
-                outcome: BatchOutcome = await handle
-                self._batch_ended(tasks, outcome)
+                try:
+                    outcome: BatchOutcome = await handle
+                finally:
+                    ours = [self._leave_batch(t.document_id) for t in self._still_in(wid, tasks)]
+                self._batch_ended(ours, outcome)
             except (ChildWorkflowError, asyncio.CancelledError) as err:
                 if isinstance(err, asyncio.CancelledError) or isinstance(err.cause, CancelledError):
-                    await self._batch_cancelled(tasks)
+                    await self._batch_cancelled(ours)
                 else:
                     # Terminated, timed out, or failed: each of its documents not indexed
                     # gets a workflow of its own (one stored meanwhile is stored again).
                     workflow.logger.warning("batch %s ended without an outcome: %s", wid, err)
                     self._batch_ended(
-                        tasks, BatchOutcome(handed_back={t.document_id: _LOST for t in tasks})
+                        ours, BatchOutcome(handed_back={t.document_id: _LOST for t in ours})
                     )
             finally:
                 self._children -= self._weight(side_by_side)
                 self._batches.pop(wid, None)
-                for task in tasks:
+                for task in ours:
                     self._in_flight.discard(task.document_id)
-                    self._batch_of.pop(task.document_id, None)
 
         self._keep(asyncio.create_task(wait_for_batch()))
+
+    def _still_in(self, wid: str, tasks: list[DocumentTask]) -> list[DocumentTask]:
+        return [t for t in tasks if self._batch_of.get(t.document_id) == wid]
+
+    def _leave_batch(self, document_id: str) -> DocumentTask:
+        self._batch_of.pop(document_id)
+        return self._batched.pop(document_id)
 
     def _batch_ended(self, tasks: list[DocumentTask], outcome: BatchOutcome) -> None:
         for task in tasks:

@@ -3,5 +3,6 @@
 
 DOCUMENT_PROGRESS_SIGNAL = "document_progress"
 CANCEL_DOCUMENT_SIGNAL = "cancel_document"
+HANDED_BACK_SIGNAL = "documents_handed_back"
 STATUS_QUERY = "status"
 RETRY_UPDATE = "retry"
