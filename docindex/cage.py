@@ -70,11 +70,13 @@ class CageLimits:
     stall_s: float = 60.0
     # A child is replaced once it has done this much work (CPU seconds: what its parses
     # leave behind goes with it), or after this many calls. Work, not calls: a new child
-    # imports Docling and builds its parser again, seconds of CPU that a run of small
+    # imports Docling and builds its parser again (3.7 CPU-s), which a run of small
     # documents would otherwise pay every few hundred of them. Not by resident memory: a
     # big document leaves the allocator holding hundreds of MB that are not a leak, and
     # replacing the child after each such document cost figure 1 a tenth of its time.
-    work_cpu_s: float = 100.0
+    # 600: a new child costs 0.6 % of the work it then does (3.7 % at 100); through the
+    # corpus 20 times (366 CPU-s) one child's resident memory went from 734 to 836 MB.
+    work_cpu_s: float = 600.0
     calls_per_child: int = 10_000
 
 
@@ -190,6 +192,10 @@ class Cage:
         self._idle: list[_Child] = []
         self._slots = asyncio.Semaphore(self.limits.processes)
         self._closed = False
+        # What warm() ran in each child, run again in each child that replaces one.
+        self._warmer: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
+        # Children starting and warming in the background to replace retired ones.
+        self._spares: list[asyncio.Task[_Child]] = []
 
     async def call(
         self,
@@ -207,7 +213,7 @@ class Cage:
             raise RuntimeError("the cage is closed")
         stall = stall_s or self.limits.stall_s
         async with self._slots:
-            child = self._idle.pop() if self._idle else await asyncio.to_thread(_Child, self.limits)
+            child = await self._take()
             reusable = False
             try:
                 child.start((func.__module__, func.__qualname__, args, kwargs, self.limits.cpu_s))
@@ -224,7 +230,43 @@ class Cage:
                     # Cancelled, over a limit, dead or stalled: killed now, reaped aside.
                     with contextlib.suppress(ProcessLookupError):
                         child.process.kill()
+                    self._replace_soon()
                     await asyncio.to_thread(child.close)
+
+    async def _take(self) -> _Child:
+        """An idle child, else a spare (warmed in the background), else a new one."""
+        if self._idle:
+            return self._idle.pop()
+        while self._spares:
+            spare = self._spares.pop(0)
+            try:
+                return await spare
+            except Exception as exc:  # it could not start or warm: the next one may
+                log.warning("a spare parse process failed to start: %s", exc)
+        return await asyncio.to_thread(_Child, self.limits)
+
+    def _replace_soon(self) -> None:
+        """Start a child in place of a retired one and warm it now, not when the next call
+        needs it: a new child imports Docling and builds its parser, ~3.5 s on the critical
+        path of whichever document comes next."""
+        if self._warmer is None or self._closed or len(self._spares) >= self.limits.processes:
+            return
+        self._spares.append(asyncio.create_task(self._warmed_child()))
+
+    async def _warmed_child(self) -> _Child:
+        assert self._warmer is not None
+        func, args = self._warmer
+        child = await asyncio.to_thread(_Child, self.limits)
+        try:
+            child.start((func.__module__, func.__qualname__, args, {}, self.limits.cpu_s))
+            kind, body = await self._watch(child, None, None, None, self.limits.stall_s)
+        except BaseException:
+            child.kill()
+            raise
+        if kind == "error":
+            child.kill()
+            raise body
+        return child
 
     async def _watch(
         self,
@@ -288,6 +330,7 @@ class Cage:
 
     async def warm(self, func: Callable[..., Any], *args: Any) -> None:
         """Start every child and run ``func`` in each (build the parsers before polling)."""
+        self._warmer = (func, args)
         children = await asyncio.gather(
             *(asyncio.to_thread(_Child, self.limits) for _ in range(self.limits.processes))
         )
@@ -298,6 +341,11 @@ class Cage:
         self._closed = True
         for child in self._idle:
             child.kill()
+        for spare in self._spares:
+            if not spare.done():
+                spare.cancel()
+            elif not spare.cancelled() and spare.exception() is None:
+                spare.result().kill()
         self._idle.clear()
 
 

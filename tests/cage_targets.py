@@ -47,3 +47,19 @@ def burn(cpu_s: float, report: Callable[[dict[str, Any]], None]) -> int:
 
 def crash(report: Callable[[dict[str, Any]], None]) -> None:
     os.kill(os.getpid(), signal.SIGSEGV)
+
+
+_warmed_by: int | None = None
+
+
+def warm_up(seconds: float, report: Callable[[dict[str, Any]], None]) -> None:
+    """What a worker runs in each child before it polls (importing Docling, building the
+    parser): takes a while, and marks the child warm."""
+    global _warmed_by
+    time.sleep(seconds)
+    _warmed_by = os.getpid()
+
+
+def warmed(report: Callable[[dict[str, Any]], None]) -> tuple[int, int | None]:
+    """The child's pid, and the pid that warmed it (None: it never ran warm_up)."""
+    return os.getpid(), _warmed_by

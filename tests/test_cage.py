@@ -70,6 +70,26 @@ async def test_a_child_serves_many_small_calls_and_is_replaced_after_its_share_o
         cage.close()
 
 
+async def test_a_retired_child_is_replaced_by_one_warmed_in_the_background() -> None:
+    """The child that takes a retired one's place runs what warm() ran before its first
+    call (Docling imported, the parser built), started when the old one retired, so the
+    next document does not wait for it."""
+    cage = Cage(CageLimits(processes=1, memory_bytes=1 << 30, work_cpu_s=0.5))
+    try:
+        await cage.warm(targets.warm_up, 2.0)
+        first, warmed_by = await cage.call(targets.warmed)
+        assert warmed_by == first
+        assert await cage.call(targets.burn, 0.6) == first  # over its budget: retired
+        await asyncio.sleep(4.0)  # the replacement starts and warms meanwhile
+        started = time.monotonic()
+        second, warmed_by = await cage.call(targets.warmed)
+        assert second != first and warmed_by == second
+        assert time.monotonic() - started < 1.5  # it did not warm now (2 s)
+        assert _gone(first)
+    finally:
+        cage.close()
+
+
 @pytest.mark.parametrize(
     ("target", "error", "within_s"),
     [
