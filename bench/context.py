@@ -61,6 +61,10 @@ class Ctx:
             self._apis[key] = await self.stack.start_api(**env)
         return self._apis[key][1]
 
+    def api_pid(self, **env: str) -> int:
+        """The process of the API that ``api(**env)`` started."""
+        return self._apis[tuple(sorted(env.items()))][0].popen.pid
+
     async def local(self) -> LocalIndexer:
         if self._local is None:
             from cli.local_index import LocalIndexer

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import UploadRefused, gather_limited, pct, synthetic_pdf, upload
+from bench.common import UploadRefused, cpu_seconds, gather_limited, pct, synthetic_pdf, upload
 from bench.context import Ctx
 from docindex.ids import run_workflow_id
 
@@ -22,7 +22,9 @@ SIZE = 1024 * 1024
 
 
 async def measure(ctx: Ctx) -> dict[str, Any]:
-    url = await ctx.api(DOCINDEX_WORKFLOW_TASK_QUEUE=f"bench-idle-{uuid.uuid4().hex[:6]}")
+    env = {"DOCINDEX_WORKFLOW_TASK_QUEUE": f"bench-idle-{uuid.uuid4().hex[:6]}"}
+    url = await ctx.api(**env)
+    pids = {"api": ctx.api_pid(**env)}
     headers = await ctx.stack.api_headers("bench-uploads")
     levels: dict[str, Any] = {}
     runs: list[str] = []
@@ -56,9 +58,11 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
                 except httpx.HTTPError as exc:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
 
+            cpu_before = cpu_seconds(pids, ctx.stack.root)
             started = time.perf_counter()
             await gather_limited(c, [one(d) for d in files])
             wall = time.perf_counter() - started
+            cpu_after = cpu_seconds(pids, ctx.stack.root)
             levels[str(c)] = {
                 "requests": n,
                 "p50_ms": pct(latencies, 50) * 1000,
@@ -68,6 +72,11 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
                 "error_kinds": errors,
                 "uploads_per_s": n / wall,
                 "mb_per_s": n * SIZE / wall / 2**20,
+                # Milliseconds of CPU per upload of each process: the API, the Temporal
+                # server (the run's start), Postgres, and this one (the client).
+                "cpu_ms_per_upload": {
+                    k: (cpu_after[k] - cpu_before.get(k, 0.0)) * 1000 / n for k in cpu_after
+                },
             }
     await _clean_up(ctx, runs)
     return {
@@ -79,6 +88,14 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
                 f"{v['p50_ms']:.0f}/{v['p95_ms']:.0f}/{v['p99_ms']:.0f} ms, "
                 f"{v['errors']} errors, {v['mb_per_s']:.1f} MB/s",
                 "0 errors",
+            )
+            for c, v in levels.items()
+        ]
+        + [
+            (
+                f"{c} concurrent: CPU per upload",
+                ", ".join(f"{k} {ms:.1f}" for k, ms in v["cpu_ms_per_upload"].items()) + " ms",
+                "",
             )
             for c, v in levels.items()
         ],

@@ -12,19 +12,25 @@ What nothing references any more is collected by ``docindex.gc``.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import obstore
-from obstore.exceptions import NotFoundError
+from obstore.exceptions import AlreadyExistsError, NotFoundError
 from obstore.store import LocalStore, from_url
 
 from docindex.config import Settings
 
+if TYPE_CHECKING:
+    from obstore import AsyncWritableFile, ReadableFile
+
 _HASH_BLOCK = 1024 * 1024
+# Ranges fetched when a stored object is read as a file.
+_READ_BLOCK = 256 * 1024
 # Keys deleted per request: S3's DeleteObjects takes at most 1000.
 _DELETE_BATCH = 1000
 
@@ -62,6 +68,30 @@ class BlobStore:
 
     async def put(self, key: str, data: bytes | IO[bytes]) -> None:
         await obstore.put_async(self._store, key, data)
+
+    def open_writer(self, key: str, buffer_bytes: int) -> AsyncWritableFile:
+        """A file that streams into ``key``, in parts of ``buffer_bytes`` (a multipart
+        upload once past one part); the object exists once it is closed, and a writer
+        dropped unclosed leaves none."""
+        return obstore.open_writer_async(self._store, key, buffer_size=buffer_bytes)
+
+    def open_reader(self, key: str) -> IO[bytes]:
+        """``key`` as a seekable file, fetched in ranges as it is read (blocking: call it
+        off the event loop)."""
+        raw = _RangeFile(obstore.open_reader(self._store, key, buffer_size=_READ_BLOCK))
+        return io.BufferedReader(raw, buffer_size=_READ_BLOCK)
+
+    async def copy_new(self, source: str, key: str) -> bool:
+        """Copy ``source`` to ``key`` inside the store unless ``key`` exists (a hard link
+        on a local directory, a server-side copy on S3); whether it copied."""
+        try:
+            await obstore.copy_async(self._store, source, key, overwrite=False)
+        except AlreadyExistsError:
+            return False
+        return True
+
+    async def copy(self, source: str, key: str) -> None:
+        await obstore.copy_async(self._store, source, key)
 
     async def get(self, key: str) -> bytes:
         """Read ``key`` whole; a missing key raises the built-in ``FileNotFoundError``."""
@@ -124,6 +154,36 @@ class BlobStore:
         return key, sha, size
 
 
+class _RangeFile(io.RawIOBase):
+    """obstore's reader as a standard binary file (it returns its own buffer type)."""
+
+    def __init__(self, reader: ReadableFile) -> None:
+        self._reader = reader
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._reader.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._reader.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._reader.read(len(buffer))
+        n = len(data)
+        memoryview(buffer)[:n] = memoryview(data)
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._reader.close()
+        super().close()
+
+
 def _digest(file: IO[bytes]) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
@@ -149,6 +209,12 @@ def tenant_prefix(tenant: str) -> str:
 
 def upload_key(tenant: str, sha256: str) -> str:
     return f"{tenant_prefix(tenant)}uploads/sha256/{sha256}"
+
+
+def incoming_key(tenant: str, request_id: str, part: int) -> str:
+    """Where a big file part of an upload streams while its request is read, until it is
+    checked and copied to its ``upload_key`` (api/services/incoming.py)."""
+    return f"{tenant_prefix(tenant)}incoming/{request_id}/{part}"
 
 
 def parsed_key(tenant: str, sha256: str, pipeline: str) -> str:

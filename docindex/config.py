@@ -107,12 +107,18 @@ class Settings(BaseSettings):
         description="Requests with an unknown, revoked or malformed key per client address "
         "('limits' notation); past it 429, and keys it presents are no longer looked up",
     )
+    upload_memory_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=0,
+        description="Bytes of its files one upload request holds in memory; a file over "
+        "1 MiB, and every file past this, streams into the blob store as it arrives",
+    )
     max_files_per_request: int = Field(
         default=1000,
         ge=1,
         le=1000,
-        description="Files in one upload (at most 1000: the multipart parser's own limit, "
-        "which answers 400 past it); bigger sets go in several uploads",
+        description="Files in one upload (at most 1000; more are refused, 413); bigger sets "
+        "go in several uploads",
     )
     allowed_types: list[str] = Field(
         default_factory=lambda: ["pdf", "docx", "pptx", "xlsx", "html", "md", "txt"],

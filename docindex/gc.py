@@ -14,7 +14,9 @@ lock (``lock_tenant_runs``), after checking under that lock that no document hol
 upload records its documents under the same lock and, once committed, stores again any of
 its bytes that a collection deleted in between (``restore_uploads``): from then on its rows
 hold them. The sweep also spares objects younger than a grace period, so bytes and passwords
-an upload has just stored, and not yet recorded, are not even looked at.
+an upload has just stored, and not yet recorded, are not even looked at. A big file part an
+upload streamed in (``incoming/``) is never held by a document: its request copies it into
+place and removes it; the sweep removes one a crashed API left, once it is an hour old.
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import IO
 from urllib.parse import unquote
 
 import asyncpg
@@ -43,6 +44,9 @@ from docindex.repository import storage as repo
 
 log = logging.getLogger(__name__)
 
+# A staged part is complete once its request's body has ended; its upload copies it into
+# place within seconds. Older than this, whatever the sweep's grace, no upload needs it.
+INCOMING_GRACE = timedelta(hours=1)
 # Blobs checked and deleted per transaction: the tenant's upload lock is held that long.
 _BATCH = 1000
 # Where stored blobs sat before keys were the tenant's (``uploads/sha256/<hex>``, ...).
@@ -56,6 +60,7 @@ _KEY = re.compile(
     rf"uploads/sha256/(?P<upload>{_HEX})"
     rf"|(?:{_KINDS})/(?P<artifact>{_HEX})/.+"
     rf"|secrets/runs/(?P<run>{_UUID})/pdf-password"
+    rf"|(?P<incoming>incoming/[0-9a-f]{{32}}/[0-9]+)"
     rf")$"
 )
 
@@ -68,6 +73,7 @@ class Blob:
     tenant: str | None  # None: stored before keys were the tenant's
     sha256: str | None  # an upload or a step artifact
     run_id: str | None  # a PDF password
+    incoming: bool = False  # a big file part an upload streamed in (api/services/incoming.py)
 
 
 def classify(key: str) -> Blob | None:
@@ -75,7 +81,13 @@ def classify(key: str) -> Blob | None:
     if m is None:
         return None
     tenant = unquote(m["tenant"]) if m["tenant"] else None
-    return Blob(key=key, tenant=tenant, sha256=m["upload"] or m["artifact"], run_id=m["run"])
+    return Blob(
+        key=key,
+        tenant=tenant,
+        sha256=m["upload"] or m["artifact"],
+        run_id=m["run"],
+        incoming=m["incoming"] is not None,
+    )
 
 
 @dataclass
@@ -131,7 +143,7 @@ async def collect(
         if blob is None:
             continue
         report.scanned += 1
-        if now - o.last_modified < grace:
+        if now - o.last_modified < (max(grace, INCOMING_GRACE) if blob.incoming else grace):
             report.young += 1
             continue
         groups[blob.tenant].append((blob, o))
@@ -270,18 +282,19 @@ async def release_indexed_passwords(pool: asyncpg.Pool, blobs: BlobStore) -> int
 
 
 async def restore_uploads(
-    blobs: BlobStore, tenant: str, recorded: Mapping[str, str], files: Mapping[str, IO[bytes]]
+    blobs: BlobStore,
+    tenant: str,
+    recorded: Mapping[str, str],
+    store_again: Callable[[str, str], Awaitable[None]],
 ) -> int:
     """After an upload's documents are committed: store again bytes that a collection
     deleted between the upload storing (or finding) them and recording its documents.
-    ``recorded`` maps each new document's sha256 to its blob key, ``files`` each sha256 to
-    its file. Returns how many were stored again (almost always none)."""
+    ``recorded`` maps each new document's sha256 to its blob key; ``store_again(sha256,
+    key)`` stores those bytes. Returns how many were stored again (almost always none)."""
     restored = 0
     for sha, key in recorded.items():
         if not await blobs.exists(key):
             log.info("stored %s of tenant %s again: it was collected meanwhile", key, tenant)
-            file = files[sha]
-            file.seek(0)
-            await blobs.put(key, file)
+            await store_again(sha, key)
             restored += 1
     return restored

@@ -377,8 +377,13 @@ class SourceSync:
                 for obj, _ in recorded:
                     await repo.mark_refused(self.pool, source_id, obj, str(exc))
                 return ImportOutcome(0, None, refused + len(recorded), waiting=False, more=True)
+
             # A collection may have taken bytes we found stored before our rows held them.
-            await gc.restore_uploads(self.blobs, tenant, blob_keys, files)
+            async def store_again(sha256: str, key: str) -> None:
+                files[sha256].seek(0)
+                await self.blobs.put(key, files[sha256])
+
+            await gc.restore_uploads(self.blobs, tenant, blob_keys, store_again)
         finally:
             for file in opened:
                 file.close()

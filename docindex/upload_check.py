@@ -18,7 +18,8 @@ import codecs
 import re
 import unicodedata
 import zipfile
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import PurePath
 from typing import IO
 
@@ -61,6 +62,54 @@ class RefusedUpload(ValueError):
     """The bytes are not a format that this service accepts."""
 
 
+class ByteScan:
+    """What judging a file's format needs from its bytes, gathered as they stream past once
+    (the API scans an upload's parts as they arrive): its head, whether it is all UTF-8
+    text without NUL bytes, and whether it holds an encrypted Office package. A ZIP is
+    the one format judged from more than this: its central directory, read at the end."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._head = bytearray()
+        self._decoder: codecs.IncrementalDecoder | None = codecs.getincrementaldecoder("utf-8")()
+        self.encrypted_package = False
+        self._tail = b""
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        self.size += len(data)
+        if len(self._head) < SNIFF_BYTES:
+            self._head += data[: SNIFF_BYTES - len(self._head)]
+        if self._decoder is not None:
+            if b"\x00" in data:
+                self._decoder = None
+            else:
+                try:
+                    self._decoder.decode(data)
+                except UnicodeDecodeError:
+                    self._decoder = None
+        if not self.encrypted_package and self._head.startswith(_OLE2):
+            window = self._tail + data
+            self.encrypted_package = _ENCRYPTED_PACKAGE in window
+            self._tail = window[-len(_ENCRYPTED_PACKAGE) :]
+
+    @property
+    def head(self) -> bytes:
+        return bytes(self._head)
+
+    def all_text(self) -> bool:
+        """Whether everything fed was UTF-8 without NUL bytes (call once all is fed)."""
+        if self._decoder is None:
+            return False
+        try:
+            self._decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            self._decoder = None
+            return False
+        return True
+
+
 def check_upload(
     file: IO[bytes],
     filename: str,
@@ -69,13 +118,27 @@ def check_upload(
 ) -> str | None:
     """The file's format, or None for an empty file (its run reports it); raise
     ``RefusedUpload`` for a file that must not be stored. Leaves ``file`` at 0."""
+    scan = ByteScan()
     file.seek(0)
-    head = file.read(SNIFF_BYTES)
+    while block := file.read(1 << 20):
+        scan.feed(block)
     file.seek(0)
     try:
-        kinds = _kinds(file, head, filename, archive or ArchiveLimits())
+        return judge(scan, filename, allowed, archive, lambda: nullcontext(file))
     finally:
         file.seek(0)
+
+
+def judge(
+    scan: ByteScan,
+    filename: str,
+    allowed: Collection[str],
+    archive: ArchiveLimits | None,
+    open_zip: Callable[[], AbstractContextManager[IO[bytes]]],
+) -> str | None:
+    """``check_upload`` for bytes already scanned; ``open_zip`` opens them, seekable,
+    for a ZIP's central directory (nothing else is read again)."""
+    kinds = _kinds(scan, filename, archive or ArchiveLimits(), open_zip)
     if kinds is None:
         return None
     accepted = [k for k in kinds if k in allowed]
@@ -86,33 +149,23 @@ def check_upload(
 
 
 def _kinds(
-    file: IO[bytes], head: bytes, filename: str, archive: ArchiveLimits
+    scan: ByteScan,
+    filename: str,
+    archive: ArchiveLimits,
+    open_zip: Callable[[], AbstractContextManager[IO[bytes]]],
 ) -> tuple[str, ...] | None:
     """The formats the bytes may be (several only for an encrypted Office file)."""
+    head = scan.head
     for magic, what in _FOREIGN:
         if head.startswith(magic):
             raise RefusedUpload(f"this is {what}, not a document docindex indexes")
     if b"%PDF-" in head[:1024]:
         return (DocumentKind.PDF.value,)
     if head.startswith(b"PK\x03\x04"):
-        # From the central directory's fixed fields, before zipfile builds an object per
-        # entry (200k entries: seconds and hundreds of MB here).
-        try:
-            check_archive(file, archive)
-        except TooLarge as exc:
-            raise RefusedUpload(str(exc)) from exc
-        try:
-            names = zipfile.ZipFile(file).namelist()
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise RefusedUpload(
-                "this ZIP container cannot be read, so it is no Word, PowerPoint or Excel "
-                "document docindex can index"
-            ) from exc
-        if (kind := ooxml_kind(names)) is None:
-            raise RefusedUpload("this is a ZIP archive, not a Word, PowerPoint or Excel document")
-        return (kind.value,)
+        with open_zip() as file:
+            return (_ooxml(file, archive).value,)
     if head.startswith(_OLE2):
-        if _contains(file, _ENCRYPTED_PACKAGE):
+        if scan.encrypted_package:
             return tuple(k.value for k in _OFFICE)  # the run says it needs its password
         raise RefusedUpload(
             "this is a legacy binary Office file (.doc/.ppt/.xls); save it as .docx/.pptx/.xlsx"
@@ -128,35 +181,28 @@ def _kinds(
             f"{exc}: not PDF, Office, or UTF-8 text, so not a document docindex indexes"
         ) from exc
     # Text is judged by its head; the rest must be text too, or anything could follow it.
-    if not _all_text(file):
+    if not scan.all_text():
         raise RefusedUpload("text followed by binary data: not a document docindex indexes")
     return (kind.value,)
 
 
-def _all_text(file: IO[bytes], block: int = 1 << 20) -> bool:
-    """Whether the whole file is UTF-8 without NUL bytes, read a block at a time."""
-    file.seek(0)
-    decoder = codecs.getincrementaldecoder("utf-8")()
+def _ooxml(file: IO[bytes], archive: ArchiveLimits) -> DocumentKind:
+    # From the central directory's fixed fields, before zipfile builds an object per
+    # entry (200k entries: seconds and hundreds of MB here).
     try:
-        while data := file.read(block):
-            if b"\x00" in data:
-                return False
-            decoder.decode(data)
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _contains(file: IO[bytes], needle: bytes, block: int = 1 << 20) -> bool:
-    """Whether ``needle`` is anywhere in the file, read a block at a time."""
-    file.seek(0)
-    tail = b""
-    while data := file.read(block):
-        if needle in tail + data:
-            return True
-        tail = data[-len(needle) :]
-    return False
+        check_archive(file, archive)
+    except TooLarge as exc:
+        raise RefusedUpload(str(exc)) from exc
+    try:
+        names = zipfile.ZipFile(file).namelist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise RefusedUpload(
+            "this ZIP container cannot be read, so it is no Word, PowerPoint or Excel "
+            "document docindex can index"
+        ) from exc
+    if (kind := ooxml_kind(names)) is None:
+        raise RefusedUpload("this is a ZIP archive, not a Word, PowerPoint or Excel document")
+    return kind
 
 
 def clean_filename(raw: str | None) -> str:

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,13 @@ from temporalio.client import Client
 
 from activities.gc import GcInput
 from docindex import gc
-from docindex.blobstore import BlobStore, password_key, tenant_prefix, upload_key
+from docindex.blobstore import (
+    BlobStore,
+    incoming_key,
+    password_key,
+    tenant_prefix,
+    upload_key,
+)
 from docindex.config import Settings
 from docindex.runs import record_files
 from workflows.gc import GC_SCHEDULE_ID, GcWorkflow, ensure_gc_schedule
@@ -140,16 +146,18 @@ async def test_an_identical_upload_racing_a_delete_keeps_its_bytes(
     await wait_for_run(api, first["run_id"])
 
     store: BlobStore = api_app.state.resources.blobs
-    real_put_upload = store.put_upload
+    real_exists = store.exists
     stored, go = asyncio.Event(), asyncio.Event()
 
-    async def put_upload_then_wait(*args: Any, **kwargs: Any) -> tuple[str, str, int]:
-        result = await real_put_upload(*args, **kwargs)  # finds the bytes, stores nothing
-        stored.set()
-        await go.wait()
-        return result
+    async def found_then_wait(blob_key: str) -> bool:
+        found = await real_exists(blob_key)
+        if blob_key == key and not stored.is_set():  # finds the bytes, stores nothing
+            assert found
+            stored.set()
+            await go.wait()
+        return found
 
-    monkeypatch.setattr(store, "put_upload", put_upload_then_wait)
+    monkeypatch.setattr(store, "exists", found_then_wait)
     racing = asyncio.create_task(upload(api, "r-again.md", data))
     await asyncio.wait_for(stored.wait(), 30)
     document_id = first["documents"][0]["document_id"]
@@ -214,6 +222,24 @@ async def garbage_of_a_new_tenant(blobs: BlobStore) -> tuple[str, list[str], int
         await blobs.put(key, value)
     await blobs.put(f"{tenant_prefix(tenant)}notes/readme.txt", b"not docindex's to judge")
     return tenant, sorted(keys), sum(len(v) for v in keys.values())
+
+
+async def test_a_part_an_upload_streamed_in_is_collected_once_no_upload_can_need_it(
+    settings: Settings, api_app: Any
+) -> None:
+    """An API process that died between streaming a big file part and copying it into
+    place leaves it staged; the sweep frees it, but never while an upload may still be
+    about to copy it, even with a grace of 0."""
+    blobs = BlobStore.from_settings(settings)
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    key = incoming_key(tenant, uuid.uuid4().hex, 0)
+    await blobs.put(key, b"w" * 7)
+    pool = api_app.state.resources.pool
+    now = await gc.collect(pool, blobs, grace=timedelta(0), tenant=tenant)
+    assert (now.objects, now.young) == (0, 1) and await blobs.exists(key)
+    later = datetime.now(UTC) + gc.INCOMING_GRACE + timedelta(minutes=1)
+    freed = await gc.collect(pool, blobs, grace=timedelta(0), tenant=tenant, now=later)
+    assert freed.objects == 1 and not await blobs.exists(key)
 
 
 def run_cli(settings: Settings, *args: str) -> str:

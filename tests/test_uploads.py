@@ -8,6 +8,7 @@ import io
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -346,3 +347,138 @@ async def test_uploads_of_one_tenant_at_once_each_keep_their_own_bytes(
         finally:
             for run_id in runs:
                 await client.get_workflow_handle(run_workflow_id(run_id)).terminate("test over")
+
+
+def _multipart(boundary: str, filename: str) -> tuple[bytes, bytes]:
+    """The head of one file part and the body's end, around the file's bytes."""
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+        f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
+    return head, f"\r\n--{boundary}--\r\n".encode()
+
+
+def _staged(root: Path) -> list[Path]:
+    """What the blob store holds of uploads still being received."""
+    return [p for p in root.rglob("*") if p.is_file() and "incoming" in p.parts]
+
+
+async def test_a_big_file_streams_into_the_store_as_it_arrives_and_is_hashed_once(
+    settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    """Past 1 MiB a file part is written to the blob store while the request is still
+    coming in (not spooled, then read back to hash and store), and so is every file once
+    the request holds its memory budget (here none: a small note first); once the body has
+    ended and the files passed their checks they are the tenant's uploads, with the digest
+    of every byte that came, and nothing staged is left."""
+    blob_dir = tmp_path / "blobs"
+    note = f"# A short note {uuid.uuid4()}\n".encode()
+    line = b"a line of a long plain-text export, numbered and timestamped\n"
+    data = line * (12 * 1024 * 1024 // len(line)) + f"{uuid.uuid4()}\n".encode()
+    note_head, _ = _multipart("stream", "note.md")
+    head, tail = _multipart("stream", "export.txt")
+    staged_while_sending: list[list[int]] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        yield note_head + note + b"\r\n" + head
+        piece = 64 * 1024
+        for at in range(0, len(data), piece):
+            if at == 11 * 1024 * 1024:
+                await asyncio.sleep(0.2)  # let the server catch up with what it was sent
+                staged_while_sending.append(sorted(p.stat().st_size for p in _staged(blob_dir)))
+            yield data[at : at + piece]
+        yield tail
+
+    async with app_with(
+        settings,
+        client,
+        blob_url=blob_dir.as_uri(),
+        workflow_task_queue=f"nobody-{uuid.uuid4().hex[:6]}",
+        upload_memory_bytes=0,
+    ) as (app, http):
+        response = await http.post(
+            "/v1/documents",
+            content=body(),
+            headers={"Content-Type": "multipart/form-data; boundary=stream"},
+        )
+        assert response.status_code == 202, response.text
+        documents = response.json()["documents"]
+        await client.get_workflow_handle(response.json()["workflow_id"]).terminate("test over")
+        tenant = await app.state.resources.pool.fetchval(
+            "SELECT tenant_id FROM documents WHERE document_id = $1::uuid",
+            documents[0]["document_id"],
+        )
+        blobs = app.state.resources.blobs
+        stored_bytes = [
+            await blobs.get(upload_key(tenant, hashlib.sha256(each).hexdigest()))
+            for each in (note, data)
+        ]
+    # The note whole, and two of the store's 5 MiB parts of the export, before the end.
+    note_staged, export_staged = staged_while_sending[0]
+    assert note_staged == len(note) and export_staged >= 10 * 1024 * 1024
+    assert [d["sha256"] for d in documents] == [
+        hashlib.sha256(each).hexdigest() for each in (note, data)
+    ]
+    assert [d["size_bytes"] for d in documents] == [len(note), len(data)]
+    assert stored_bytes == [note, data]
+    assert _staged(blob_dir) == []
+
+
+async def test_big_files_are_judged_from_the_store_and_refused_ones_leave_nothing(
+    settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    """A big file is checked where it was streamed (a ZIP's directory read back in ranges,
+    text scanned to its last byte as it came); refused, or cut off before its end, it
+    leaves no byte in the store."""
+    blob_dir = tmp_path / "blobs"
+    filler = hashlib.sha256(uuid.uuid4().bytes).digest() * (3 * 1024 * 1024 // 32)
+
+    def archive(*members: str) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+            for name in members:
+                z.writestr(name, filler if name.endswith(".bin") else "<w:document/>")
+        return out.getvalue()
+
+    office = archive("[Content_Types].xml", "word/document.xml", "word/media/image1.bin")
+    not_office = archive("notes/readme.txt", "data/blob.bin")
+    text_then_binary = b"words\n" * (2 * 1024 * 1024 // 6) + b"\x00\x01binary"
+    async with app_with(
+        settings,
+        client,
+        blob_url=blob_dir.as_uri(),
+        workflow_task_queue=f"nobody-{uuid.uuid4().hex[:6]}",
+    ) as (app, http):
+        for name, data in (("bundle.docx", not_office), ("log.txt", text_then_binary)):
+            response = await http.post("/v1/documents", files={"files": (name, data)})
+            assert response.status_code == 415, (name, response.text)
+            assert response.json()["detail"].startswith(f"{name}: ")
+        assert [p for p in blob_dir.rglob("*") if p.is_file()] == []
+
+        # Cut off in the middle of a big file: no closing boundary, nothing kept.
+        head, _ = _multipart("cut", "cut.txt")
+        response = await http.post(
+            "/v1/documents",
+            content=head + b"x" * (7 * 1024 * 1024),
+            headers={"Content-Type": "multipart/form-data; boundary=cut"},
+        )
+        assert response.status_code == 400, response.text
+        assert [p for p in blob_dir.rglob("*") if p.is_file()] == []
+        # A form with no file in it is told what is missing, in the framework's shape.
+        response = await http.post(
+            "/v1/documents",
+            content=b'--f\r\nContent-Disposition: form-data; name="password"\r\n\r\nx\r\n--f--\r\n',
+            headers={"Content-Type": "multipart/form-data; boundary=f"},
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["body", "files"]
+        # Not multipart at all.
+        response = await http.post("/v1/documents", data={"files": "report.txt"})
+        assert response.status_code == 400, response.text
+
+        response = await http.post("/v1/documents", files={"files": ("report.docx", office)})
+        assert response.status_code == 202, response.text
+        await client.get_workflow_handle(response.json()["workflow_id"]).terminate("test over")
+        stored_keys = [o.key for o in await app.state.resources.blobs.list_objects()]
+    assert len(stored_keys) == 1 and stored_keys[0].endswith(hashlib.sha256(office).hexdigest())
+    assert _staged(blob_dir) == []

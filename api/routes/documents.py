@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import (
     APIRouter,
-    File,
-    Form,
     Header,
     HTTPException,
     Query,
+    Request,
     Response,
-    UploadFile,
     status,
 )
 from temporalio.service import RPCError
@@ -29,15 +28,26 @@ from workflows.starter import retry_run
 
 from ..deps import PrincipalDep, ResourcesDep
 from ..live import query_document
-from ..schemas import DocumentDetail, DocumentItem, DocumentPage, UploadAccepted, invalid, problems
-from ..services import uploads
-from ..services.uploads import IncomingFile
+from ..schemas import (
+    DocumentDetail,
+    DocumentItem,
+    DocumentPage,
+    Problem,
+    UploadAccepted,
+    invalid,
+    problems,
+)
+from ..services import incoming, uploads
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"], responses=problems(404, 409))
 
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     200: {"description": "Every file was already uploaded by this tenant; no run started"},
+    400: {
+        "model": Problem,
+        "description": "The body is not a well-formed multipart/form-data upload",
+    },
     413: {
         "description": "A file, the request or the number of files is over its limit, or the "
         "tenant's storage quota"
@@ -51,20 +61,50 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# The body is read by the route itself (api/services/incoming.py), so the framework does not
+# spool it; this is the schema the framework would give a ``list[UploadFile]`` and a form
+# field, for clients and the docs.
+_UPLOAD_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "title": "Upload",
+                "required": ["files"],
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "minItems": 1,
+                        "title": "Files",
+                        "description": "One or more files",
+                        "items": {"type": "string", "format": "binary"},
+                    },
+                    "password": {
+                        "type": "string",
+                        "title": "Password",
+                        "description": "Password of encrypted PDFs in this upload "
+                        "(kept out of history)",
+                    },
+                },
+            }
+        }
+    },
+}
+
+
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UploadAccepted,
     responses=_REFUSALS,
+    openapi_extra={"requestBody": _UPLOAD_BODY},
 )
 async def upload_documents(
+    request: Request,
     response: Response,
     res: ResourcesDep,
     principal: PrincipalDep,
-    files: list[UploadFile] = File(..., min_length=1, description="One or more files"),
-    password: str | None = Form(
-        None, description="Password of encrypted PDFs in this upload (kept out of history)"
-    ),
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -78,19 +118,33 @@ async def upload_documents(
 
     Files whose bytes this tenant already uploaded are not indexed again: the answer
     names the existing document (``duplicate: true``)."""
-    incoming = [IncomingFile(filename=f.filename, file=f.file, size=f.size) for f in files]
+    received: incoming.ReceivedUpload | None = None
     try:
-        answer = await uploads.upload_documents(
-            res, principal, incoming, password=password, idempotency_key=idempotency_key
+        received = await incoming.receive_upload(
+            request.stream(),
+            request.headers.get("content-type"),
+            settings=res.settings,
+            blobs=res.blobs,
+            tenant=principal.tenant_id,
         )
+        answer = await uploads.upload_documents(
+            res, principal, received, idempotency_key=idempotency_key
+        )
+    except incoming.NotAFormField as exc:
+        raise invalid(exc.where, str(exc)) from exc
     except uploads.UploadRefused as exc:
-        raise _http_error(exc) from exc
+        raise _http_error(exc, body_read=received is not None) from exc
+    finally:
+        if received is not None:
+            # Copied into place, or refused: a staged part is never needed again.
+            await asyncio.shield(received.discard(res.blobs))
     if answer.run_id is None:
         response.status_code = status.HTTP_200_OK
     return answer
 
 
 _REFUSED_STATUS: dict[type[uploads.UploadRefused], int] = {
+    uploads.MalformedUpload: status.HTTP_400_BAD_REQUEST,
     uploads.TooManyFiles: status.HTTP_413_CONTENT_TOO_LARGE,
     uploads.FileTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
     uploads.UnsupportedFile: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -101,10 +155,14 @@ _REFUSED_STATUS: dict[type[uploads.UploadRefused], int] = {
 }
 
 
-def _http_error(exc: uploads.UploadRefused) -> HTTPException:
+def _http_error(exc: uploads.UploadRefused, *, body_read: bool) -> HTTPException:
     retry_after_s = getattr(exc, "retry_after_s", None)
-    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
-    return HTTPException(_REFUSED_STATUS[type(exc)], str(exc), headers=headers)
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else {}
+    if not body_read:
+        # Refused part way through the body: the rest is never read, so the connection
+        # cannot carry another request.
+        headers["Connection"] = "close"
+    return HTTPException(_REFUSED_STATUS[type(exc)], str(exc), headers=headers or None)
 
 
 @router.get("", response_model=DocumentPage)

@@ -1,12 +1,14 @@
-"""The upload use case: check the files, store their bytes, record one run of the new ones
-with the pipeline spec they will be indexed with, and start its workflow.
+"""The upload use case: check the files, store their bytes, record one run of the new ones with
+the pipeline spec they will be indexed with, and start its workflow.
 
-Nothing is stored before the files are known to be formats docindex indexes (by their
-bytes) and the tenant is known to be within its quotas (active runs, documents in flight,
-stored bytes). Everything that decides what an upload becomes (a repeat of an
-Idempotency-Key, files the tenant already uploaded, its quotas) is then read and written
-again in a transaction under the tenant's run lock, so two uploads at once decide one
-after another; uploads of one tenant that arrive together share that transaction.
+The body was read once (``incoming``): each file hashed and scanned as it arrived, a big one
+streamed to a staging key of its request. Nothing becomes an upload before the files are
+known to be formats docindex indexes (by their bytes) and the tenant is known to be within
+its quotas (active runs, documents in flight, stored bytes). Everything that decides what an
+upload becomes (a repeat of an Idempotency-Key, files the tenant already uploaded, its
+quotas) is then read and written again in a transaction under the tenant's run lock, so two
+uploads at once decide one after another; uploads of one tenant that arrive together share
+that transaction.
 """
 
 from __future__ import annotations
@@ -17,15 +19,15 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO
 
 import asyncpg
 from temporalio.service import RPCError
 
 from docindex import intake, repository
 from docindex.auth import Principal
-from docindex.blobstore import password_key
+from docindex.blobstore import BlobStore, password_key, upload_key
 from docindex.config import Settings
+from docindex.filetypes import ZIP_MAGIC
 from docindex.gc import restore_uploads
 from docindex.ids import run_workflow_id
 from docindex.intake import StorageQuotaExceeded as StorageQuotaExceeded
@@ -35,34 +37,24 @@ from docindex.repository import DocumentRow, NewDocument, RunRow
 from docindex.repository.quotas import tenant_usage
 from docindex.spec import PipelineSpec
 from docindex.telemetry import current_trace_id
-from docindex.upload_check import RefusedUpload, check_upload, clean_filename
+from docindex.upload_check import RefusedUpload, judge
 from workflows.starter import start_run
 
 from ..deps import Resources
 from ..routes.metrics import DOCUMENTS_ACCEPTED, UPLOAD_BYTES, UPLOADS
 from ..schemas import AcceptedDocument, UploadAccepted
+from .incoming import FileTooLarge as FileTooLarge
+from .incoming import MalformedUpload as MalformedUpload
+from .incoming import NotAFormField as NotAFormField
+from .incoming import ReceivedFile, ReceivedUpload
+from .incoming import TooManyFiles as TooManyFiles
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class IncomingFile:
-    filename: str | None  # as the client named it
-    file: IO[bytes]
-    size: int | None  # as the client declared it, if it did
 
 
 # The upload is refused as a whole; nothing of it was recorded. The quota refusals are the
 # ones a source's sync meets too (docindex/intake.py).
 UploadRefused = intake.Refused
-
-
-class TooManyFiles(UploadRefused):
-    pass
-
-
-class FileTooLarge(UploadRefused):
-    pass
 
 
 class UnsupportedFile(UploadRefused):
@@ -76,8 +68,7 @@ class IdempotencyKeyReused(UploadRefused):
 async def upload_documents(
     res: Resources,
     principal: Principal,
-    files: Sequence[IncomingFile],
-    password: str | None = None,
+    received: ReceivedUpload,
     idempotency_key: str | None = None,
 ) -> UploadAccepted:
     """Store the files durably, record the new ones as a run and start its workflow.
@@ -88,8 +79,8 @@ async def upload_documents(
     or for a tenant that would pass one of its quotas."""
     settings = res.settings
     tenant = principal.tenant_id
-    names = [clean_filename(f.filename) for f in files]
-    digests, sizes = await _check(res, files, names)
+    files, password = received.files, received.password
+    digests, sizes = await _check(res, files)
     fingerprint = hashlib.sha256("\n".join([*digests, str(bool(password))]).encode()).hexdigest()
     # Everything read before the bytes are stored, on one pooled connection.
     async with res.pool.acquire() as conn:
@@ -120,14 +111,15 @@ async def upload_documents(
         secret_key = password_key(tenant, run_id)
         await res.blobs.put(secret_key, password.encode())
     candidates: dict[str, NewDocument] = {}
-    for upload, name, digest in zip(files, names, digests, strict=True):
-        if digest not in candidates:
-            key, sha256, size = await res.blobs.put_upload(tenant, upload.file, digest)
-            candidates[digest] = NewDocument(
+    for upload in files:
+        if upload.sha256 not in candidates:
+            key = upload_key(tenant, upload.sha256)
+            await _store(res.blobs, upload, key, if_new=True)
+            candidates[upload.sha256] = NewDocument(
                 document_id=str(uuid.uuid4()),
-                filename=name,
-                sha256=sha256,
-                size_bytes=size,
+                filename=upload.filename,
+                sha256=upload.sha256,
+                size_bytes=upload.size,
                 blob_key=key,
                 password_key=secret_key,
             )
@@ -159,8 +151,12 @@ async def upload_documents(
 
     # Our rows hold the bytes now; a collection that ran before they did may have taken
     # bytes we found stored (docindex/gc.py): store those again before anything reads them.
-    by_digest = dict(zip(digests, (f.file for f in files), strict=True))
-    await restore_uploads(res.blobs, tenant, {d: n.blob_key for d, n in new.items()}, by_digest)
+    by_digest = {f.sha256: f for f in files}
+
+    async def store_again(sha256: str, key: str) -> None:
+        await _store(res.blobs, by_digest[sha256], key, if_new=False)
+
+    await restore_uploads(res.blobs, tenant, {d: n.blob_key for d, n in new.items()}, store_again)
     documents = list(new.values())
     UPLOADS.inc()
     DOCUMENTS_ACCEPTED.inc(len(documents))
@@ -183,34 +179,44 @@ async def upload_documents(
     return _answer(run_id, digests, new, existing, trace_id)
 
 
-async def _check(
-    res: Resources, files: Sequence[IncomingFile], names: list[str]
-) -> tuple[list[str], dict[str, int]]:
+async def _check(res: Resources, files: Sequence[ReceivedFile]) -> tuple[list[str], dict[str, int]]:
     """Every file's sha256 and the size of each content, once all are checked: a refused
     request stores nothing."""
-    settings = res.settings
-    if len(files) > settings.max_files_per_request:
-        raise TooManyFiles(
-            f"{len(files)} files in one request; the limit is {settings.max_files_per_request}"
-        )
-    digests: list[str] = []
-    sizes: dict[str, int] = {}
-    for upload, name in zip(files, names, strict=True):
-        if upload.size is not None and upload.size > settings.max_upload_bytes:
-            raise FileTooLarge(
-                f"{name}: {upload.size} bytes exceeds the limit of "
-                f"{settings.max_upload_bytes} bytes"
-            )
+    for upload in files:
         try:
-            await asyncio.to_thread(
-                check_upload, upload.file, name, settings.allowed_types, settings.archive_limits
-            )
+            if upload.scan.head.startswith(ZIP_MAGIC):
+                # Its central directory is read (from the store, if it was staged).
+                await asyncio.to_thread(_judge, res, upload)
+            else:
+                _judge(res, upload)
         except RefusedUpload as exc:
-            raise UnsupportedFile(f"{name}: {exc}") from exc
-        digest, size = await asyncio.to_thread(_sha256, upload.file)
-        digests.append(digest)
-        sizes[digest] = size
-    return digests, sizes
+            raise UnsupportedFile(f"{upload.filename}: {exc}") from exc
+    return [f.sha256 for f in files], {f.sha256: f.size for f in files}
+
+
+def _judge(res: Resources, upload: ReceivedFile) -> None:
+    settings = res.settings
+    judge(
+        upload.scan,
+        upload.filename,
+        settings.allowed_types,
+        settings.archive_limits,
+        lambda: upload.opened(res.blobs),
+    )
+
+
+async def _store(blobs: BlobStore, upload: ReceivedFile, key: str, *, if_new: bool) -> None:
+    """The upload's bytes under ``key``: from memory, or copied from where they were
+    staged (inside the store). With ``if_new``, bytes already there are left as they are
+    (the key is their digest)."""
+    if upload.staged_key is not None:
+        if if_new:
+            await blobs.copy_new(upload.staged_key, key)
+        else:
+            await blobs.copy(upload.staged_key, key)
+    elif not (if_new and await blobs.exists(key)):
+        assert upload.data is not None
+        await blobs.put(key, upload.data)
 
 
 @dataclass(frozen=True)
@@ -338,15 +344,6 @@ async def _forget_password(res: Resources, secret_key: str | None) -> None:
     """No run of this upload was recorded: its password has nothing to open."""
     if secret_key is not None:
         await res.blobs.delete(secret_key)
-
-
-def _sha256(file: IO[bytes]) -> tuple[str, int]:
-    """The file's sha256 and size."""
-    file.seek(0)
-    digest = hashlib.file_digest(file, "sha256").hexdigest()
-    size = file.tell()
-    file.seek(0)
-    return digest, size
 
 
 def _answer(
