@@ -194,7 +194,7 @@ class PeakRss:
 
     def __exit__(self, *_: object) -> None:
         for name, pid in self.pids.items():
-            self.peaks[name] = sum(_proc_status_bytes(each, "VmHWM:") for each in _tree(pid))
+            self.peaks[name] = sum(proc_status_bytes(each, "VmHWM:") for each in _tree(pid))
 
 
 def _tree(pid: int) -> list[int]:
@@ -206,7 +206,7 @@ def _tree(pid: int) -> list[int]:
         return [pid]
 
 
-def _proc_status_bytes(pid: int, field_name: str) -> int:
+def proc_status_bytes(pid: int, field_name: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field_name):

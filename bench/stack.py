@@ -45,7 +45,7 @@ from workers.versioning import set_current_version
 BENCH_API_LIMITS = {
     "DOCINDEX_RATE_LIMIT": "1000000/minute",
     "DOCINDEX_TENANT_MAX_ACTIVE_RUNS": "100000",
-    "DOCINDEX_MAX_FILES_PER_REQUEST": "1000",  # the most there can be (multipart limit)
+    "DOCINDEX_MAX_FILES_PER_REQUEST": "1000",  # the most there can be
 }
 TERMINAL_DOC = ("completed", "failed", "cancelled", "quarantined")
 TERMINAL_RUN = ("completed", "completed_with_errors", "failed", "cancelled", "terminated")

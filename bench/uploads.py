@@ -1,4 +1,5 @@
-"""Figure 3: the upload API alone, 1 MB files at 1, 10 and 50 concurrent requests.
+"""Figure 3: the upload API alone, 1 MB files at 1, 10 and 50 concurrent requests, and big
+files (64 MiB, 2 at a time) for what the API spends per MB and holds in memory.
 
 The API under test starts its runs on a task queue no worker polls, so indexing does not
 compete with it for the CPU; the runs are terminated and deleted afterwards."""
@@ -13,12 +14,23 @@ from typing import Any
 
 import httpx
 
-from bench.common import UploadRefused, cpu_seconds, gather_limited, pct, synthetic_pdf, upload
+from bench.common import (
+    PeakRss,
+    UploadRefused,
+    cpu_seconds,
+    gather_limited,
+    pct,
+    proc_status_bytes,
+    synthetic_pdf,
+    upload,
+)
 from bench.context import Ctx
 from docindex.ids import run_workflow_id
 
 CONCURRENCY = (1, 10, 50)
 SIZE = 1024 * 1024
+BIG_SIZE = 64 * 1024 * 1024
+BIG_CONCURRENCY = 2
 
 
 async def measure(ctx: Ctx) -> dict[str, Any]:
@@ -78,10 +90,12 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
                     k: (cpu_after[k] - cpu_before.get(k, 0.0)) * 1000 / n for k in cpu_after
                 },
             }
+        big = await _big_files(ctx, http, headers, pids, runs, seed)
     await _clean_up(ctx, runs)
     return {
         "file_bytes": SIZE,
         "levels": levels,
+        "big": big,
         "rows": [
             (
                 f"{c} concurrent: p50/p95/p99",
@@ -98,7 +112,69 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
                 "",
             )
             for c, v in levels.items()
+        ]
+        + [
+            (
+                f"{BIG_SIZE // 2**20} MiB files, {BIG_CONCURRENCY} at a time",
+                f"p50 {big['p50_ms']:.0f} ms, {big['mb_per_s']:.0f} MB/s, API "
+                f"{big['cpu_ms_per_mb']['api']:.2f} ms CPU per MB, API resident "
+                f"{big['api_rss_before_mb']:.0f} MB before, {big['api_peak_rss_mb']:.0f} at "
+                f"its peak, {big['errors']} errors",
+                "0 errors",
+            )
         ],
+    }
+
+
+async def _big_files(
+    ctx: Ctx,
+    http: httpx.AsyncClient,
+    headers: dict[str, str],
+    pids: dict[str, int],
+    runs: list[str],
+    seed: int,
+) -> dict[str, Any]:
+    """Big uploads, a few at a time: the API's CPU per MB (hashing, format checks, the
+    blob store's writes) and its peak memory while they stream."""
+    n = 2 if ctx.quick else 3 * ctx.repeat
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+
+    async def one(i: int) -> None:
+        data = synthetic_pdf(seed + i, BIG_SIZE)
+        started = time.perf_counter()
+        try:
+            body = await upload(http, [("big.pdf", data)], headers, timeout_s=300)
+            latencies.append(time.perf_counter() - started)
+            if body.get("run_id"):
+                runs.append(body["run_id"])
+        except UploadRefused as exc:
+            errors[str(exc.status)] = errors.get(str(exc.status), 0) + 1
+        except httpx.HTTPError as exc:
+            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+
+    resident_before = proc_status_bytes(pids["api"], "VmRSS:")
+    cpu_before = cpu_seconds(pids, ctx.stack.root)
+    started = time.perf_counter()
+    with PeakRss(pids) as peak:
+        await gather_limited(BIG_CONCURRENCY, [one(i) for i in range(1, n + 1)])
+    wall = time.perf_counter() - started
+    cpu_after = cpu_seconds(pids, ctx.stack.root)
+    megabytes = n * BIG_SIZE / 2**20
+    return {
+        "requests": n,
+        "file_bytes": BIG_SIZE,
+        "concurrency": BIG_CONCURRENCY,
+        "p50_ms": pct(latencies, 50) * 1000,
+        "mb_per_s": megabytes / wall,
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        # Of each process, the client's included: it builds and sends the bodies.
+        "cpu_ms_per_mb": {
+            k: (cpu_after[k] - cpu_before.get(k, 0.0)) * 1000 / megabytes for k in cpu_after
+        },
+        "api_peak_rss_mb": peak.peaks.get("api", 0) / 2**20,
+        "api_rss_before_mb": resident_before / 2**20,
     }
 
 
