@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import obstore
-from obstore.exceptions import AlreadyExistsError, NotFoundError
+from obstore.exceptions import AlreadyExistsError, NotFoundError, NotSupportedError
 from obstore.store import LocalStore, from_url
 
 from docindex.config import Settings
@@ -52,6 +52,7 @@ class BlobStore:
     """
 
     def __init__(self, url: str | None, default_root: Path) -> None:
+        self._copy_if_absent = True  # until the store says it cannot
         if url is None:
             self.url = default_root.as_uri()
             self._store = LocalStore(default_root, mkdir=True)
@@ -83,11 +84,21 @@ class BlobStore:
 
     async def copy_new(self, source: str, key: str) -> bool:
         """Copy ``source`` to ``key`` inside the store unless ``key`` exists (a hard link
-        on a local directory, a server-side copy on S3); whether it copied."""
-        try:
-            await obstore.copy_async(self._store, source, key, overwrite=False)
-        except AlreadyExistsError:
+        on a local directory, a server-side copy on S3); whether it copied. Meant for
+        content-addressed keys: where the store cannot copy only-if-absent (S3 without a
+        configured method), two copies racing write the same bytes."""
+        if self._copy_if_absent:
+            try:
+                await obstore.copy_async(self._store, source, key, overwrite=False)
+            except AlreadyExistsError:
+                return False
+            except NotSupportedError:
+                self._copy_if_absent = False
+            else:
+                return True
+        if await self.exists(key):
             return False
+        await self.copy(source, key)
         return True
 
     async def copy(self, source: str, key: str) -> None:

@@ -266,3 +266,34 @@ async def test_s3_config_comes_from_env(
     with pytest.raises(Exception, match=r"(?i)scheme|http"):
         await blobs.put("k", b"v")
     assert bucket_keys(s3_client, bucket) == []
+
+
+async def test_a_streamed_write_becomes_an_object_when_closed_and_copies_only_if_new(
+    case: Case,
+) -> None:
+    """What an upload's big file part goes through (api/services/incoming.py): written in
+    parts as it arrives, visible once closed, read back in ranges as a seekable file, and
+    copied to its content key unless that is there already; on S3 a multipart upload."""
+    data = payload(LARGE, seed=7)
+    writer = case.blobs.open_writer("incoming/part", 5 * 1024 * 1024)
+    for at in range(0, len(data), 1024 * 1024):
+        await writer.write(data[at : at + 1024 * 1024])
+    assert not await case.blobs.exists("incoming/part")
+    await writer.close()
+    assert await case.blobs.get("incoming/part") == data
+
+    with case.blobs.open_reader("incoming/part") as file:
+        file.seek(-100, io.SEEK_END)
+        assert file.read() == data[-100:]
+        file.seek(5 * 1024 * 1024 - 10)
+        assert file.read(20) == data[5 * 1024 * 1024 - 10 : 5 * 1024 * 1024 + 10]
+
+    assert await case.blobs.copy_new("incoming/part", "uploads/one")
+    await case.blobs.put("uploads/two", b"already stored")
+    assert not await case.blobs.copy_new("incoming/part", "uploads/two")
+    assert await case.blobs.get("uploads/two") == b"already stored"
+    await case.blobs.copy("incoming/part", "uploads/two")
+    await case.blobs.delete("incoming/part")
+    assert await case.blobs.get("uploads/one") == data
+    assert await case.blobs.get("uploads/two") == data
+    assert case.stored_keys() == ["uploads/one", "uploads/two"]

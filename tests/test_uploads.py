@@ -23,6 +23,12 @@ from docindex.spec import resolve_spec
 
 from .conftest import TenantClient
 from .helpers import app_with, wait_for_run
+from .test_blobstore import bucket_keys, new_bucket
+
+# moto's S3 and the production configuration, as fixtures of this module too.
+from .test_blobstore import s3_client as s3_client
+from .test_blobstore import s3_endpoint as s3_endpoint
+from .test_blobstore import s3_env as s3_env
 
 
 def text(words: str) -> bytes:
@@ -482,3 +488,41 @@ async def test_big_files_are_judged_from_the_store_and_refused_ones_leave_nothin
         stored_keys = [o.key for o in await app.state.resources.blobs.list_objects()]
     assert len(stored_keys) == 1 and stored_keys[0].endswith(hashlib.sha256(office).hexdigest())
     assert _staged(blob_dir) == []
+
+
+async def test_big_files_stream_into_s3_and_are_copied_into_place_there(
+    settings: Settings, client: Client, s3_client: Any, s3_env: None
+) -> None:
+    """The same path on S3 (moto, configured as production configures MinIO): a big part
+    is a multipart upload while the body comes, a ZIP's directory is read back in ranges,
+    the checked part is copied server-side to its content key, and nothing staged stays."""
+    bucket = new_bucket(s3_client)
+    filler = hashlib.sha256(uuid.uuid4().bytes).digest() * (7 * 1024 * 1024 // 32)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("word/document.xml", "<w:document/>")
+        z.writestr("word/media/image1.bin", filler)
+    office = archive.getvalue()
+    export = b"an exported line of text\n" * (2 * 1024 * 1024 // 25)
+    async with app_with(
+        settings,
+        client,
+        blob_url=f"s3://{bucket}/blobs",
+        workflow_task_queue=f"nobody-{uuid.uuid4().hex[:6]}",
+    ) as (app, http):
+        response = await http.post(
+            "/v1/documents",
+            files=[("files", ("report.docx", office)), ("files", ("export.txt", export))],
+        )
+        assert response.status_code == 202, response.text
+        await client.get_workflow_handle(response.json()["workflow_id"]).terminate("test over")
+        blobs = app.state.resources.blobs
+        tenant = await app.state.resources.pool.fetchval(
+            "SELECT tenant_id FROM documents WHERE document_id = $1::uuid",
+            response.json()["documents"][0]["document_id"],
+        )
+        for data in (office, export):
+            assert await blobs.get(upload_key(tenant, hashlib.sha256(data).hexdigest())) == data
+    keys = bucket_keys(s3_client, bucket)
+    assert len(keys) == 2 and not [k for k in keys if "/incoming/" in k], keys
