@@ -11,10 +11,11 @@ What nothing references any more is collected by ``docindex.gc``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -53,15 +54,20 @@ class BlobStore:
 
     def __init__(self, url: str | None, default_root: Path) -> None:
         self._copy_if_absent = True  # until the store says it cannot
+        # The directory of a local store: where a write cut off by a crash leaves a part
+        # file the store's listing does not show (``unfinished_writes``).
+        self.local_root: Path | None = None
         if url is None:
             self.url = default_root.as_uri()
-            self._store = LocalStore(default_root, mkdir=True)
+            self.local_root = default_root
         else:
             self.url = url
             if url.startswith("file://"):
-                self._store = LocalStore(Path(url.removeprefix("file://")), mkdir=True)
-            else:
-                self._store = from_url(url)
+                self.local_root = Path(url.removeprefix("file://"))
+        if self.local_root is not None:
+            self._store: Any = LocalStore(self.local_root, mkdir=True)
+        else:
+            self._store = from_url(url)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BlobStore:
@@ -148,6 +154,20 @@ class BlobStore:
                 StoredObject(key=m["path"], size=m["size"], last_modified=m["last_modified"])
                 for m in batch
             )
+        return found
+
+    def unfinished_writes(self, prefix: str) -> list[tuple[Path, int, datetime]]:
+        """Part files of streamed writes under ``prefix`` that never completed (the
+        process died mid-write), with their size and age, on a local store: its listing
+        hides them. An object store keeps such parts as incomplete multipart uploads,
+        which its own lifecycle rules remove."""
+        if self.local_root is None:
+            return []
+        found = []
+        for path in self.local_root.glob(f"{prefix}**/*#*"):
+            with contextlib.suppress(FileNotFoundError):
+                stat = path.stat()
+                found.append((path, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
         return found
 
     async def put_upload(

@@ -147,6 +147,7 @@ async def collect(
             report.young += 1
             continue
         groups[blob.tenant].append((blob, o))
+    await _unfinished_writes(blobs, tenant, now, dry_run, report)
     for owner, found in groups.items():
         for i in range(0, len(found), _BATCH):
             batch = found[i : i + _BATCH]
@@ -165,6 +166,24 @@ async def collect(
             len(report.tenants),
         )
     return report
+
+
+async def _unfinished_writes(
+    blobs: BlobStore, tenant: str | None, now: datetime, dry_run: bool, report: GcReport
+) -> None:
+    """Part files an upload's big file left when its API died mid-body (a local store
+    only; its listing does not show them), once no upload can be writing them."""
+    prefixes = [f"{tenant_prefix(tenant)}incoming/"] if tenant else ["t/*/incoming/"]
+    for prefix in prefixes:
+        for path, size, modified in blobs.unfinished_writes(prefix):
+            if now - modified < INCOMING_GRACE:
+                report.young += 1
+                continue
+            assert blobs.local_root is not None
+            owner = unquote(path.relative_to(blobs.local_root).parts[1])
+            if not dry_run:
+                path.unlink(missing_ok=True)
+            report.add(owner, [StoredObject(key=str(path), size=size, last_modified=modified)])
 
 
 async def _unheld(

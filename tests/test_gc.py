@@ -228,18 +228,25 @@ async def test_a_part_an_upload_streamed_in_is_collected_once_no_upload_can_need
     settings: Settings, api_app: Any
 ) -> None:
     """An API process that died between streaming a big file part and copying it into
-    place leaves it staged; the sweep frees it, but never while an upload may still be
-    about to copy it, even with a grace of 0."""
+    place leaves it staged, and one that died in the middle of the part leaves the local
+    store's unfinished part file (which its listing hides); the sweep frees both, but
+    never while an upload may still be writing or copying them, even with a grace of 0."""
     blobs = BlobStore.from_settings(settings)
+    assert blobs.local_root is not None
     tenant = f"t-{uuid.uuid4().hex[:10]}"
     key = incoming_key(tenant, uuid.uuid4().hex, 0)
     await blobs.put(key, b"w" * 7)
+    cut_off = blobs.local_root / f"{incoming_key(tenant, uuid.uuid4().hex, 0)}#1"
+    cut_off.parent.mkdir(parents=True)
+    cut_off.write_bytes(b"p" * 5)
+    assert not [o for o in await blobs.list_objects(tenant_prefix(tenant)) if "#" in o.key]
     pool = api_app.state.resources.pool
     now = await gc.collect(pool, blobs, grace=timedelta(0), tenant=tenant)
-    assert (now.objects, now.young) == (0, 1) and await blobs.exists(key)
+    assert (now.objects, now.young) == (0, 2) and await blobs.exists(key) and cut_off.exists()
     later = datetime.now(UTC) + gc.INCOMING_GRACE + timedelta(minutes=1)
     freed = await gc.collect(pool, blobs, grace=timedelta(0), tenant=tenant, now=later)
-    assert freed.objects == 1 and not await blobs.exists(key)
+    assert (freed.objects, freed.bytes) == (2, 12)
+    assert not await blobs.exists(key) and not cut_off.exists()
 
 
 def run_cli(settings: Settings, *args: str) -> str:
