@@ -161,6 +161,24 @@ async def test_an_upload_stops_the_moment_a_file_passes_its_limit(
     assert files_in(blob_dir) == []
 
 
+async def test_an_upload_part_with_endless_headers_is_cut_off(
+    settings: Settings, client: Client, blob_dir: Path
+) -> None:
+    """The upload route parses its own body: a part whose header never ends (a file name
+    of megabytes) is refused once it passes the parser's 4 KiB a header line, not held in
+    memory to the request's limit."""
+    async with app_with(
+        settings, client, max_request_bytes=1024**3, blob_url=blob_dir.as_uri()
+    ) as (_, http):
+        head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="'
+        endless = Body(head=head.encode(), total=50 * 1024 * 1024)
+        response = await http.post("/v1/documents", content=endless, headers=MULTIPART)
+        assert response.status_code == 400, response.text
+        assert "header size exceeded" in response.json()["detail"]
+        assert endless.sent <= 4 * 1024 + 2 * CHUNK + len(head)
+    assert files_in(blob_dir) == []
+
+
 async def test_a_trickling_body_gets_408(settings: Settings, client: Client) -> None:
     async with app_with(settings, client, body_timeout_s=0.5, upload_timeout_s=1.0) as (_, http):
         started = time.monotonic()
