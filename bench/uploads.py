@@ -57,22 +57,13 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
             seed += n + 1
             latencies: list[float] = []
             errors: dict[str, int] = {}
-
-            async def one(data: bytes, latencies: list[float] = latencies, errors=errors) -> None:
-                started = time.perf_counter()
-                try:
-                    body = await upload(http, [("upload.pdf", data)], headers, timeout_s=120)
-                    latencies.append(time.perf_counter() - started)
-                    if body.get("run_id"):
-                        runs.append(body["run_id"])
-                except UploadRefused as exc:
-                    errors[str(exc.status)] = errors.get(str(exc.status), 0) + 1
-                except httpx.HTTPError as exc:
-                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-
+            timed = [
+                _timed_upload(http, headers, "upload.pdf", data, 120, latencies, errors, runs)
+                for data in files
+            ]
             cpu_before = cpu_seconds(pids, ctx.stack.root)
             started = time.perf_counter()
-            await gather_limited(c, [one(d) for d in files])
+            await gather_limited(c, timed)
             wall = time.perf_counter() - started
             cpu_after = cpu_seconds(pids, ctx.stack.root)
             levels[str(c)] = {
@@ -141,17 +132,8 @@ async def _big_files(
     errors: dict[str, int] = {}
 
     async def one(i: int) -> None:
-        data = synthetic_pdf(seed + i, BIG_SIZE)
-        started = time.perf_counter()
-        try:
-            body = await upload(http, [("big.pdf", data)], headers, timeout_s=300)
-            latencies.append(time.perf_counter() - started)
-            if body.get("run_id"):
-                runs.append(body["run_id"])
-        except UploadRefused as exc:
-            errors[str(exc.status)] = errors.get(str(exc.status), 0) + 1
-        except httpx.HTTPError as exc:
-            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+        data = synthetic_pdf(seed + i, BIG_SIZE)  # made as it is sent: 64 MiB each
+        await _timed_upload(http, headers, "big.pdf", data, 300, latencies, errors, runs)
 
     resident_before = proc_status_bytes(pids["api"], "VmRSS:")
     cpu_before = cpu_seconds(pids, ctx.stack.root)
@@ -176,6 +158,29 @@ async def _big_files(
         "api_peak_rss_mb": peak.peaks.get("api", 0) / 2**20,
         "api_rss_before_mb": resident_before / 2**20,
     }
+
+
+async def _timed_upload(
+    http: httpx.AsyncClient,
+    headers: dict[str, str],
+    name: str,
+    data: bytes,
+    timeout_s: float,
+    latencies: list[float],
+    errors: dict[str, int],
+    runs: list[str],
+) -> None:
+    """One upload: its latency, or its error by kind; the run it started, to clean up."""
+    started = time.perf_counter()
+    try:
+        body = await upload(http, [(name, data)], headers, timeout_s=timeout_s)
+        latencies.append(time.perf_counter() - started)
+        if body.get("run_id"):
+            runs.append(body["run_id"])
+    except UploadRefused as exc:
+        errors[str(exc.status)] = errors.get(str(exc.status), 0) + 1
+    except httpx.HTTPError as exc:
+        errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
 
 
 async def _clean_up(ctx: Ctx, runs: list[str]) -> None:
