@@ -478,6 +478,21 @@ async def test_big_files_are_judged_from_the_store_and_refused_ones_leave_nothin
         )
         assert response.status_code == 422, response.text
         assert response.json()["detail"][0]["loc"] == ["body", "files"]
+        # A file where the password goes, or a field where files go: told which, once the
+        # body is read (the connection stays usable), and nothing kept.
+        response = await http.post(
+            "/v1/documents",
+            files=[("files", ("a.txt", b"words")), ("password", ("p.txt", b"secret"))],
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["body", "password"]
+        response = await http.post(
+            "/v1/documents",
+            content=b'--f\r\nContent-Disposition: form-data; name="files"\r\n\r\nx\r\n--f--\r\n',
+            headers={"Content-Type": "multipart/form-data; boundary=f"},
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["body", "files"]
         # Not multipart at all.
         response = await http.post("/v1/documents", data={"files": "report.txt"})
         assert response.status_code == 400, response.text

@@ -133,6 +133,7 @@ class _Reader:
         self.first_open = 0  # parts end in order: those before this one are done with
         self.held = 0  # bytes of ended parts kept in memory
         self.refusal: intake.Refused | None = None
+        self.invalid: NotAFormField | None = None
         self.ended = False
         self._field = b""
         self._value = b""
@@ -199,6 +200,7 @@ class _Reader:
             self._password += data[start:end]
             if len(self._password) > _MAX_FIELD_BYTES:
                 self._refuse(NotAFormField(("body", "password"), "The password is too long"))
+                self._password = None
             return
         part = self._part
         if part is None:
@@ -231,7 +233,11 @@ class _Reader:
         self.ended = True
 
     def _refuse(self, refusal: intake.Refused) -> None:
-        if self.refusal is None:
+        if isinstance(refusal, NotAFormField):
+            # A client's mistake, not a limit: answered once the body is read, so the
+            # connection stays usable (its data is skipped meanwhile).
+            self.invalid = self.invalid or refusal
+        elif self.refusal is None:
             self.refusal = refusal
 
 
@@ -265,6 +271,8 @@ async def receive_upload(
         parser.finalize()
         if not reader.ended:
             raise MalformedUpload("the multipart body ended before its closing boundary")
+        if reader.invalid is not None:
+            raise reader.invalid
         if not reader.parts:
             raise NotAFormField(("body", "files"), "Field required")
         await _stage(reader, blobs, tenant, request_id, final=True)
