@@ -19,8 +19,8 @@ import asyncio
 import hashlib
 import io
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
@@ -78,22 +78,15 @@ class ReceivedFile:
     data: bytes | None = None
     staged_key: str | None = None
 
-    def opened(self, blobs: BlobStore) -> AbstractContextManager[IO[bytes]]:
+    @contextmanager
+    def opened(self, blobs: BlobStore) -> Iterator[IO[bytes]]:
         """The bytes, seekable (read only where a ZIP's directory is checked)."""
-        return _opened(self, blobs)
-
-
-@contextmanager
-def _opened(received: ReceivedFile, blobs: BlobStore) -> Any:
-    if received.data is not None:
-        yield io.BytesIO(received.data)
-        return
-    assert received.staged_key is not None
-    reader = blobs.open_reader(received.staged_key)
-    try:
-        yield reader
-    finally:
-        reader.close()
+        if self.data is not None:
+            yield io.BytesIO(self.data)
+            return
+        assert self.staged_key is not None
+        with blobs.open_reader(self.staged_key) as reader:
+            yield reader
 
 
 @dataclass
