@@ -364,6 +364,16 @@ def _multipart(boundary: str, filename: str) -> tuple[bytes, bytes]:
     return head, f"\r\n--{boundary}--\r\n".encode()
 
 
+async def _form_field(http: httpx.AsyncClient, name: str) -> httpx.Response:
+    """An upload whose only part is a plain form field called ``name``."""
+    part = f'--f\r\nContent-Disposition: form-data; name="{name}"\r\n\r\nx\r\n--f--\r\n'
+    return await http.post(
+        "/v1/documents",
+        content=part.encode(),
+        headers={"Content-Type": "multipart/form-data; boundary=f"},
+    )
+
+
 def _staged(root: Path) -> list[Path]:
     """What the blob store holds of uploads still being received."""
     return [p for p in root.rglob("*") if p.is_file() and "incoming" in p.parts]
@@ -471,26 +481,18 @@ async def test_big_files_are_judged_from_the_store_and_refused_ones_leave_nothin
         assert response.status_code == 400, response.text
         assert [p for p in blob_dir.rglob("*") if p.is_file()] == []
         # A form with no file in it is told what is missing, in the framework's shape.
-        response = await http.post(
-            "/v1/documents",
-            content=b'--f\r\nContent-Disposition: form-data; name="password"\r\n\r\nx\r\n--f--\r\n',
-            headers={"Content-Type": "multipart/form-data; boundary=f"},
-        )
+        response = await _form_field(http, "password")
         assert response.status_code == 422, response.text
         assert response.json()["detail"][0]["loc"] == ["body", "files"]
-        # A file where the password goes, or a field where files go: told which, once the
-        # body is read (the connection stays usable), and nothing kept.
+        # A file where the password goes, or a field where files go: told which, and
+        # nothing kept.
         response = await http.post(
             "/v1/documents",
             files=[("files", ("a.txt", b"words")), ("password", ("p.txt", b"secret"))],
         )
         assert response.status_code == 422, response.text
         assert response.json()["detail"][0]["loc"] == ["body", "password"]
-        response = await http.post(
-            "/v1/documents",
-            content=b'--f\r\nContent-Disposition: form-data; name="files"\r\n\r\nx\r\n--f--\r\n',
-            headers={"Content-Type": "multipart/form-data; boundary=f"},
-        )
+        response = await _form_field(http, "files")
         assert response.status_code == 422, response.text
         assert response.json()["detail"][0]["loc"] == ["body", "files"]
         # Not multipart at all.
