@@ -1,13 +1,18 @@
 """Figure 3: the upload API alone, 1 MB files at 1, 10 and 50 concurrent requests, and big
-files (64 MiB, 2 at a time) for what the API spends per MB and holds in memory.
+files (64 MiB, 2 at a time) for what the API spends per MB and holds in memory; then 50 at
+a time again while a run indexes on the same cores.
 
-The API under test starts its runs on a task queue no worker polls, so indexing does not
-compete with it for the CPU; the runs are terminated and deleted afterwards."""
+For the first levels the API under test starts its runs on a task queue no worker polls, so
+indexing does not compete with it for the CPU; the runs are terminated and deleted
+afterwards. The last level is the opposite: the workers are busy with a run (the corpus's
+documents when it is there, else 500 synthetic PDFs and notes as ``make load`` makes) and
+index what the level uploads too, as a production API beside its workers would."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from typing import Any
@@ -15,22 +20,30 @@ from typing import Any
 import httpx
 
 from bench.common import (
+    MissingInput,
     PeakRss,
     UploadRefused,
+    corpus_files,
     cpu_seconds,
     gather_limited,
     pct,
     proc_status_bytes,
     synthetic_pdf,
+    tiny_markdown,
     upload,
 )
 from bench.context import Ctx
+from bench.stack import TERMINAL_RUN
 from docindex.ids import run_workflow_id
 
 CONCURRENCY = (1, 10, 50)
 SIZE = 1024 * 1024
 BIG_SIZE = 64 * 1024 * 1024
 BIG_CONCURRENCY = 2
+BUSY_CONCURRENCY = 50
+BUSY_REQUESTS = 150
+# The background run without the corpus: what ``make load`` indexes.
+BUSY_SYNTHETIC_DOCUMENTS = 500
 
 
 async def measure(ctx: Ctx) -> dict[str, Any]:
@@ -83,10 +96,12 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
             }
         big = await _big_files(ctx, http, headers, pids, runs, seed)
     await _clean_up(ctx, runs)
+    busy = await _while_indexing(ctx, seed + 1_000)
     return {
         "file_bytes": SIZE,
         "levels": levels,
         "big": big,
+        "while_indexing": busy,
         "rows": [
             (
                 f"{c} concurrent: p50/p95/p99",
@@ -112,7 +127,14 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
                 f"{big['api_rss_before_mb']:.0f} MB before, {big['api_peak_rss_mb']:.0f} at "
                 f"its peak, {big['errors']} errors",
                 "0 errors",
-            )
+            ),
+            (
+                f"{BUSY_CONCURRENCY} concurrent while a run of {busy['run_documents']} "
+                "indexes: p50/p95/p99",
+                f"{busy['p50_ms']:.0f}/{busy['p95_ms']:.0f}/{busy['p99_ms']:.0f} ms, "
+                f"{busy['errors']} errors, run open throughout: {busy['run_open_throughout']}",
+                "0 errors",
+            ),
         ],
     }
 
@@ -158,6 +180,101 @@ async def _big_files(
         "api_peak_rss_mb": peak.peaks.get("api", 0) / 2**20,
         "api_rss_before_mb": resident_before / 2**20,
     }
+
+
+async def _while_indexing(ctx: Ctx, seed: int) -> dict[str, Any]:
+    """50 uploads at a time while the workers index a run on the same cores, and index
+    these uploads too: whether indexing starves the API (the workers that parse and embed
+    run at a lower priority). Every document of both ends terminal before it returns."""
+    await ctx.service()
+    url = await ctx.api()
+    pids = ctx.worker_pids() | {"api": ctx.api_pid()}
+    headers = await ctx.stack.api_headers(f"bench-busy-{uuid.uuid4().hex[:6]}")
+    background = _background(ctx, seed)
+    ctx.stack.forget_artifacts()  # parsed, chunked and embedded afresh, not from a cache
+    n = 10 if ctx.quick else BUSY_REQUESTS
+    files = [synthetic_pdf(seed + 20_000 + i, SIZE) for i in range(n)]
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    runs: list[str] = []
+    limits = httpx.Limits(max_connections=BUSY_CONCURRENCY, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=url, limits=limits) as http:
+        body = await upload(http, background, headers)
+        run_id, documents = body["run_id"], [d["document_id"] for d in body["documents"]]
+        # Until the workers are at it: the first document has left the queue.
+        await _until_started(ctx, documents)
+        load_before = list(os.getloadavg())
+        cpu_before = cpu_seconds(pids, ctx.stack.root)
+        started = time.perf_counter()
+        await gather_limited(
+            BUSY_CONCURRENCY,
+            [
+                _timed_upload(http, headers, "upload.pdf", data, 300, latencies, errors, runs)
+                for data in files
+            ],
+        )
+        wall = time.perf_counter() - started
+        cpu_after = cpu_seconds(pids, ctx.stack.root)
+        still_open = (
+            await ctx.stack.pool.fetchval(
+                "SELECT status FROM runs WHERE run_id = $1", uuid.UUID(run_id)
+            )
+            not in TERMINAL_RUN
+        )
+    uploaded = [
+        str(r["document_id"])
+        for r in await ctx.stack.pool.fetch(
+            "SELECT document_id FROM documents WHERE run_id = ANY($1::uuid[])",
+            [uuid.UUID(r) for r in runs],
+        )
+    ]
+    status = await ctx.stack.wait_documents(documents + uploaded, timeout_s=3600, every_s=0.5)
+    by_status: dict[str, int] = {}
+    for s in status.values():
+        by_status[s] = by_status.get(s, 0) + 1
+    return {
+        "requests": n,
+        "concurrency": BUSY_CONCURRENCY,
+        "run_documents": len(documents),
+        "run_open_throughout": still_open,
+        "p50_ms": pct(latencies, 50) * 1000,
+        "p95_ms": pct(latencies, 95) * 1000,
+        "p99_ms": pct(latencies, 99) * 1000,
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "uploads_per_s": n / wall,
+        "load_before": load_before,
+        "cpu_s_per_s": {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / wall for k in cpu_after},
+        "statuses": by_status,
+    }
+
+
+def _background(ctx: Ctx, seed: int) -> list[tuple[str, bytes]]:
+    """The run the workers index meanwhile: the corpus, else what ``make load`` indexes."""
+    try:
+        return [(p.name, p.read_bytes()) for p in corpus_files(ctx.corpus)]
+    except MissingInput:
+        count = 50 if ctx.quick else BUSY_SYNTHETIC_DOCUMENTS
+        return [
+            (f"doc-{i}.pdf", synthetic_pdf(seed + i))
+            if i % 2
+            else (f"doc-{i}.md", tiny_markdown(seed + i))
+            for i in range(count)
+        ]
+
+
+async def _until_started(ctx: Ctx, documents: list[str], timeout_s: float = 120.0) -> None:
+    ids = [uuid.UUID(d) for d in documents]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await ctx.stack.pool.fetchval(
+            "SELECT count(*) FROM documents WHERE document_id = ANY($1::uuid[])"
+            " AND status <> 'queued'",
+            ids,
+        ):
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the run's documents did not start")
 
 
 async def _timed_upload(
