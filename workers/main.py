@@ -24,6 +24,7 @@ from docindex.telemetry import setup_tracing
 from docindex.temporal_client import connect
 
 from .factory import Queue, build_workers
+from .priority import yield_cores
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,9 @@ log = logging.getLogger(__name__)
 async def run_worker(queue: Queue, settings: Settings) -> None:
     if settings.database_url is None and queue is Queue.WORKFLOW:
         raise SystemExit("DOCINDEX_DATABASE_URL is required for a worker")
-    if queue in (Queue.CPU, Queue.LARGE, Queue.GPU) and settings.worker_nice:
+    if queue in (Queue.CPU, Queue.LARGE, Queue.GPU):
         # Before any parse process starts: they inherit it.
-        os.nice(settings.worker_nice)
+        yield_cores(settings.worker_nice, settings.worker_idle_policy)
     setup_tracing(f"docindex-worker-{queue.value}")
     # Prometheus: the SDK's metrics and ours, on DOCINDEX_METRICS_PORT when set.
     client = await connect(settings, runtime=worker_runtime(settings.metrics_port))
