@@ -342,13 +342,6 @@ class Settings(BaseSettings):
         "someone waits on when they share a machine (the API answering an upload, the workflow "
         "worker and Temporal moving documents along). 0 = as started",
     )
-    worker_idle_policy: bool = Field(
-        default=True,
-        description="On Linux, the CPU, large and GPU workers (and their parse processes) "
-        "also run under SCHED_IDLE: a core only when nothing at normal priority wants it, "
-        "and given up at once to a task that wakes (an upload, a workflow task); with spare "
-        "cores they run as fast as before. False = niceness alone",
-    )
     worker_graceful_shutdown_s: float = Field(
         default=20.0,
         ge=0,

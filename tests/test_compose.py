@@ -177,6 +177,17 @@ def test_workers_are_scalable() -> None:
     assert _command(services["gpu-worker"])[-2:] == ["--queue", "gpu"]
 
 
+def test_parsing_and_embedding_yield_the_host_cpu_to_what_requests_wait_on() -> None:
+    """On one host each container is its own cgroup: the workers' SCHED_IDLE counts only
+    inside theirs, so their CPU weight is what puts them behind the API and Temporal."""
+    services = _services()
+    default = 1024
+    for name in ("cpu-worker", "gpu-worker"):
+        assert int(services[name].get("cpu_shares", default)) < default // 8, name
+    for name in ("api", "workflow-worker", "temporal", "postgres"):
+        assert int(services[name].get("cpu_shares", default)) >= default, name
+
+
 def test_gpu_worker_reserves_an_nvidia_gpu() -> None:
     devices = _services()["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert any(

@@ -1,5 +1,5 @@
-"""Workers that parse and embed lower every thread they have, and what they start after
-inherits it (workers/priority.py)."""
+"""Workers that parse and embed lower the niceness of every thread they have, and what they
+start after inherits it (workers/priority.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.skipif(
-    not Path("/proc/self/task").is_dir() or not hasattr(os, "SCHED_IDLE"),
-    reason="per-thread priorities and SCHED_IDLE are Linux's",
+    not Path("/proc/self/task").is_dir(), reason="per-thread niceness is Linux's"
 )
 
 # A thread started before the call (as a library's pool would be at import), the call, then
@@ -21,12 +20,12 @@ pytestmark = pytest.mark.skipif(
 PROGRAM = textwrap.dedent(
     """
     import subprocess, sys, threading
-    from workers.priority import yield_cores
+    from workers.priority import lower_priority
 
     hold = threading.Event()
     early = threading.Thread(target=hold.wait, daemon=True)
     early.start()
-    yield_cores({nice}, {idle})
+    lower_priority({nice})
     late = threading.Thread(target=hold.wait, daemon=True)
     late.start()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -37,10 +36,10 @@ PROGRAM = textwrap.dedent(
 )
 
 
-def _lowered(nice: int, idle: bool) -> tuple[subprocess.Popen[str], list[tuple[int, int]]]:
-    """Run PROGRAM; (niceness, policy) of every thread of it and of its child."""
+def _lowered(nice: int) -> tuple[subprocess.Popen[str], list[int]]:
+    """Run PROGRAM; the niceness of every thread of it and of its child."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", PROGRAM.format(nice=nice, idle=idle)],
+        [sys.executable, "-c", PROGRAM.format(nice=nice)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -50,18 +49,14 @@ def _lowered(nice: int, idle: bool) -> tuple[subprocess.Popen[str], list[tuple[i
     early, late, child = (int(x) for x in proc.stdout.readline().split())
     threads = {int(t) for t in os.listdir(f"/proc/{proc.pid}/task")}
     assert {early, late} <= threads
-    seen = [
-        (os.getpriority(os.PRIO_PROCESS, tid), os.sched_getscheduler(tid))
-        for tid in [*threads, child]
-    ]
+    seen = [os.getpriority(os.PRIO_PROCESS, tid) for tid in [*threads, child]]
     return proc, seen
 
 
-@pytest.mark.parametrize(("idle", "policy"), [(True, os.SCHED_IDLE), (False, os.SCHED_OTHER)])
-def test_every_thread_is_lowered_and_what_starts_after_inherits_it(idle: bool, policy: int) -> None:
+def test_every_thread_is_lowered_and_what_starts_after_inherits_it() -> None:
     base = os.getpriority(os.PRIO_PROCESS, 0)
-    proc, seen = _lowered(10, idle)
+    proc, seen = _lowered(10)
     try:
-        assert seen == [(min(19, base + 10), policy)] * len(seen)
+        assert seen == [min(19, base + 10)] * len(seen)
     finally:
         proc.communicate("\n", timeout=30)

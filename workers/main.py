@@ -24,7 +24,7 @@ from docindex.telemetry import setup_tracing
 from docindex.temporal_client import connect
 
 from .factory import Queue, build_workers
-from .priority import yield_cores
+from .priority import lower_priority
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ async def run_worker(queue: Queue, settings: Settings) -> None:
         raise SystemExit("DOCINDEX_DATABASE_URL is required for a worker")
     if queue in (Queue.CPU, Queue.LARGE, Queue.GPU):
         # Before any parse process starts: they inherit it.
-        yield_cores(settings.worker_nice, settings.worker_idle_policy)
+        lower_priority(settings.worker_nice)
     setup_tracing(f"docindex-worker-{queue.value}")
     # Prometheus: the SDK's metrics and ours, on DOCINDEX_METRICS_PORT when set.
     client = await connect(settings, runtime=worker_runtime(settings.metrics_port))
