@@ -15,6 +15,7 @@ import contextlib
 import os
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -81,11 +82,7 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
             cpu_after = cpu_seconds(pids, ctx.stack.root)
             levels[str(c)] = {
                 "requests": n,
-                "p50_ms": pct(latencies, 50) * 1000,
-                "p95_ms": pct(latencies, 95) * 1000,
-                "p99_ms": pct(latencies, 99) * 1000,
-                "errors": sum(errors.values()),
-                "error_kinds": errors,
+                **_answers(latencies, errors),
                 "uploads_per_s": n / wall,
                 "mb_per_s": n * SIZE / wall / 2**20,
                 # Milliseconds of CPU per upload of each process: the API, the Temporal
@@ -229,23 +226,27 @@ async def _while_indexing(ctx: Ctx, seed: int) -> dict[str, Any]:
         )
     ]
     status = await ctx.stack.wait_documents(documents + uploaded, timeout_s=3600, every_s=0.5)
-    by_status: dict[str, int] = {}
-    for s in status.values():
-        by_status[s] = by_status.get(s, 0) + 1
     return {
         "requests": n,
         "concurrency": BUSY_CONCURRENCY,
         "run_documents": len(documents),
         "run_open_throughout": still_open,
+        **_answers(latencies, errors),
+        "uploads_per_s": n / wall,
+        "load_before": load_before,
+        "cpu_s_per_s": {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / wall for k in cpu_after},
+        "statuses": dict(Counter(status.values())),
+    }
+
+
+def _answers(latencies: list[float], errors: dict[str, int]) -> dict[str, Any]:
+    """A level's latency percentiles (ms) and its errors by kind."""
+    return {
         "p50_ms": pct(latencies, 50) * 1000,
         "p95_ms": pct(latencies, 95) * 1000,
         "p99_ms": pct(latencies, 99) * 1000,
         "errors": sum(errors.values()),
         "error_kinds": errors,
-        "uploads_per_s": n / wall,
-        "load_before": load_before,
-        "cpu_s_per_s": {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / wall for k in cpu_after},
-        "statuses": by_status,
     }
 
 
