@@ -178,7 +178,7 @@ def test_workers_are_scalable() -> None:
 
 
 def test_parsing_and_embedding_yield_the_host_cpu_to_what_requests_wait_on() -> None:
-    """On one host each container is its own cgroup: the workers' SCHED_IDLE counts only
+    """On one host each container is its own cgroup: the workers' niceness counts only
     inside theirs, so their CPU weight is what puts them behind the API and Temporal."""
     services = _services()
     default = 1024
