@@ -231,6 +231,11 @@ CREATE INDEX IF NOT EXISTS generation_documents_document
 ALTER TABLE chunks ADD COLUMN IF NOT EXISTS generation_id uuid;
 CREATE INDEX IF NOT EXISTS chunks_generation ON chunks (generation_id, document_id);
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS generation_id uuid;
+-- Set by the reconciler once it has seen the run's workflow exist: a run that stays queued
+-- (its workers down, a backlog) is then not sent another start every pass.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS workflow_seen_at timestamptz;
+CREATE INDEX IF NOT EXISTS runs_resumable ON runs (created_at)
+    WHERE status = 'queued' AND workflow_seen_at IS NULL;
 -- A reindex that failed or was cancelled leaves the document completed with its old
 -- chunks; why it did not take is kept beside it.
 ALTER TABLE documents ADD COLUMN IF NOT EXISTS last_error_type text;

@@ -184,6 +184,30 @@ async def test_a_run_whose_start_was_lost_is_resumed_once(
     assert not await start_run(client, settings, run_id, 2), "a finished run must not rerun"
 
 
+async def test_a_run_queued_behind_absent_workers_is_started_once_not_every_pass(
+    client: Client, settings: Settings
+) -> None:
+    """Its workflow exists but no worker polls its queue, so the run stays queued: the
+    reconciler finds it started once and leaves it alone after, instead of asking
+    Temporal to start it again every 30 s for as long as the workers are away."""
+    run_id = await record_run(settings, 1)
+    nobody = settings.model_copy(update={"workflow_task_queue": f"away-{uuid.uuid4().hex}"})
+    assert await start_run(client, nobody, run_id, 1)  # as the upload does
+    pool = await create_pool(settings.database_url or "")
+    try:
+        assert run_id in {r.run_id for r in await repository.resumable_runs(pool, 0)}
+        assert run_id not in await resume_orphaned_runs(pool, client, nobody, older_than_s=0)
+        assert run_id not in {r.run_id for r in await repository.resumable_runs(pool, 0)}
+        row = await pool.fetchrow(
+            "SELECT status, workflow_seen_at FROM runs WHERE run_id = $1", uuid.UUID(run_id)
+        )
+        assert row["status"] == "queued" and row["workflow_seen_at"] is not None
+    finally:
+        await client.get_workflow_handle(run_workflow_id(run_id)).terminate("test clean-up")
+        await pool.execute("DELETE FROM runs WHERE run_id = $1", uuid.UUID(run_id))
+        await pool.close()
+
+
 async def test_large_run_continues_as_new_and_completes(
     default_api: httpx.AsyncClient, client: Client, settings: Settings
 ) -> None:

@@ -194,6 +194,9 @@ async def resume_orphaned_runs(
         ):
             log.warning("started orphaned run %s", run.run_id)
             started.append(run.run_id)
+        # Started now or before (still queued behind a backlog): one start per run, not one
+        # every pass for as long as its workers are away.
+        await repository.mark_workflow_seen(pool, run.run_id)
     return started
 
 

@@ -184,13 +184,22 @@ async def active_runs(db: Db, tenant_id: str) -> int:
 
 
 async def resumable_runs(db: Db, older_than_s: float) -> list[RunRow]:
-    """Runs recorded but never picked up by a workflow (the API died in between)."""
+    """Runs recorded but never picked up by a workflow (the API died in between), except
+    those whose workflow the reconciler has already seen exist (queued behind a backlog)."""
     rows = await db.fetch(
         """SELECT * FROM runs
-           WHERE status = 'queued' AND created_at < now() - make_interval(secs => $1)""",
+           WHERE status = 'queued' AND workflow_seen_at IS NULL
+             AND created_at < now() - make_interval(secs => $1)""",
         older_than_s,
     )
     return [RunRow.from_record(r) for r in rows]
+
+
+async def mark_workflow_seen(db: Db, run_id: str) -> None:
+    """The run's workflow exists: the reconciler need not start it again."""
+    await db.execute(
+        "UPDATE runs SET workflow_seen_at = now() WHERE run_id = $1", uuid.UUID(run_id)
+    )
 
 
 def list_runs_query(
