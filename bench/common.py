@@ -147,6 +147,17 @@ def tiny_markdown(seed: int) -> bytes:
     return (f"# Note {seed}\n\n" + "\n".join(lines) + "\n").encode()
 
 
+def load_run_files(seed: int, count: int) -> list[tuple[str, bytes]]:
+    """What ``make load``'s run indexes: half small PDFs, half Markdown notes (every format
+    path, each cheap to index)."""
+    return [
+        (f"doc-{i}.pdf", synthetic_pdf(seed + i))
+        if i % 2
+        else (f"doc-{i}.md", tiny_markdown(seed + i))
+        for i in range(count)
+    ]
+
+
 async def upload(
     http: httpx.AsyncClient,
     files: Sequence[tuple[str, bytes]],

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import UploadRefused, gather_limited, pct, synthetic_pdf, tiny_markdown, upload
+from bench.common import UploadRefused, gather_limited, load_run_files, pct, synthetic_pdf, upload
 from bench.context import Ctx
 from docindex.config import Settings
 
@@ -55,13 +55,7 @@ async def measure(ctx: Ctx) -> dict[str, Any]:
         accepted.extend(d["document_id"] for d in body["documents"] if not d.get("duplicate"))
 
     big = [[(f"big-{i}.pdf", synthetic_pdf(seed + i, SIZE))] for i in range(concurrent)]
-    # Half small PDFs, half Markdown notes: every format path, each cheap to index.
-    many = [
-        (f"doc-{i}.pdf", synthetic_pdf(seed + 10_000 + i))
-        if i % 2
-        else (f"doc-{i}.md", tiny_markdown(seed + 10_000 + i))
-        for i in range(run_docs)
-    ]
+    many = load_run_files(seed + 10_000, run_docs)
     limits = httpx.Limits(max_connections=concurrent)
     phases: dict[str, Any] = {}
     async with httpx.AsyncClient(base_url=url, limits=limits) as http:

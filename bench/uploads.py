@@ -27,10 +27,10 @@ from bench.common import (
     corpus_files,
     cpu_seconds,
     gather_limited,
+    load_run_files,
     pct,
     proc_status_bytes,
     synthetic_pdf,
-    tiny_markdown,
     upload,
 )
 from bench.context import Ctx
@@ -255,13 +255,7 @@ def _background(ctx: Ctx, seed: int) -> list[tuple[str, bytes]]:
     try:
         return [(p.name, p.read_bytes()) for p in corpus_files(ctx.corpus)]
     except MissingInput:
-        count = 50 if ctx.quick else BUSY_SYNTHETIC_DOCUMENTS
-        return [
-            (f"doc-{i}.pdf", synthetic_pdf(seed + i))
-            if i % 2
-            else (f"doc-{i}.md", tiny_markdown(seed + i))
-            for i in range(count)
-        ]
+        return load_run_files(seed, 50 if ctx.quick else BUSY_SYNTHETIC_DOCUMENTS)
 
 
 async def _until_started(ctx: Ctx, documents: list[str], timeout_s: float = 120.0) -> None:
