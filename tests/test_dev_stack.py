@@ -120,6 +120,6 @@ def test_dev_stack_serves_restarts_and_stops_cleanly(dev_env: dict[str, str], co
     # State stayed on disk for the next start.
     state = Path(dev_env["DOCINDEX_DATA_DIR"])
     assert (state / "temporal.db").is_file() and (state / "pgdata" / "PG_VERSION").is_file()
-    # Temporal's state went through a write-ahead log (one sync per commit, not three).
+    # Temporal's state went through a write-ahead log (docindex/temporal_dev.py).
     with contextlib.closing(sqlite3.connect(state / "temporal.db")) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
