@@ -48,10 +48,11 @@ def temporal_cli() -> str:
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (`make test`): a process per core this process may run on, at most four.
     Each process starts the session's services for itself (a Temporal server, Postgres, every
-    worker kind with its models), so more would buy memory and start-up, not speed; most tests
-    wait on real processes, timers and heartbeats, which is why two processes keep two cores
-    busy where one leaves a third of them idle."""
-    return max(1, min(len(os.sched_getaffinity(0)), 4))
+    worker kind with its models), so each costs memory and start-up; more than two were not
+    measured. Most tests wait on real processes, timers and heartbeats: two processes keep
+    two cores busy where one leaves a third of them idle."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, 4))
 
 
 @pytest.fixture(scope="session")
