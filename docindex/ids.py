@@ -45,5 +45,11 @@ def derive_workflow_id(generation_id: str, document_id: str) -> str:
     return f"index-derive/{generation_id}/{document_id}"
 
 
+def derive_batch_workflow_id(generation_id: str, first_document_id: str) -> str:
+    """A batch of small documents derived into a generation, named by its first (the build
+    walks its documents once, in order)."""
+    return f"index-derive-batch/{generation_id}/{first_document_id}"
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")

@@ -355,3 +355,123 @@ async def test_the_generation_counts_its_chunks_through_reindex_and_delete(
     assert await counted() == total
     assert (await api.delete(f"/v1/documents/{ids['pumps.md']}")).status_code == 204
     assert await counted() == docs["roof.md"]["chunk_count"]
+
+
+# A build as big builds go: small documents derived in lock-step batches (any build of two or
+# more documents here), a 5-page PDF among them too, whose parse ran in page ranges.
+BATCHED_BUILD = {
+    "batch_documents": 8,
+    "batch_min_run_documents": 2,
+    "batch_document_bytes": 200_000,
+    "split_pdf_pages": 2,
+    "range_pages": 3,
+}
+NOTES = {
+    f"note-{i}.md": f"# Heron {i}\n\nField note {i}: a grey heron fished the weir at dawn.\n"
+    for i in range(4)
+}
+
+
+async def _derive_children(client: Client, tenant: str, generation_id: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    async for wf in client.list_workflows(f"TenantId = '{tenant}'"):
+        if f"/{generation_id}/" in wf.id:
+            found.setdefault(wf.workflow_type, []).append(wf.id)
+    return found
+
+
+async def test_a_big_build_derives_its_small_documents_in_batches(
+    settings: Settings, client: Client, workers: None, database_url: str
+) -> None:
+    pdf = (DATA / "pdf" / "docling" / "multi_page.pdf").read_bytes()
+    async with app_with(settings, client, **BATCHED_BUILD) as (app, http):
+        response = await http.post(
+            "/v1/documents",
+            files=[
+                *[("files", (n, t.encode(), "text/markdown")) for n, t in NOTES.items()],
+                ("files", ("multi_page.pdf", pdf, "application/pdf")),
+            ],
+        )
+        assert response.status_code == 202, response.text
+        run_id = response.json()["run_id"]
+        ids = {d["filename"]: d["document_id"] for d in response.json()["documents"]}
+        assert (await wait_for_run(http, run_id, limit_s=180))["status"] == "completed"
+        pool = app.state.resources.pool
+        tenant = await pool.fetchval(
+            "SELECT tenant_id FROM runs WHERE run_id = $1", uuid.UUID(run_id)
+        )
+        events_before = await pool.fetchval(
+            "SELECT count(*) FROM run_events WHERE run_id = $1", uuid.UUID(run_id)
+        )
+
+        created = await http.post(
+            "/v1/generations", json={"chunker": {"kind": "hybrid", "max_tokens": 24}}
+        )
+        assert created.status_code == 202, created.text
+        gen = created.json()["generation_id"]
+        built = await wait_for_generation(http, gen, within_s=180)
+        assert built["status"] == "ready", built
+        assert (built["documents_total"], built["documents_done"]) == (5, 5), built
+
+        # One batch for all five; the PDF, whose parse is in page ranges, handed back to a
+        # derive of its own.
+        children = await _derive_children(client, tenant, gen)
+        assert children.keys() == {"DocumentBatchWorkflow", "DocumentWorkflow"}, children
+        assert len(children["DocumentBatchWorkflow"]) == 1, children
+        assert children["DocumentWorkflow"] == [derive_workflow_id(gen, ids["multi_page.pdf"])]
+        history = await client.get_workflow_handle(
+            children["DocumentBatchWorkflow"][0]
+        ).fetch_history()
+        results = [
+            e.activity_task_completed_event_attributes.result.payloads[0].data
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        ]
+        assert any(b'"reused":true' in r for r in results), "the batch parsed again"
+
+        # Each document is in the new generation, the documents themselves untouched, and
+        # a derive writes nothing into the run's events.
+        for name, doc in ids.items():
+            in_gen = await pool.fetchval(
+                "SELECT count(*) FROM chunks WHERE document_id = $1 AND generation_id = $2",
+                uuid.UUID(doc),
+                uuid.UUID(gen),
+            )
+            assert in_gen > 0, name
+            assert (await http.get(f"/v1/documents/{doc}")).json()["status"] == "completed"
+        assert events_before == await pool.fetchval(
+            "SELECT count(*) FROM run_events WHERE run_id = $1", uuid.UUID(run_id)
+        )
+        hits = (await search(http, "grey heron fished the weir", generation_id=gen))["results"]
+        assert {ids[n] for n in NOTES} <= {h["document_id"] for h in hits}
+
+
+async def test_a_cancelled_batched_build_leaves_the_documents_completed(
+    settings: Settings, client: Client, workers: None, database_url: str
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    async with app_with(settings, client, tenant=tenant, **BATCHED_BUILD) as (_, http):
+        ids = await upload(http, NOTES)
+    # Its batch embeds on a queue no worker polls: it waits there until cancelled.
+    async with app_with(
+        settings, client, tenant=tenant, gpu_task_queue="nobody-polls-this", **BATCHED_BUILD
+    ) as (_, http):
+        created = await http.post(
+            "/v1/generations", json={"chunker": {"kind": "hybrid", "max_tokens": 40}}
+        )
+        assert created.status_code == 202, created.text
+        gen = created.json()["generation_id"]
+        deadline = time.monotonic() + 60
+        while "DocumentBatchWorkflow" not in await _derive_children(client, tenant, gen):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.3)
+        assert (await http.post(f"/v1/generations/{gen}/cancel")).status_code == 202
+        ended = await wait_for_generation(http, gen, within_s=60)
+        assert ended["status"] == "cancelled" and ended["chunk_count"] == 0, ended
+        assert await _chunks_of(database_url, gen) == 0
+        # The batch recorded its documents cancelled in the generation, not on them.
+        for doc in ids.values():
+            detail = (await http.get(f"/v1/documents/{doc}")).json()
+            assert detail["status"] == "completed" and detail["last_error"] is None, detail
+        hits = (await search(http, "grey heron fished the weir"))["results"]
+        assert set(ids.values()) <= {h["document_id"] for h in hits}

@@ -41,6 +41,8 @@ def test_there_are_histories_to_replay() -> None:
             "derive_docx",
             "batch_run",
             "batch",
+            "generation_batched",
+            "derive_batch",
         } <= names, label
 
 

@@ -1,6 +1,7 @@
 """DocumentBatchWorkflow: several documents of a big run in one workflow, either together
 (lock-step: one activity per step for all of them) or side by side (each through its own
-steps, none waiting for another).
+steps, none waiting for another). A generation's build derives its small documents in
+lock-step batches too, from the parses they have (``BatchInput.derive``).
 
 A child workflow per document costs the same orchestration whatever its size (a start, a
 close, about five workflow tasks between it and its run): for a 2 KB note that is most of
@@ -212,7 +213,13 @@ class DocumentBatchWorkflow:
             result: Stored | None = await self._step(
                 StoreActivities.store_document,
                 StoreInput.of(
-                    doc, prepared, None, [], embedded, generation_id=self._input.generation_id
+                    doc,
+                    prepared,
+                    None,
+                    [],
+                    embedded,
+                    generation_id=self._input.generation_id,
+                    derive=self._input.derive,
                 ),
                 {doc: task},
                 summary=task.filename,
@@ -319,7 +326,15 @@ class DocumentBatchWorkflow:
     ) -> dict[str, list[DeriveTarget]]:
         """Store each; what each must be derived into (other live generations)."""
         items = [
-            StoreInput.of(doc, p, None, [], e, generation_id=self._input.generation_id)
+            StoreInput.of(
+                doc,
+                p,
+                None,
+                [],
+                e,
+                generation_id=self._input.generation_id,
+                derive=self._input.derive,
+            )
             for doc, (p, e) in embedded.items()
         ]
         for doc in embedded:
@@ -421,7 +436,10 @@ class DocumentBatchWorkflow:
 
     async def _events(self, docs: Iterable[str]) -> None:
         """Each document's step in its run's events (live stream, webhooks), all in one
-        local activity. Like a DocumentWorkflow's, not worth holding the documents up for."""
+        local activity. Like a DocumentWorkflow's, not worth holding the documents up for.
+        A derive is in no run's events."""
+        if self._input.derive:
+            return
         batch = [
             DocumentEvent(
                 document_id=doc, status=self._progress[doc].status, step=self._progress[doc].step
@@ -439,7 +457,8 @@ class DocumentBatchWorkflow:
 
     async def _cancel(self, docs: list[str], message: str = "cancelled by request") -> None:
         """Record these documents cancelled, in Postgres (a document indexed before keeps
-        its chunks and stays completed there) and in this batch's outcome."""
+        its chunks and stays completed there; a derive's outcome is its generation's) and
+        in this batch's outcome."""
         if not docs:
             return
         outcomes = []
@@ -458,7 +477,8 @@ class DocumentBatchWorkflow:
                         status=DocStatus.CANCELLED,
                         error_type="Cancelled",
                         error=message,
-                    )
+                    ),
+                    generation_id=self._input.generation_id if self._input.derive else None,
                 )
             )
         policy = STEPS[Bookkeeping.record_document_outcomes]
@@ -482,7 +502,9 @@ class DocumentBatchWorkflow:
     def _complete(self, docs: list[str]) -> None:
         for doc in docs:
             self._completed(doc)
-        workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(DocStatus.COMPLETED.value)])
+        # A batch whose documents were all handed back or cancelled completed none.
+        if docs:
+            workflow.upsert_search_attributes([sa.DOC_STATUS.value_set(DocStatus.COMPLETED.value)])
 
     def _completed(self, doc: str) -> None:
         self._progress[doc].status = DocStatus.COMPLETED

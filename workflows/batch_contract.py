@@ -16,6 +16,10 @@ class BatchInput(BaseModel):
     spec: PipelineSpec
     options: RunOptions
     generation_id: str | None = None
+    # Documents already indexed, derived into ``generation_id`` from the parses they have
+    # (a generation's build): no run events, and what does not complete is recorded with
+    # the generation, never on the document.
+    derive: bool = False
     # Each document through its own steps, none waiting for another (documents of any
     # size in a run of many); else the batch's documents take each step together.
     side_by_side: bool = False
@@ -33,9 +37,10 @@ class BatchOutcome(BaseModel):
 
 
 class HandedBackNotice(BaseModel):
-    """Documents a batch handed back, sent to its run as it happens: each gets its
-    DocumentWorkflow while the batch goes on with the others, not when the batch ends. The
-    batch's outcome names them too; the run takes each once."""
+    """Documents a batch handed back, sent to its parent (a run, or a generation's build)
+    as it happens: each gets its DocumentWorkflow while the batch goes on with the others,
+    not when the batch ends. The batch's outcome names them too; the parent takes each
+    once."""
 
     batch_workflow_id: str
     documents: dict[str, HandedBack]

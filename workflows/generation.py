@@ -1,25 +1,27 @@
 """GenerationWorkflow: build a new index generation of a tenant from what is indexed.
 
-Every completed document of the tenant is derived into the generation by a
-``DocumentWorkflow`` child in derive mode: the parse the document already has is reused
-(no re-parse), then it is chunked, enriched and embedded as the generation's spec says and
-stored into the generation. A sliding window bounds the children; after a page of them
-the workflow continues-as-new, so a tenant of any size keeps a small history. Documents
-indexed while the build runs derive themselves into it (``DocumentWorkflow._derive_into``).
-The build ends ``ready``: search goes on serving the active generation until the tenant
-promotes this one.
+Every completed document of the tenant is derived into the generation: the parse the
+document already has is reused (no re-parse), then it is chunked, enriched and embedded as
+the generation's spec says and stored into the generation. Small documents of a big build
+go in lock-step ``DocumentBatchWorkflow`` batches (one workflow and one activity per step
+for up to ``batch_documents`` of them, as in a run), every other document in a
+``DocumentWorkflow`` child in derive mode, as does whatever a batch hands back. A sliding
+window bounds the children; after a page of documents the workflow continues-as-new, so a
+tenant of any size keeps a small history. Documents indexed while the build runs derive
+themselves into it (``DocumentWorkflow._derive_into``). The build ends ``ready``: search
+goes on serving the active generation until the tenant promotes this one.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import CancelledError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.generations import (
@@ -30,10 +32,13 @@ with workflow.unsafe.imports_passed_through():
         ToDeriveInput,
     )
     from docindex import search_attributes as sa
-    from docindex.ids import derive_workflow_id
+    from docindex.ids import derive_batch_workflow_id, derive_workflow_id
     from docindex.models import GenerationStatus
+    from docindex.spec import AnthropicEnricher, PipelineSpec
 
     from . import names
+    from .batch import DocumentBatchWorkflow
+    from .batch_contract import BatchInput, BatchOutcome, HandedBackNotice
     from .document import DocumentWorkflow
     from .document_contract import DocumentInput
     from .generation_contract import GenerationInput, GenerationProgress, GenerationSummary
@@ -47,7 +52,15 @@ class GenerationWorkflow:
     def __init__(self) -> None:
         self._input: GenerationInput | None = None
         self._status = GenerationStatus.BUILDING
-        self._in_flight: dict[str, workflow.ChildWorkflowHandle] = {}
+        # Children by workflow id (a batch of documents is one), and the window slots they
+        # take: one each, as a run's lock-step batch.
+        self._handles: dict[str, workflow.ChildWorkflowHandle] = {}
+        self._children = 0
+        # Documents being derived, and the batch each is in until it ends or hands it back.
+        self._running: set[str] = set()
+        self._batch_of: dict[str, str] = {}
+        self._batched: dict[str, DocumentToDerive] = {}
+        self._handed_back: list[DocumentToDerive] = []
         self._waiters: set[asyncio.Task[None]] = set()
         self._done = self._failed = 0
 
@@ -60,8 +73,17 @@ class GenerationWorkflow:
             documents_total=self._input.documents_total,
             documents_done=self._done,
             documents_failed=self._failed,
-            running=len(self._in_flight),
+            running=len(self._running),
         )
+
+    @workflow.signal(name=names.HANDED_BACK_SIGNAL)
+    def documents_handed_back(self, notice: HandedBackNotice) -> None:
+        """A batch could not derive these (a PDF read in page ranges, a step that kept
+        failing): each gets a DocumentWorkflow of its own now, not when the batch ends."""
+        for doc in notice.documents:
+            if self._batch_of.get(doc) == notice.batch_workflow_id:
+                self._handed_back.append(self._leave_batch(doc))
+                self._running.discard(doc)
 
     @workflow.run
     async def run(self, inp: GenerationInput) -> GenerationSummary:
@@ -72,9 +94,9 @@ class GenerationWorkflow:
         except asyncio.CancelledError:
             # Cancelled by the API or `temporal workflow cancel`: stop every child, then
             # record the build cancelled (its chunks go: they would never be served).
-            for handle in self._in_flight.values():
+            for handle in self._handles.values():
                 handle.cancel()
-            await workflow.wait_condition(lambda: not self._in_flight)
+            await workflow.wait_condition(lambda: not self._handles)
             await self._finish(GenerationStatus.CANCELLED, "cancelled by request")
             raise
         # Nothing derived although there was something to derive: the spec cannot work
@@ -106,7 +128,7 @@ class GenerationWorkflow:
             if started >= opts.documents_per_execution or (
                 workflow.info().is_continue_as_new_suggested()
             ):
-                await workflow.wait_condition(lambda: not self._in_flight)
+                await self._drain()
                 workflow.continue_as_new(
                     inp.model_copy(
                         update={
@@ -123,35 +145,100 @@ class GenerationWorkflow:
                     tenant_id=inp.tenant_id,
                     after_document_id=cursor,
                     limit=min(
-                        opts.documents_per_execution - started, 2 * opts.max_concurrent_documents
+                        opts.documents_per_execution - started,
+                        2 * opts.max_concurrent_documents * max(opts.batch_documents, 1),
                     ),
                 ),
             )
             if not page:
                 break
+            # The page's small documents fill batches in their order, one batch per parser
+            # (a batch takes one spec); every other document starts when its turn comes.
+            groups: dict[str, list[DocumentToDerive]] = {}
             for doc in page:
-                await workflow.wait_condition(
-                    lambda: len(self._in_flight) < opts.max_concurrent_documents
-                )
-                await self._start_child(inp, doc)
                 cursor = doc.task.document_id
                 started += 1
-        await workflow.wait_condition(lambda: not self._in_flight)
+                if not self._batchable(doc):
+                    await self._room()
+                    await self._start_child(doc)
+                    continue
+                key = self._spec_of(doc).parser.model_dump_json()
+                group = groups.setdefault(key, [])
+                group.append(doc)
+                if len(group) == opts.batch_documents:
+                    await self._start_group(groups.pop(key))
+            for group in groups.values():
+                await self._start_group(group)
+        await self._drain()
 
-    async def _start_child(self, inp: GenerationInput, doc: DocumentToDerive) -> None:
-        task = doc.task
-        spec = inp.spec.model_copy(update={"parser": doc.parser or inp.spec.parser})
+    def _batchable(self, doc: DocumentToDerive) -> bool:
+        """In a lock-step batch: a small document of a big build, as in a run (a build
+        below the run's threshold keeps a workflow per document, each with its history);
+        never with an LLM enricher, whose calls per document and chunk want their own
+        retries and rate limit."""
+        assert self._input is not None
+        inp, opts = self._input, self._input.options
+        return (
+            opts.batch_documents > 1
+            and inp.documents_total >= opts.batch_min_run_documents
+            and not isinstance(inp.spec.enricher, AnthropicEnricher)
+            and doc.task.size_bytes <= opts.batch_document_bytes
+            and not 0 < opts.large_document_bytes <= doc.task.size_bytes
+        )
+
+    def _spec_of(self, doc: DocumentToDerive) -> PipelineSpec:
+        """The generation's spec with the document's own parser, whose parse is reused."""
+        assert self._input is not None
+        spec = self._input.spec
+        return spec.model_copy(update={"parser": doc.parser or spec.parser})
+
+    async def _room(self) -> None:
+        """Until one more child fits the window; documents handed back meanwhile start
+        first."""
+        assert self._input is not None
+        limit = self._input.options.max_concurrent_documents
+        while True:
+            await workflow.wait_condition(lambda: self._children < limit)
+            if not self._handed_back:
+                return
+            await self._start_child(self._handed_back.pop(0))
+
+    async def _drain(self) -> None:
+        """Until every child has ended and every document handed back was derived."""
+        while True:
+            await workflow.wait_condition(
+                lambda: (
+                    bool(self._handed_back)
+                    or (not self._handles and workflow.all_handlers_finished())
+                )
+            )
+            if not self._handed_back:
+                return
+            await self._room()
+
+    async def _start_group(self, group: list[DocumentToDerive]) -> None:
+        """A batch; a document alone gets its own child, as in a run."""
+        await self._room()
+        if len(group) == 1:
+            await self._start_child(group[0])
+        else:
+            await self._start_batch(group)
+
+    async def _start_child(self, doc: DocumentToDerive) -> None:
+        assert self._input is not None
+        inp, task = self._input, doc.task
+        wid = derive_workflow_id(inp.generation_id, task.document_id)
         try:
             handle = await workflow.start_child_workflow(
                 DocumentWorkflow.run,
                 DocumentInput(
                     task=task,
-                    spec=spec,
+                    spec=self._spec_of(doc),
                     options=inp.options,
                     generation_id=inp.generation_id,
                     derive=True,
                 ),
-                id=derive_workflow_id(inp.generation_id, task.document_id),
+                id=wid,
                 task_queue=inp.options.workflow_task_queue,
                 static_summary=f"{task.filename} → generation {inp.generation_id}",
                 execution_timeout=timedelta(seconds=inp.options.document_deadline_s),
@@ -165,7 +252,7 @@ class GenerationWorkflow:
             )
         except WorkflowAlreadyStartedError:
             return  # indexed just now, and deriving itself into this generation already
-        self._in_flight[task.document_id] = handle
+        self._began(wid, handle, [doc])
 
         async def wait() -> None:
             try:
@@ -174,9 +261,97 @@ class GenerationWorkflow:
             except (ChildWorkflowError, asyncio.CancelledError):
                 self._failed += 1
             finally:
-                self._in_flight.pop(task.document_id, None)
+                self._ended(wid, [doc])
 
-        waiter = asyncio.create_task(wait())
+        self._keep(wait())
+
+    async def _start_batch(self, group: list[DocumentToDerive]) -> None:
+        assert self._input is not None
+        inp = self._input
+        first, last = group[0].task, group[-1].task
+        wid = derive_batch_workflow_id(inp.generation_id, first.document_id)
+        handle = await workflow.start_child_workflow(
+            DocumentBatchWorkflow.run,
+            BatchInput(
+                tasks=[d.task for d in group],
+                spec=self._spec_of(group[0]),
+                options=inp.options,
+                generation_id=inp.generation_id,
+                derive=True,
+            ),
+            id=wid,
+            task_queue=inp.options.workflow_task_queue,
+            static_summary=(
+                f"{len(group)} documents: {first.filename} … {last.filename} "
+                f"→ generation {inp.generation_id}"
+            ),
+            execution_timeout=timedelta(seconds=inp.options.document_deadline_s),
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.TENANT_ID, inp.tenant_id),
+                    SearchAttributePair(sa.DOC_STATUS, FIRST_STATUS),
+                ]
+            ),
+        )
+        self._began(wid, handle, group)
+        for doc in group:
+            self._batch_of[doc.task.document_id] = wid
+            self._batched[doc.task.document_id] = doc
+
+        async def wait() -> None:
+            # Those it handed back on the way (documents_handed_back) are no longer its.
+            ours = group
+            try:
+                try:
+                    outcome: BatchOutcome = await handle
+                finally:
+                    ours = [
+                        self._leave_batch(d.task.document_id)
+                        for d in group
+                        if self._batch_of.get(d.task.document_id) == wid
+                    ]
+            except (ChildWorkflowError, asyncio.CancelledError) as err:
+                if isinstance(err, asyncio.CancelledError) or isinstance(err.cause, CancelledError):
+                    # The build was cancelled; the batch recorded its documents cancelled.
+                    self._failed += len(ours)
+                else:
+                    # Terminated, timed out or failed: each of its documents not derived
+                    # gets a workflow of its own (one stored meanwhile is stored again).
+                    workflow.logger.warning("batch %s ended without an outcome: %s", wid, err)
+                    self._handed_back.extend(ours)
+            else:
+                for doc in ours:
+                    document_id = doc.task.document_id
+                    if document_id in outcome.completed:
+                        self._done += 1
+                    elif document_id in outcome.cancelled:
+                        self._failed += 1
+                    else:
+                        self._handed_back.append(doc)
+            finally:
+                self._ended(wid, ours)
+
+        self._keep(wait())
+
+    def _began(
+        self, wid: str, handle: workflow.ChildWorkflowHandle, docs: list[DocumentToDerive]
+    ) -> None:
+        self._handles[wid] = handle
+        self._children += 1
+        self._running.update(d.task.document_id for d in docs)
+
+    def _ended(self, wid: str, docs: list[DocumentToDerive]) -> None:
+        self._handles.pop(wid, None)
+        self._children -= 1
+        self._running.difference_update(d.task.document_id for d in docs)
+
+    def _leave_batch(self, document_id: str) -> DocumentToDerive:
+        self._batch_of.pop(document_id)
+        return self._batched.pop(document_id)
+
+    def _keep(self, waiting: Coroutine[Any, Any, None]) -> None:
+        # Workflow asyncio tasks are deterministic; keep a reference so none is collected.
+        waiter = asyncio.create_task(waiting)
         self._waiters.add(waiter)
         waiter.add_done_callback(self._waiters.discard)
 

@@ -11,7 +11,8 @@ process per kind and the API) and indexes a few documents from tests/data that t
 path: a one-page PDF, a DOCX, a PDF split into page ranges, and a damaged PDF that fails;
 then builds a generation of them (its workflow, and one document's derive); then a run of
 small notes in batches, one of which holds the damaged PDF (handed back to a workflow of its
-own), and a side-by-side batch of a scan (OCRed in it), a PDF, a DOCX and the damaged PDF.
+own), and a generation of those notes, derived in batches; and a side-by-side batch of a
+scan (OCRed in it), a PDF, a DOCX and the damaged PDF.
 """
 
 from __future__ import annotations
@@ -96,7 +97,35 @@ async def _record_batches(stack: Stack) -> dict[str, str]:
     ]
     files.insert(1, ("files", (damaged.name, damaged.read_bytes())))
     run, batch = await _batched_run(stack, url, "histories-batches", files)
-    return {"batch_run": run, "batch": batch}
+    build, derive_batch = await _batched_build(stack, url, "histories-batches")
+    return {
+        "batch_run": run,
+        "batch": batch,
+        "generation_batched": build,
+        "derive_batch": derive_batch,
+    }
+
+
+async def _batched_build(stack: Stack, url: str, tenant: str) -> tuple[str, str]:
+    """A generation of the tenant's documents, its small ones derived in batches; its
+    history and its longest batch's."""
+    headers = await stack.api_headers(tenant)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+        created = await http.post(
+            "/v1/generations", json={"chunker": {"kind": "hybrid", "max_tokens": 64}}
+        )
+        generation = created.json()
+        while True:
+            if (await http.get(generation["status_url"])).json()["status"] != "building":
+                break
+            await asyncio.sleep(0.5)
+    batches = [
+        (await stack.client.get_workflow_handle(wf.id).fetch_history()).to_json()
+        async for wf in stack.client.list_workflows("WorkflowType = 'DocumentBatchWorkflow'")
+        if f"/{generation['generation_id']}/" in wf.id
+    ]
+    build = stack.client.get_workflow_handle(generation["workflow_id"])
+    return (await build.fetch_history()).to_json(), max(batches, key=len)
 
 
 async def _record_side_by_side(stack: Stack) -> dict[str, str]:
