@@ -273,9 +273,11 @@ def test_chunks_are_those_of_doclings_own_hybrid_chunker(
     parser: DocumentParser, corpus: Path, name: str, has_tables: bool
 ):
     """Our chunker builds semchunk's splitter once per budget instead of once per chunk
-    over budget: the chunks must be exactly the stock HybridChunker's, tables and their
+    over budget, and counts tokens through the Rust tokenizer with a memo: the chunks must
+    be exactly the stock HybridChunker's with the stock tokenizer, tables and their
     repeated headers included, and repeated chunking must leave nothing behind."""
     from docling_core.transforms.chunker.hybrid_chunker import HybridChunker
+    from docling_core.transforms.chunker.tokenizer.huggingface import HuggingFaceTokenizer
     from docling_core.types.doc import TableItem
     from semchunk import semchunk
 
@@ -286,7 +288,7 @@ def test_chunks_are_those_of_doclings_own_hybrid_chunker(
     for size in (24, 64, 128, 512):
         mine = ours._chunker(size)
         stock = HybridChunker(
-            tokenizer=mine.tokenizer,
+            tokenizer=HuggingFaceTokenizer(tokenizer=ours._hf_tokenizer, max_tokens=size),
             merge_peers=True,
             repeat_table_header=True,
             serializer_provider=mine.serializer_provider,
