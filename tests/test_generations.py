@@ -357,12 +357,13 @@ async def test_the_generation_counts_its_chunks_through_reindex_and_delete(
     assert await counted() == docs["roof.md"]["chunk_count"]
 
 
-# A build as big builds go: small documents derived in lock-step batches (any build of two or
-# more documents here), a 5-page PDF among them too, whose parse ran in page ranges.
+# A build as big builds go (any build of two or more documents here): small documents
+# derived in a lock-step batch, the others side by side in another, a 5-page PDF among them
+# whose parse ran in page ranges.
 BATCHED_BUILD = {
     "batch_documents": 8,
     "batch_min_run_documents": 2,
-    "batch_document_bytes": 200_000,
+    "side_by_side_min_run_documents": 2,
     "split_pdf_pages": 2,
     "range_pages": 3,
 }
@@ -384,12 +385,15 @@ async def test_a_big_build_derives_its_small_documents_in_batches(
     settings: Settings, client: Client, workers: None, database_url: str
 ) -> None:
     pdf = (DATA / "pdf" / "docling" / "multi_page.pdf").read_bytes()
+    docx = (DATA / "office" / "docling" / "word_sample.docx").read_bytes()
+    assert min(len(pdf), len(docx)) > settings.batch_document_bytes  # not small: side by side
     async with app_with(settings, client, **BATCHED_BUILD) as (app, http):
         response = await http.post(
             "/v1/documents",
             files=[
                 *[("files", (n, t.encode(), "text/markdown")) for n, t in NOTES.items()],
                 ("files", ("multi_page.pdf", pdf, "application/pdf")),
+                ("files", ("word_sample.docx", docx, "application/octet-stream")),
             ],
         )
         assert response.status_code == 202, response.text
@@ -411,23 +415,29 @@ async def test_a_big_build_derives_its_small_documents_in_batches(
         gen = created.json()["generation_id"]
         built = await wait_for_generation(http, gen, within_s=180)
         assert built["status"] == "ready", built
-        assert (built["documents_total"], built["documents_done"]) == (5, 5), built
+        assert (built["documents_total"], built["documents_done"]) == (6, 6), built
 
-        # One batch for all five; the PDF, whose parse is in page ranges, handed back to a
-        # derive of its own.
+        # A batch of the four notes in lock-step, one of the PDF and the DOCX side by side;
+        # the PDF, whose parse is in page ranges, handed back to a derive of its own.
         children = await _derive_children(client, tenant, gen)
         assert children.keys() == {"DocumentBatchWorkflow", "DocumentWorkflow"}, children
-        assert len(children["DocumentBatchWorkflow"]) == 1, children
+        assert len(children["DocumentBatchWorkflow"]) == 2, children
         assert children["DocumentWorkflow"] == [derive_workflow_id(gen, ids["multi_page.pdf"])]
-        history = await client.get_workflow_handle(
-            children["DocumentBatchWorkflow"][0]
-        ).fetch_history()
-        results = [
-            e.activity_task_completed_event_attributes.result.payloads[0].data
-            for e in history.events
-            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
-        ]
-        assert any(b'"reused":true' in r for r in results), "the batch parsed again"
+        steps: set[str] = set()
+        for batch in children["DocumentBatchWorkflow"]:
+            history = await client.get_workflow_handle(batch).fetch_history()
+            results = [
+                e.activity_task_completed_event_attributes.result.payloads[0].data
+                for e in history.events
+                if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+            ]
+            assert any(b'"reused":true' in r for r in results), f"{batch} parsed again"
+            steps |= {
+                e.activity_task_scheduled_event_attributes.activity_type.name
+                for e in history.events
+                if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            }
+        assert {"prepare_documents", "prepare_document"} <= steps, steps
 
         # Each document is in the new generation, the documents themselves untouched, and
         # a derive writes nothing into the run's events.

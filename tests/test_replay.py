@@ -43,6 +43,8 @@ def test_there_are_histories_to_replay() -> None:
             "batch",
             "generation_batched",
             "derive_batch",
+            "generation_side_by_side",
+            "derive_side_by_side",
         } <= names, label
 
 

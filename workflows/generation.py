@@ -2,14 +2,16 @@
 
 Every completed document of the tenant is derived into the generation: the parse the
 document already has is reused (no re-parse), then it is chunked, enriched and embedded as
-the generation's spec says and stored into the generation. Small documents of a big build
-go in lock-step ``DocumentBatchWorkflow`` batches (one workflow and one activity per step
-for up to ``batch_documents`` of them, as in a run), every other document in a
-``DocumentWorkflow`` child in derive mode, as does whatever a batch hands back. A sliding
-window bounds the children; after a page of documents the workflow continues-as-new, so a
-tenant of any size keeps a small history. Documents indexed while the build runs derive
-themselves into it (``DocumentWorkflow._derive_into``). The build ends ``ready``: search
-goes on serving the active generation until the tenant promotes this one.
+the generation's spec says and stored into the generation. As in a run, the small documents
+of a big build go in lock-step ``DocumentBatchWorkflow`` batches (one workflow and one
+activity per step for up to ``batch_documents`` of them) and its other documents in
+side-by-side ones (each through its own steps, one workflow for them all); big documents,
+the documents of a small build, and whatever a batch hands back get a ``DocumentWorkflow``
+child in derive mode each. A sliding window bounds the children; after a page of documents
+the workflow continues-as-new, so a tenant of any size keeps a small history. Documents
+indexed while the build runs derive themselves into it (``DocumentWorkflow._derive_into``).
+The build ends ``ready``: search goes on serving the active generation until the tenant
+promotes this one.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class GenerationWorkflow:
         self._input: GenerationInput | None = None
         self._status = GenerationStatus.BUILDING
         # Children by workflow id (a batch of documents is one), and the window slots they
-        # take: one each, as a run's lock-step batch.
+        # take (a side-by-side batch as many as it derives at once).
         self._handles: dict[str, workflow.ChildWorkflowHandle] = {}
         self._children = 0
         # Documents being derived, and the batch each is in until it ends or hands it back.
@@ -152,39 +154,65 @@ class GenerationWorkflow:
             )
             if not page:
                 break
-            # The page's small documents fill batches in their order, one batch per parser
-            # (a batch takes one spec); every other document starts when its turn comes.
-            groups: dict[str, list[DocumentToDerive]] = {}
+            # The page's documents fill batches in their order, by how they go (lock-step or
+            # side by side) and by parser (a batch takes one spec); each document left
+            # starts when its turn comes.
+            groups: dict[tuple[bool, str], list[DocumentToDerive]] = {}
             for doc in page:
                 cursor = doc.task.document_id
                 started += 1
-                if not self._batchable(doc):
+                side_by_side = self._grouping(doc)
+                if side_by_side is None:
                     await self._room()
                     await self._start_child(doc)
                     continue
-                key = self._spec_of(doc).parser.model_dump_json()
+                key = (side_by_side, self._spec_of(doc).parser.model_dump_json())
                 group = groups.setdefault(key, [])
                 group.append(doc)
-                if len(group) == opts.batch_documents:
-                    await self._start_group(groups.pop(key))
-            for group in groups.values():
-                await self._start_group(group)
+                if len(group) == self._group_size(side_by_side):
+                    await self._start_group(groups.pop(key), side_by_side)
+            for (side_by_side, _), group in groups.items():
+                await self._start_group(group, side_by_side)
         await self._drain()
 
-    def _batchable(self, doc: DocumentToDerive) -> bool:
-        """In a lock-step batch: a small document of a big build, as in a run (a build
-        below the run's threshold keeps a workflow per document, each with its history);
-        never with an LLM enricher, whose calls per document and chunk want their own
-        retries and rate limit."""
+    def _grouping(self, doc: DocumentToDerive) -> bool | None:
+        """How the document is derived, as a run would index it: in a lock-step batch
+        (False: a small document of a build of batch_min_run_documents or more), in a
+        side-by-side one (True: the others of a build of side_by_side_min_run_documents or
+        more), or in a workflow of its own (None: a big document, a small build, where each
+        document's history is worth its cost, or an LLM enricher, whose calls per document
+        and chunk want their own retries and rate limit)."""
         assert self._input is not None
         inp, opts = self._input, self._input.options
-        return (
-            opts.batch_documents > 1
-            and inp.documents_total >= opts.batch_min_run_documents
-            and not isinstance(inp.spec.enricher, AnthropicEnricher)
-            and doc.task.size_bytes <= opts.batch_document_bytes
-            and not 0 < opts.large_document_bytes <= doc.task.size_bytes
-        )
+        task, total = doc.task, inp.documents_total
+        if (
+            opts.batch_documents <= 1
+            or isinstance(inp.spec.enricher, AnthropicEnricher)
+            or 0 < opts.large_document_bytes <= task.size_bytes
+        ):
+            return None
+        if task.size_bytes <= opts.batch_document_bytes and total >= opts.batch_min_run_documents:
+            return False
+        if total >= opts.side_by_side_min_run_documents:
+            return True
+        return None
+
+    def _weight(self, side_by_side: bool) -> int:
+        """Window slots a batch takes: one for lock-step (its documents take each step
+        together, as one), as many as it derives at once side by side."""
+        assert self._input is not None
+        opts = self._input.options
+        return min(opts.side_by_side_parallel, opts.max_concurrent_documents) if side_by_side else 1
+
+    def _group_size(self, side_by_side: bool) -> int:
+        """batch_documents; side by side, fewer where that fills the window with more
+        batches, as in a run."""
+        assert self._input is not None
+        opts = self._input.options
+        if not side_by_side:
+            return opts.batch_documents
+        batches = max(opts.max_concurrent_documents // self._weight(True), 1)
+        return max(min(opts.batch_documents, -(-self._input.documents_total // batches)), 2)
 
     def _spec_of(self, doc: DocumentToDerive) -> PipelineSpec:
         """The generation's spec with the document's own parser, whose parse is reused."""
@@ -192,15 +220,18 @@ class GenerationWorkflow:
         spec = self._input.spec
         return spec.model_copy(update={"parser": doc.parser or spec.parser})
 
-    async def _room(self) -> None:
-        """Until one more child fits the window; documents handed back meanwhile start
-        first."""
+    async def _room(self, weight: int = 1) -> None:
+        """Until ``weight`` more slots fit the window; documents handed back meanwhile
+        start first."""
         assert self._input is not None
         limit = self._input.options.max_concurrent_documents
         while True:
-            await workflow.wait_condition(lambda: self._children < limit)
+            await workflow.wait_condition(
+                lambda: bool(self._handed_back) or self._children + min(weight, limit) <= limit
+            )
             if not self._handed_back:
                 return
+            await workflow.wait_condition(lambda: self._children < limit)
             await self._start_child(self._handed_back.pop(0))
 
     async def _drain(self) -> None:
@@ -216,13 +247,14 @@ class GenerationWorkflow:
                 return
             await self._room()
 
-    async def _start_group(self, group: list[DocumentToDerive]) -> None:
+    async def _start_group(self, group: list[DocumentToDerive], side_by_side: bool) -> None:
         """A batch; a document alone gets its own child, as in a run."""
-        await self._room()
         if len(group) == 1:
+            await self._room()
             await self._start_child(group[0])
         else:
-            await self._start_batch(group)
+            await self._room(self._weight(side_by_side))
+            await self._start_batch(group, side_by_side)
 
     async def _start_child(self, doc: DocumentToDerive) -> None:
         assert self._input is not None
@@ -265,9 +297,9 @@ class GenerationWorkflow:
 
         self._keep(wait())
 
-    async def _start_batch(self, group: list[DocumentToDerive]) -> None:
+    async def _start_batch(self, group: list[DocumentToDerive], side_by_side: bool) -> None:
         assert self._input is not None
-        inp = self._input
+        inp, weight = self._input, self._weight(side_by_side)
         first, last = group[0].task, group[-1].task
         wid = derive_batch_workflow_id(inp.generation_id, first.document_id)
         handle = await workflow.start_child_workflow(
@@ -278,6 +310,8 @@ class GenerationWorkflow:
                 options=inp.options,
                 generation_id=inp.generation_id,
                 derive=True,
+                side_by_side=side_by_side,
+                parallel=weight,
             ),
             id=wid,
             task_queue=inp.options.workflow_task_queue,
@@ -293,7 +327,7 @@ class GenerationWorkflow:
                 ]
             ),
         )
-        self._began(wid, handle, group)
+        self._began(wid, handle, group, weight)
         for doc in group:
             self._batch_of[doc.task.document_id] = wid
             self._batched[doc.task.document_id] = doc
@@ -329,20 +363,24 @@ class GenerationWorkflow:
                     else:
                         self._handed_back.append(doc)
             finally:
-                self._ended(wid, ours)
+                self._ended(wid, ours, weight)
 
         self._keep(wait())
 
     def _began(
-        self, wid: str, handle: workflow.ChildWorkflowHandle, docs: list[DocumentToDerive]
+        self,
+        wid: str,
+        handle: workflow.ChildWorkflowHandle,
+        docs: list[DocumentToDerive],
+        weight: int = 1,
     ) -> None:
         self._handles[wid] = handle
-        self._children += 1
+        self._children += weight
         self._running.update(d.task.document_id for d in docs)
 
-    def _ended(self, wid: str, docs: list[DocumentToDerive]) -> None:
+    def _ended(self, wid: str, docs: list[DocumentToDerive], weight: int = 1) -> None:
         self._handles.pop(wid, None)
-        self._children -= 1
+        self._children -= weight
         self._running.difference_update(d.task.document_id for d in docs)
 
     def _leave_batch(self, document_id: str) -> DocumentToDerive:

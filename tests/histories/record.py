@@ -12,7 +12,8 @@ path: a one-page PDF, a DOCX, a PDF split into page ranges, and a damaged PDF th
 then builds a generation of them (its workflow, and one document's derive); then a run of
 small notes in batches, one of which holds the damaged PDF (handed back to a workflow of its
 own), and a generation of those notes, derived in batches; and a side-by-side batch of a
-scan (OCRed in it), a PDF, a DOCX and the damaged PDF.
+scan (OCRed in it), a PDF, a DOCX and the damaged PDF, and a generation of those, derived
+side by side.
 """
 
 from __future__ import annotations
@@ -143,7 +144,13 @@ async def _record_side_by_side(stack: Stack) -> dict[str, str]:
         path = DATA / DOCUMENTS[label]
         files.append(("files", (path.name, path.read_bytes())))
     run, batch = await _batched_run(stack, url, "histories-side-by-side", files)
-    return {"side_by_side_run": run, "side_by_side": batch}
+    build, derive_batch = await _batched_build(stack, url, "histories-side-by-side")
+    return {
+        "side_by_side_run": run,
+        "side_by_side": batch,
+        "generation_side_by_side": build,
+        "derive_side_by_side": derive_batch,
+    }
 
 
 async def _batched_run(
