@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from docindex.models import GenerationStatus
     from docindex.spec import AnthropicEnricher, PipelineSpec
 
-    from . import names
+    from . import grouping, names
     from .batch import DocumentBatchWorkflow
     from .batch_contract import BatchInput, BatchOutcome, HandedBackNotice
     from .document import DocumentWorkflow
@@ -176,43 +176,24 @@ class GenerationWorkflow:
         await self._drain()
 
     def _grouping(self, doc: DocumentToDerive) -> bool | None:
-        """How the document is derived, as a run would index it: in a lock-step batch
-        (False: a small document of a build of batch_min_run_documents or more), in a
-        side-by-side one (True: the others of a build of side_by_side_min_run_documents or
-        more), or in a workflow of its own (None: a big document, a small build, where each
-        document's history is worth its cost, or an LLM enricher, whose calls per document
-        and chunk want their own retries and rate limit)."""
+        """How the document is derived, as a run would index it (workflows/grouping.py):
+        in a lock-step batch, a side-by-side one, or a workflow of its own."""
         assert self._input is not None
-        inp, opts = self._input, self._input.options
-        task, total = doc.task, inp.documents_total
-        if (
-            opts.batch_documents <= 1
-            or isinstance(inp.spec.enricher, AnthropicEnricher)
-            or 0 < opts.large_document_bytes <= task.size_bytes
-        ):
-            return None
-        if task.size_bytes <= opts.batch_document_bytes and total >= opts.batch_min_run_documents:
-            return False
-        if total >= opts.side_by_side_min_run_documents:
-            return True
-        return None
+        return grouping.grouping(self._input.options, *self._policy(), doc.task.size_bytes)
 
     def _weight(self, side_by_side: bool) -> int:
-        """Window slots a batch takes: one for lock-step (its documents take each step
-        together, as one), as many as it derives at once side by side."""
         assert self._input is not None
-        opts = self._input.options
-        return min(opts.side_by_side_parallel, opts.max_concurrent_documents) if side_by_side else 1
+        return grouping.weight(self._input.options, side_by_side)
 
     def _group_size(self, side_by_side: bool) -> int:
-        """batch_documents; side by side, fewer where that fills the window with more
-        batches, as in a run."""
         assert self._input is not None
-        opts = self._input.options
-        if not side_by_side:
-            return opts.batch_documents
-        batches = max(opts.max_concurrent_documents // self._weight(True), 1)
-        return max(min(opts.batch_documents, -(-self._input.documents_total // batches)), 2)
+        return grouping.group_size(self._input.options, *self._policy(), side_by_side)
+
+    def _policy(self) -> tuple[int, bool]:
+        """What the grouping policy asks of the build: its size, whether an LLM enriches."""
+        assert self._input is not None
+        inp = self._input
+        return inp.documents_total, isinstance(inp.spec.enricher, AnthropicEnricher)
 
     def _spec_of(self, doc: DocumentToDerive) -> PipelineSpec:
         """The generation's spec with the document's own parser, whose parse is reused."""

@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from docindex.spec import AnthropicEnricher
     from docindex.steps.models import HandedBack
 
-    from . import names
+    from . import grouping, names
     from .batch import DocumentBatchWorkflow
     from .batch_contract import BatchInput, BatchOutcome, HandedBackNotice
     from .document import DocumentWorkflow
@@ -484,42 +484,21 @@ class IndexingWorkflow:
     def _batch_size(self) -> int:
         """Documents per batch in this run; 1: a child per document."""
         assert self._input is not None
-        inp, opts = self._input, self._input.options
-        if inp.document_count < min(
-            opts.batch_min_run_documents, opts.side_by_side_min_run_documents
-        ):
-            return 1
-        # An LLM describes each document and each of its chunks: calls that cost far more
-        # than a child workflow, each with its own retries and rate limit.
-        if isinstance(inp.spec.enricher, AnthropicEnricher):
-            return 1
-        return max(opts.batch_documents, 1)
+        return grouping.batch_size(self._input.options, *self._policy())
 
     def _group_size(self, side_by_side: bool) -> int:
-        """Documents per batch: batch_documents; side by side, fewer where that fills the
-        run's window with more batches (a run of 40 documents: four of ten, not 16, 16, 8)."""
         assert self._input is not None
-        inp, opts = self._input, self._input.options
-        size = self._batch_size()
-        if not side_by_side:
-            return size
-        batches = max(opts.max_concurrent_documents // self._weight(True), 1)
-        return max(min(size, -(-inp.document_count // batches)), 2)
+        return grouping.group_size(self._input.options, *self._policy(), side_by_side)
 
     def _grouping(self, task: DocumentTask) -> bool | None:
-        """How the document goes with others: in a lock-step batch (False), in a
-        side-by-side one (True), or in a workflow of its own (None)."""
         assert self._input is not None
-        inp, opts = self._input, self._input.options
-        big = 0 < opts.large_document_bytes <= task.size_bytes
-        if self._batch_size() == 1 or big:
-            return None
-        small = task.size_bytes <= opts.batch_document_bytes
-        if small and inp.document_count >= opts.batch_min_run_documents:
-            return False
-        if inp.document_count >= opts.side_by_side_min_run_documents:
-            return True
-        return None
+        return grouping.grouping(self._input.options, *self._policy(), task.size_bytes)
+
+    def _policy(self) -> tuple[int, bool]:
+        """What the grouping policy asks of the run: its size, and whether an LLM enriches."""
+        assert self._input is not None
+        inp = self._input
+        return inp.document_count, isinstance(inp.spec.enricher, AnthropicEnricher)
 
     async def _wait_for_room(self, weight: int = 1) -> None:
         """Until ``weight`` more documents fit in the run's window."""
@@ -528,11 +507,8 @@ class IndexingWorkflow:
         await workflow.wait_condition(lambda: self._children + min(weight, limit) <= limit)
 
     def _weight(self, side_by_side: bool) -> int:
-        """Window slots a batch takes: a lock-step batch one (its small documents take each
-        step together, as one); a side-by-side batch as many as it indexes at once."""
         assert self._input is not None
-        opts = self._input.options
-        return min(opts.side_by_side_parallel, opts.max_concurrent_documents) if side_by_side else 1
+        return grouping.weight(self._input.options, side_by_side)
 
     async def _start_group(self, group: list[DocumentTask], side_by_side: bool) -> None:
         """Start a batch (one document alone gets its own child, as always)."""
