@@ -1,7 +1,7 @@
 """DocumentBatchWorkflow: several documents of a big run in one workflow, either together
 (lock-step: one activity per step for all of them) or side by side (each through its own
-steps, none waiting for another). A generation's build derives its small documents in
-lock-step batches too, from the parses they have (``BatchInput.derive``).
+steps, none waiting for another). A generation's build derives its documents in such
+batches too, from the parses they have (``BatchInput.derive``).
 
 A child workflow per document costs the same orchestration whatever its size (a start, a
 close, about five workflow tasks between it and its run): for a 2 KB note that is most of
